@@ -1,0 +1,1 @@
+"""Pure data formats of the camera: bytes to records and back. No sockets, no event loop."""
