@@ -1,0 +1,229 @@
+"""Declared settings: one frozen dataclass per TOML table, validated on load, rendered as TOML.
+
+A receiver declares its settings once, with :func:`setting`; from that declaration come the
+defaults, :func:`load` (which rejects unknown keys, wrong types and out-of-range values with a
+:class:`ConfigError` naming file and ``table.key``) and :func:`render` (the commented TOML shipped
+in ``etc/ssdaq/``). TOML is data: nothing in it is evaluated.
+
+Supported field types: ``bool``, ``int``, ``float``, ``str``, ``tuple[str, ...]``, a nested
+settings dataclass (a TOML table), ``tuple[<dataclass>, ...]`` (an array of tables) and
+``dict[str, int]`` (a free table, e.g. address -> module slot).
+"""
+
+import dataclasses
+import json
+import math
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ssdaq.core.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    default_factory: Any = dataclasses.MISSING,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """Declare one setting: its default, the comment rendered above it, and its valid range.
+
+    Units belong in the name (``…_ns``, ``…_s``, ``…_bytes``) so they show in the TOML too.
+    """
+    meta = {"help": help, "min": min, "max": max, "choices": choices}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def table(cls: type[T], help: str = "", **overrides: Any) -> Any:
+    """Declare a nested table whose defaults are ``cls(**overrides)``."""
+    return setting(default_factory=lambda: cls(**overrides), help=help or _first_line(cls))
+
+
+def tables(*items: Any, help: str) -> Any:
+    """Declare an array of tables defaulting to ``items``."""
+    return setting(default_factory=lambda: tuple(items), help=help)
+
+
+def _first_line(cls: type) -> str:
+    return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_settings(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return f"array of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "table of integers"
+    if _is_settings(tp):
+        return "table"
+    return {bool: "true or false", int: "integer", float: "number", str: "string"}[tp]
+
+
+def load(cls: type[T], path: str | Path) -> T:
+    """Read ``path`` and build ``cls`` from it; a missing file is an error (the caller decides)."""
+    name = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(name, "", "no such file") from None
+    except PermissionError:
+        raise ConfigError(name, "", "permission denied") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(name, "", f"not valid TOML: {e}") from None
+    return build(cls, data, name)
+
+
+def build(cls: type[T], data: Mapping[str, Any], file: str = "<defaults>", prefix: str = "") -> T:
+    """Validate a parsed TOML mapping against ``cls``; see the module docstring for the rules."""
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(file, where, f"unknown setting (known here: {known})")
+        values[key] = _convert(hints[key], fields[key], raw, file, where)
+    return cls(**values)
+
+
+def _convert(tp: Any, f: dataclasses.Field, raw: Any, file: str, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if _is_settings(tp):
+        if not isinstance(raw, dict):
+            raise ConfigError(file, where, f"expected a table, got {raw!r}")
+        return build(tp, raw, file, where + ".")
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        if not isinstance(raw, list):
+            raise ConfigError(file, where, f"expected {_type_name(tp)}, got {raw!r}")
+        if _is_settings(item):
+            out = []
+            for i, entry in enumerate(raw):
+                if not isinstance(entry, dict):
+                    raise ConfigError(file, f"{where}[{i}]", f"expected a table, got {entry!r}")
+                out.append(build(item, entry, file, f"{where}[{i}]."))
+            return tuple(out)
+        return tuple(_scalar(item, f, v, file, f"{where}[{i}]") for i, v in enumerate(raw))
+    if origin is dict:
+        if not isinstance(raw, dict):
+            raise ConfigError(file, where, f"expected {_type_name(tp)}, got {raw!r}")
+        val_type = typing.get_args(tp)[1]
+        return {str(k): _scalar(val_type, f, v, file, f"{where}.{k}") for k, v in raw.items()}
+    return _scalar(tp, f, raw, file, where)
+
+
+def _scalar(tp: Any, f: dataclasses.Field, raw: Any, file: str, where: str) -> Any:
+    meta = f.metadata
+    ok = (
+        isinstance(raw, bool)
+        if tp is bool
+        else isinstance(raw, tp) and not isinstance(raw, bool)
+        if tp in (int, str)
+        else isinstance(raw, (int, float)) and not isinstance(raw, bool)
+    )
+    if not ok:
+        raise ConfigError(file, where, f"expected {_type_name(tp)}, got {raw!r}")
+    value = float(raw) if tp is float else raw
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(file, where, f"expected one of {', '.join(meta['choices'])}, got {raw!r}")
+    lo, hi = meta.get("min"), meta.get("max")
+    if tp in (int, float) and math.isnan(value):
+        raise ConfigError(file, where, "expected a number, got nan")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        rng = f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]"
+        raise ConfigError(file, where, f"expected {_type_name(tp)} {rng}, got {raw!r}")
+    return value
+
+
+def to_dict(obj: Any) -> Any:
+    """A settings object as plain data (for ``status`` and ``--print-config --json``)."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def render(obj: Any, header: str = "") -> str:
+    """The settings object as commented TOML, every setting an active line."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    lines += _render_table(obj, "")
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def _comment(f: dataclasses.Field) -> list[str]:
+    meta = f.metadata
+    text = meta.get("help", "")
+    extra = []
+    if meta.get("choices"):
+        extra.append("one of: " + ", ".join(meta["choices"]))
+    if meta.get("min") is not None or meta.get("max") is not None:
+        lo, hi = meta.get("min"), meta.get("max")
+        extra.append(f"range: {'' if lo is None else lo}..{'' if hi is None else hi}")
+    if extra:
+        text = f"{text} ({'; '.join(extra)})"
+    return [f"# {line}".rstrip() for line in text.splitlines()]
+
+
+def _render_table(obj: Any, path: str) -> list[str]:
+    hints = _hints(type(obj))
+    scalars: list[str] = []
+    subs: list[str] = []
+    for f in dataclasses.fields(obj):
+        tp, value = hints[f.name], getattr(obj, f.name)
+        key = f"{path}{_key(f.name)}"
+        origin = typing.get_origin(tp)
+        if _is_settings(tp):
+            subs += ["", *_comment(f), f"[{key}]", *_render_table(value, key + ".")]
+        elif origin is dict:
+            subs += ["", *_comment(f), f"[{key}]"]
+            subs += [f"{_key(k)} = {_value(v)}" for k, v in value.items()]
+        elif origin is tuple and _is_settings(typing.get_args(tp)[0]):
+            if not value:
+                scalars += [*_comment(f), f"{_key(f.name)} = []"]
+            for i, entry in enumerate(value):
+                subs += ["", *(_comment(f) if i == 0 else []), f"[[{key}]]"]
+                subs += _render_table(entry, key + ".")
+        else:
+            scalars += [*_comment(f), f"{_key(f.name)} = {_value(value)}"]
+    return scalars + subs
+
+
+def _key(name: str) -> str:
+    bare = name.replace("_", "").replace("-", "").isalnum() and name.isascii()
+    return name if bare else json.dumps(name)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        text = repr(value)
+        return text if any(c in text for c in ".e") else text + ".0"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+

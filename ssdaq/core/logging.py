@@ -1,0 +1,71 @@
+"""Log handlers: structured journald records under systemd, readable lines on stderr otherwise.
+
+Journal fields: ``SYSLOG_IDENTIFIER=ssdaq-<name>``, ``SSDAQ_RECEIVER=<name>``, ``PRIORITY``,
+``CODE_*``, and every ``extra=`` key that starts with ``SSDAQ_`` (``SSDAQ_COUNTER``, ``SSDAQ_PEER``,
+``SSDAQ_CONFIG_FILE``, ``SSDAQ_CONFIG_KEY``, …). The stderr fallback prints the same message text.
+"""
+
+import logging
+import sys
+import traceback
+
+from systemd import journal
+
+from ssdaq.core import systemd
+
+FIELD_PREFIX = "SSDAQ_"
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# syslog priorities of the logging levels
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class JournalFieldHandler(logging.Handler):
+    """Writes each record to journald with the receiver's identity and the ``SSDAQ_*`` extras."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.fields = {"SYSLOG_IDENTIFIER": f"ssdaq-{name}", "SSDAQ_RECEIVER": name}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            extras = {k: str(v) for k, v in vars(record).items() if k.startswith(FIELD_PREFIX)}
+            journal.send(
+                message,
+                PRIORITY=str(_PRIORITY.get(record.levelno, 6)),
+                LOGGER=record.name,
+                CODE_FILE=record.pathname,
+                CODE_LINE=record.lineno,
+                CODE_FUNC=record.funcName,
+                **{**self.fields, **extras},
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def setup(name: str, level: str = "info") -> logging.Logger:
+    """Route the ``ssdaq`` logger to journald (when stderr is the journal) or to stderr.
+
+    Called once per process by the daemon entry point; ``name`` is the receiver's service name.
+    """
+    root = logging.getLogger("ssdaq")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    if systemd.stderr_is_journal():
+        handler: logging.Handler = JournalFieldHandler(name)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s ssdaq-" + name + ": %(message)s")
+        )
+    root.addHandler(handler)
+    root.setLevel(LEVELS[level])
+    root.propagate = False
+    return root
+
+
+def set_level(level: str) -> None:
+    """Apply a new level (on reload)."""
+    logging.getLogger("ssdaq").setLevel(LEVELS[level])

@@ -1,0 +1,144 @@
+"""``ssdaq-receiver``: run one receiver in the foreground (systemd's ExecStart, or by hand).
+
+NAME is a receiver registered in the ``ssdaq.receivers`` entry-point group (the built-ins:
+readout, trigger, timestamp, log, monitor, teldata, relay), or ``package.module:Class``, or the
+name of a config file in /etc/ssdaq whose ``receiver_class`` names the class (what the
+``ssdaq-receiver@NAME`` template units run). Startup failures are one log line and a sysexits code.
+"""
+
+import argparse
+import importlib
+import logging
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from ssdaq.core import config as configlib
+from ssdaq.core import logging as sslogging
+from ssdaq.core import systemd
+from ssdaq.core.errors import EX_OK, EX_SOFTWARE, EX_USAGE, ConfigError, SsdaqError
+from ssdaq.core.receiver_server import ReceiverServer, RunContext, _run_context
+from ssdaq.core.settings import GenericReceiverConfig
+
+CONFIG_DIR = Path("/etc/ssdaq")
+ENTRY_POINT_GROUP = "ssdaq.receivers"
+#: ssdaqctl's own subcommands; a receiver cannot be called like one of them
+RESERVED_NAMES = ("status", "start", "stop", "restart", "list")
+
+
+def registered() -> dict[str, str]:
+    """Registered receiver names -> "module:Class"."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def import_class(spec: str, where: str = "") -> type[ReceiverServer]:
+    """Import ``package.module:Class`` and check that it is a ReceiverServer."""
+    module_name, _, class_name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError(where or spec, "receiver_class" if where else "",
+                          f"cannot import {spec!r}: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, ReceiverServer)):
+        raise ConfigError(where or spec, "receiver_class" if where else "",
+                          f"{spec!r} is not a ReceiverServer subclass")
+    return cls
+
+
+def resolve(name: str, config_path: Path | None) -> tuple[str, type[ReceiverServer], Path]:
+    """(service name, receiver class, config path) for the NAME given on the command line."""
+    if ":" in name:
+        cls = import_class(name)
+        service = getattr(cls, "service_name", cls.__name__.lower())
+        return service, cls, config_path or CONFIG_DIR / f"{service}.toml"
+    path = config_path or CONFIG_DIR / f"{name}.toml"
+    known = registered()
+    if name in known:
+        return name, import_class(known[name]), path
+    if not path.exists():
+        raise ConfigError(str(path), "", f"{name!r} is not a registered receiver "
+                          f"({', '.join(sorted(known))}) and has no config file naming its class")
+    generic = configlib.load(GenericReceiverConfig, path)
+    if not generic.receiver_class:
+        raise ConfigError(str(path), "receiver_class", "must name the receiver as package.module:Class")
+    return name, import_class(generic.receiver_class, str(path)), path
+
+
+def load_config(cls: type[ReceiverServer], path: Path, explicit: bool) -> tuple[object, str | None]:
+    """The receiver's configuration; the built-in defaults when the default file does not exist."""
+    if not path.exists() and not explicit:
+        return cls.config_class(), None
+    return configlib.load(cls.config_class, path), str(path)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ssdaq-receiver",
+        description="Run one ssdaq receiver in the foreground. Under systemd the sockets come from "
+        "the .socket unit and readiness, status and the watchdog go through sd_notify.",
+        epilog=f"Registered receivers: {', '.join(sorted(registered()))}. Configuration: "
+        f"{CONFIG_DIR}/NAME.toml unless --config is given (built-in defaults if it does not exist).",
+    )
+    p.add_argument("name", nargs="?", help="receiver name, or package.module:Class")
+    p.add_argument("--config", type=Path, help="configuration file (TOML)")
+    p.add_argument("--log-level", choices=sorted(sslogging.LEVELS), help="overrides [log] level")
+    p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration as TOML and exit")
+    p.add_argument("--write-default-configs", metavar="DIR", type=Path,
+                   help="write every registered receiver's default configuration into DIR and exit")
+    return p
+
+
+def write_default_configs(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, spec in sorted(registered().items()):
+        cls = import_class(spec)
+        header = (f"/etc/ssdaq/{name}.toml: configuration of `ssdaq-receiver {name}` "
+                  f"({spec}).\nGenerated from the declared settings by `make configs`; "
+                  "every value shown is the default.")
+        (directory / f"{name}.toml").write_text(configlib.render(cls.config_class(), header))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.write_default_configs:
+        write_default_configs(args.write_default_configs)
+        return EX_OK
+    if not args.name:
+        parser().print_usage(sys.stderr)
+        return EX_USAGE
+    if args.name in RESERVED_NAMES:
+        print(f"ssdaq-receiver: {args.name!r} is reserved for ssdaqctl and cannot name a receiver",
+              file=sys.stderr)
+        return EX_USAGE
+    log = sslogging.setup(args.name.rsplit(":", 1)[-1].lower(), args.log_level or "info")
+    try:
+        service, cls, path = resolve(args.name, args.config)
+        config, config_file = load_config(cls, path, explicit=args.config is not None)
+        if args.check_config:
+            print(f"{config_file or 'built-in defaults'}: ok")
+            return EX_OK
+        if args.print_config:
+            sys.stdout.write(configlib.render(config))
+            return EX_OK
+        log = sslogging.setup(service, args.log_level or config.log.level)
+        if config_file is None:
+            log.info("%s not found: using the built-in defaults", path)
+        _run_context.set(RunContext(service, config, config_file))
+        return cls.from_config(config).run()
+    except SsdaqError as e:
+        extra = {"SSDAQ_CONFIG_FILE": e.file, "SSDAQ_CONFIG_KEY": e.key} if isinstance(e, ConfigError) else {}
+        if args.check_config or args.print_config:
+            print(f"ssdaq-receiver: {e}", file=sys.stderr)
+        else:
+            log.error("%s", e, extra=extra)
+        systemd.notify(f"STATUS=failed: {e}")
+        return e.exit_code
+    except Exception:
+        logging.getLogger("ssdaq").exception("unexpected error")
+        return EX_SOFTWARE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

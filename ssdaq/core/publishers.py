@@ -1,0 +1,166 @@
+"""Publishers: where a receiver's output goes. A zmq PUB socket, or a raw file.
+
+Sending never blocks the event loop: zmq sends are non-blocking, and a zmq PUB socket drops a
+message for a subscriber whose queue is at its high-water mark (``sndhwm``) without telling the
+sender. That loss cannot be counted here, so every stream carries a sequence number that
+subscribers check (the readout number for readouts). What can be observed (a send refused by
+zmq, an error) is counted per publisher, and one failing publisher never stops the others.
+"""
+
+import logging
+from typing import Any, Protocol
+
+import zmq
+
+from ssdaq.core.settings import PublisherSettings
+
+MODES = ("local", "outbound", "remote")
+
+
+class Publisher(Protocol):
+    """What :class:`~ssdaq.core.receiver_server.ReceiverServer` needs of a publisher."""
+
+    name: str
+
+    def send(self, data: Any) -> bool: ...
+
+    async def apublish(self, data: Any) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class ZMQTCPPublisher:
+    """A zmq PUB socket on TCP.
+
+    Modes: ``local`` binds ``ip:port`` (a loopback address such as 127.0.0.101); ``outbound``
+    binds on an outward interface so remote subscribers can connect (the old one also connected
+    to itself; this one does not) and enables TCP keepalive so vanished peers are noticed;
+    ``remote`` connects to a remote SUB/XSUB that binds, reconnecting by itself.
+    """
+
+    def __init__(
+        self,
+        ip: str,
+        port: int,
+        name: str = "ZMQTCPPublisher",
+        logger: logging.Logger | None = None,
+        mode: str = "local",
+        *,
+        sndhwm: int = 10000,
+        linger_s: float = 1.0,
+        context: zmq.Context | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"publisher mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.name, self.mode, self.linger_s = name, mode, linger_s
+        self.log = (logger or logging.getLogger("ssdaq")).getChild(name)
+        self.endpoint = f"tcp://{ip}:{port}"
+        self.sent = self.dropped = self.errors = 0
+        self._sock = (context or zmq.Context.instance()).socket(zmq.PUB)
+        self._sock.setsockopt(zmq.SNDHWM, sndhwm)
+        self._sock.setsockopt(zmq.LINGER, int(linger_s * 1000))
+        if mode != "local":
+            self._sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            self._sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)
+            self._sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
+        if mode == "remote":
+            self._sock.connect(self.endpoint)
+        else:
+            self._sock.bind(self.endpoint)
+        self.log.info("publishing on %s (%s, SNDHWM %d)", self.endpoint, mode, sndhwm)
+
+    @classmethod
+    def from_settings(
+        cls, s: PublisherSettings, name: str, logger: logging.Logger, context: zmq.Context
+    ) -> "ZMQTCPPublisher":
+        return cls(
+            s.ip, s.port, name, logger, s.mode, sndhwm=s.sndhwm, linger_s=s.linger_s, context=context
+        )
+
+    def send(self, data: Any) -> bool:
+        """Queue one message without blocking; False (counted) when zmq refused it."""
+        try:
+            self._sock.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        except zmq.ZMQError:
+            self.errors += 1
+            return False
+        self.sent += 1
+        return True
+
+    async def apublish(self, data: Any) -> None:
+        """Coroutine form kept from the old API."""
+        self.send(data)
+
+    def tick(self) -> None:
+        """Nothing to do periodically: zmq's I/O thread sends."""
+
+    def close(self) -> None:
+        """Close; unsent messages may delay this by at most ``linger_s``."""
+        self._sock.close(linger=int(self.linger_s * 1000))
+
+    def stats(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "mode": self.mode, "sent": self.sent,
+                "dropped": self.dropped, "errors": self.errors}
+
+
+class RawWriter:
+    """Appends every published message, unframed (the old debug format), to a file.
+
+    Flushed once per second (:meth:`tick`) and on :meth:`close`, so a stop loses nothing.
+    """
+
+    def __init__(self, file_name: str, name: str = "RawWriter",
+                 logger: logging.Logger | None = None) -> None:
+        self.name, self.path = name, file_name
+        self.log = (logger or logging.getLogger("ssdaq")).getChild(name)
+        self._file = open(file_name, "ab")
+        self.sent = self.errors = 0
+        self.log.info("writing raw messages to %s", file_name)
+
+    def send(self, data: Any) -> bool:
+        try:
+            self._file.write(data)
+        except OSError as e:
+            self.errors += 1
+            self.log.error("cannot write %s: %s", self.path, e)
+            return False
+        self.sent += 1
+        return True
+
+    async def apublish(self, data: Any) -> None:
+        self.send(data)
+
+    def tick(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as e:
+            self.errors += 1
+            self.log.error("cannot flush %s: %s", self.path, e)
+
+    def close(self) -> None:
+        self.tick()
+        self._file.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {"path": self.path, "sent": self.sent, "errors": self.errors}
+
+
+def from_settings(
+    settings: tuple[PublisherSettings, ...], logger: logging.Logger, context: zmq.Context
+) -> list[Publisher]:
+    """Build the configured publishers (named pub0, pub1, … in logs and status)."""
+    out: list[Publisher] = []
+    for i, s in enumerate(settings):
+        name = f"pub{i}"
+        if s.kind == "raw":
+            out.append(RawWriter(s.path, name, logger))
+        else:
+            out.append(ZMQTCPPublisher.from_settings(s, name, logger, context))
+    return out

@@ -1,0 +1,476 @@
+"""ReceiverServer: the base of every receiver. Startup -> serve -> shutdown, under systemd or not.
+
+A receiver subclass opens its input in ``__init__`` (``setup_udp``, ``setup_stream``,
+``setup_datagrams`` or its own zmq socket), defines ``ct_*`` coroutines (each runs as a task) and
+``cmd_*`` methods (each answers a command), and calls ``publish()``. Everything else happens here,
+once for all receivers: sockets from systemd, the command channel, ``READY=1``/``STATUS=``/
+``WATCHDOG=1``/``RELOADING=1``/``STOPPING=1``, signals, monitoring, counters and the exit code.
+
+Lifecycle of :meth:`run`:
+  startup  -- command socket, monitor sender, ``ct_*`` tasks, datagram readers; then ``READY=1``
+  serve    -- until SIGTERM/SIGINT or a ``ct_*`` task fails; SIGHUP reloads the configuration
+  shutdown -- ``STOPPING=1``; stop reading input (what is still queued in the kernel belongs to the
+              successor); :meth:`on_stop` flushes; tasks cancelled; publishers closed (bounded linger)
+"""
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import zmq
+import zmq.asyncio
+
+from ssdaq.core import config as configlib
+from ssdaq.core import logging as sslogging
+from ssdaq.core import publishers as publib
+from ssdaq.core import systemd
+from ssdaq.core.commands import CommandServer, socket_path
+from ssdaq.core.counters import Counters
+from ssdaq.core.datagrams import DatagramBatch, DatagramReader
+from ssdaq.core.errors import EX_OK, EX_SOFTWARE, CommandError, ConfigError
+from ssdaq.core.settings import GenericReceiverConfig, ReceiverConfig
+from ssdaq.core.sockets import SocketSource, tune_receive_buffer
+from ssdaq.receivers.mon_sender import ReceiverMonSender
+
+# Test hook for the end-to-end watchdog check: after this many seconds every datagram reader stops
+# servicing its socket, as a stuck data path would, so the watchdog must withhold WATCHDOG=1.
+HANG_ENV = "SSDAQ_TEST_HANG_AFTER_S"
+# Settings that only take effect after a restart; a reload that changes them says so.
+RESTART_ONLY = ("publishers", "sockets", "control")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What ``ssdaq-receiver`` resolved before constructing the receiver."""
+
+    service: str
+    config: ReceiverConfig
+    config_file: str | None = None
+
+
+_run_context: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "ssdaq_run_context", default=None
+)
+
+
+class ReceiverServer:
+    """Base class for receivers (seed API: ``ReceiverServer(ip, port, publishers, name, loop)``).
+
+    ``publishers`` is a list of publisher objects; ``None`` builds them from the configuration.
+    ``name`` names the instance in logs and in MonitorData (old dashboards know the class names).
+    """
+
+    config_class: ClassVar[type[ReceiverConfig]] = GenericReceiverConfig
+    #: counters that mean data was lost or rejected; their sum is the "lost" of ``STATUS=``
+    loss_counters: ClassVar[tuple[str, ...]] = ("pub_dropped", "pub_errors", "kernel_drops", "oversize",
+                                                "handler_errors")
+
+    def __init__(self, ip: str, port: int, publishers: list | None, name: str,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        ctx = _run_context.get() or RunContext(name, self.config_class())
+        self.name, self.service, self.ip, self.port = name, ctx.service, ip, port
+        self.config, self.config_file = ctx.config, ctx.config_file
+        self.loop = loop or asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.log = logging.getLogger(f"ssdaq.{name}")
+        self.counters = Counters(self.log, self.config.log.rate_limit_interval_s)
+        self.counters.declare(("received", "published", *self.loss_counters))
+        self._context = zmq.asyncio.Context()
+        if publishers is None:
+            publishers = publib.from_settings(self.config.publishers, self.log,
+                                              zmq.Context.shadow(self._context.underlying))
+        self.publishers = list(publishers)
+        self.running = True
+        self._setup = False
+        self._socket_source = SocketSource(self.log)
+        self._readers: list[DatagramReader] = []
+        self._closers: list[Callable[[], Any]] = []
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._failure: BaseException | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._mon: ReceiverMonSender | None = None
+        self._note = ""  # shown in STATUS= until the next reload (e.g. a rejected reload)
+        self._started = time.monotonic()
+        self.cmds: dict[str, Callable[..., Any]] = {}
+
+    @classmethod
+    def from_config(cls, config: ReceiverConfig) -> "ReceiverServer":
+        """Construct from a loaded configuration (``ssdaq-receiver`` calls this).
+
+        The default suits seed-style subclasses whose ``__init__`` takes ``(ip, port, publishers)``:
+        the address comes from ``[sockets.data]`` and ``publishers=None`` builds the configured ones.
+        """
+        data = config.sockets.data  # type: ignore[attr-defined]
+        return cls(data.ip, data.port, None)  # type: ignore[call-arg]
+
+    # -------------------------------------------------------------------------- input sockets
+
+    def _listen_address(self, name: str, ip: str | None, port: int | None) -> tuple[str, int, int]:
+        sockets = getattr(self.config, "sockets", None)
+        listen = getattr(sockets, name, None)
+        if name == "data":
+            ip, port = ip or self.ip, port if port is not None else self.port
+        elif listen is not None:
+            ip, port = ip or listen.ip, port if port is not None else listen.port
+        rcvbuf = listen.receive_buffer_bytes if listen is not None else 0
+        return ip or "0.0.0.0", int(port or 0), rcvbuf
+
+    def setup_udp(self, protocol_factory: Callable[[], asyncio.BaseProtocol], name: str = "data",
+                  ip: str | None = None, port: int | None = None) -> tuple[Any, Any]:
+        """Open UDP socket ``name`` with an asyncio datagram protocol; returns (transport, protocol).
+
+        For high rates prefer :meth:`setup_datagrams`, which reads in batches.
+        """
+        sock = self._udp_socket(name, ip, port)
+        transport, protocol = self.loop.run_until_complete(
+            self.loop.create_datagram_endpoint(protocol_factory, sock=sock))
+        self._closers.append(transport.close)
+        self._setup = True
+        return transport, protocol
+
+    def setup_stream(self, protocol_factory: Callable[[], asyncio.BaseProtocol], name: str = "data",
+                     ip: str | None = None, port: int | None = None) -> tuple[Any, None]:
+        """Open TCP listening socket ``name``; returns (server, None): protocols are per connection."""
+        bind_ip, bind_port, _ = self._listen_address(name, ip, port)
+        sock = self._socket_source.take(name, socket.SOCK_STREAM, bind_ip, bind_port)
+        server = self.loop.run_until_complete(self.loop.create_server(protocol_factory, sock=sock))
+        self._closers.append(server.close)
+        self._setup = True
+        return server, None
+
+    def setup_datagrams(self, handler: Callable[[DatagramBatch], None], name: str = "data",
+                        ip: str | None = None, port: int | None = None, *, max_bytes: int = 9000,
+                        batch: int = 64) -> DatagramReader:
+        """Open UDP socket ``name`` read in batches: ``handler(batch)`` runs once per batch."""
+        sock = self._udp_socket(name, ip, port)
+        received = self.counters.values
+
+        def counted(b: DatagramBatch) -> None:
+            received["received"] += b.count
+            handler(b)
+
+        reader = DatagramReader(sock, counted, self._handler_error, max_bytes=max_bytes, batch=batch)
+        self._readers.append(reader)
+        self._setup = True
+        return reader
+
+    def _udp_socket(self, name: str, ip: str | None, port: int | None) -> socket.socket:
+        bind_ip, bind_port, rcvbuf = self._listen_address(name, ip, port)
+        sock = self._socket_source.take(name, socket.SOCK_DGRAM, bind_ip, bind_port)
+        tune_receive_buffer(sock, rcvbuf, self.log)
+        return sock
+
+    def _handler_error(self, exc: BaseException) -> None:
+        self.counters.report("handler_errors", detail=f"{type(exc).__name__}: {exc}")
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("data path error", exc_info=exc)
+
+    # -------------------------------------------------------------------------- output
+
+    def publish_nowait(self, packet: Any) -> None:
+        """Send ``packet`` to every publisher without blocking; losses are counted."""
+        for pub in self.publishers:
+            try:
+                if not pub.send(packet):
+                    self.counters.values["pub_dropped"] += 1
+            except Exception as e:  # one failing publisher must not stop the others
+                self.counters.report("pub_errors", detail=f"{pub.name}: {e}")
+        self.counters.values["published"] += 1
+
+    async def publish(self, packet: Any) -> None:
+        """Publish ``packet`` on every publisher (seed API; a coroutine)."""
+        self.publish_nowait(packet)
+
+    # -------------------------------------------------------------------------- hooks
+
+    async def on_start(self) -> None:
+        """Runs before ``READY=1``, inside the loop (e.g. restore state)."""
+
+    async def on_stop(self) -> None:
+        """Runs at shutdown after input stopped: publish what is still pending."""
+
+    async def on_reload(self, old: ReceiverConfig, new: ReceiverConfig) -> None:
+        """Apply the live-changeable settings of a reloaded configuration."""
+
+    def status_fields(self) -> dict[str, Any]:
+        """Receiver-specific additions to ``status``."""
+        return {}
+
+    def status_line(self) -> str:
+        """One human line for ``STATUS=`` (refreshed every second)."""
+        rates = self.counters.rates
+        return (f"{rates.get('received', 0.0):.1f} in/s, {rates.get('published', 0.0):.1f} out/s, "
+                f"{self.lost_summary()}")
+
+    def lost_summary(self) -> str:
+        parts = [f"{k} {self.counters[k]}" for k in self.loss_counters if self.counters[k]]
+        total = sum(self.counters[k] for k in self.loss_counters)
+        return f"lost {total}" + (f" ({', '.join(parts)})" if parts else "")
+
+    def health_problem(self) -> str | None:
+        """Why the watchdog must not be fed, or None. Never requires data to arrive."""
+        for name, task in self._tasks.items():
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return f"task {name} failed"
+        limit = max(2.0, systemd.watchdog_interval_s() or 0.0)
+        for reader in self._readers:
+            if reader.stalled(limit):
+                return f"socket {reader.sock.getsockname()} not read for {limit:.0f} s with data waiting"
+        return None
+
+    # -------------------------------------------------------------------------- commands
+
+    def _introspect(self) -> None:
+        self.cmds = {n[4:]: getattr(self, n) for n in dir(self) if n.startswith("cmd_")}
+
+    async def dispatch(self, command: str, args: list[str]) -> Any:
+        """Run one command; a ``CommandError`` becomes the ``{"ok": false}`` reply."""
+        func = self.cmds.get(command)
+        if func is None:
+            raise CommandError(f"unknown command {command!r}; `help` lists the commands")
+        try:
+            inspect.signature(func).bind(*args)
+        except TypeError:
+            params = " ".join(f"<{p}>" for p in inspect.signature(func).parameters)
+            raise CommandError(f"usage: {command} {params}".rstrip()) from None
+        result = func(*args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def cmd_ping(self) -> str:
+        """Answer pong: the receiver's loop is alive."""
+        return "pong"
+
+    def cmd_help(self) -> dict[str, str]:
+        """List the commands with the first line of their description."""
+        return {name: (inspect.getdoc(f) or "").splitlines()[0] if inspect.getdoc(f) else ""
+                for name, f in sorted(self.cmds.items())}
+
+    def cmd_status(self) -> dict[str, Any]:
+        """Every counter, rate and publisher statistic, as JSON."""
+        return self.status()
+
+    async def cmd_reload(self) -> str:
+        """Re-read the configuration file and apply what can change live (as SIGHUP does)."""
+        return await self.reload()
+
+    def status(self) -> dict[str, Any]:
+        self._update_kernel_drops()
+        return {
+            "name": self.service,
+            "class": type(self).__name__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "config_file": self.config_file,
+            "status_line": self.status_line(),
+            "health": self.health_problem() or "ok",
+            "counters": dict(self.counters.values),
+            "rates": {k: round(v, 3) for k, v in self.counters.rates.items()},
+            "publishers": [p.stats() for p in self.publishers],
+            "monitor": self._mon.stats() if self._mon else None,
+            **self.status_fields(),
+        }
+
+    def _update_kernel_drops(self) -> None:
+        self.counters.values["kernel_drops"] = sum(r.kernel_drops for r in self._readers)
+        self.counters.values["oversize"] = sum(r.oversize for r in self._readers)
+
+    # -------------------------------------------------------------------------- reload
+
+    async def reload(self) -> str:
+        """Load and validate the whole new file, then swap; on error keep the old configuration."""
+        systemd.notify("RELOADING=1", f"MONOTONIC_USEC={systemd.monotonic_usec()}")
+        try:
+            if self.config_file is None:
+                return "no configuration file: nothing to reload"
+            try:
+                new = configlib.load(type(self.config), self.config_file)
+            except ConfigError as e:
+                self._note = f"reload rejected, old config kept: {e}"
+                self.log.error("%s", self._note,
+                               extra={"SSDAQ_CONFIG_FILE": e.file, "SSDAQ_CONFIG_KEY": e.key})
+                raise CommandError(self._note) from None
+            old, self.config = self.config, new
+            sslogging.set_level(new.log.level)
+            self.counters.interval_s = new.log.rate_limit_interval_s
+            await self.on_reload(old, new)
+            stale = [k for k in RESTART_ONLY if getattr(old, k, None) != getattr(new, k, None)]
+            self._note = f"restart needed for: {', '.join(stale)}" if stale else ""
+            if stale:
+                self.log.warning("configuration reloaded; %s", self._note)
+            else:
+                self.log.info("configuration reloaded from %s", self.config_file)
+            return "reloaded" + (f"; {self._note}" if stale else "")
+        finally:
+            systemd.notify("READY=1", f"STATUS={self._status_text()}")
+
+    # -------------------------------------------------------------------------- lifecycle
+
+    def handle_commands(self) -> Any:
+        """The coroutine serving the command socket (started by :meth:`run`)."""
+        return self._commands.serve()
+
+    def run(self) -> int:
+        """Run until stopped (blocking); returns the process exit code."""
+        try:
+            return self.loop.run_until_complete(self._serve())
+        finally:
+            self.loop.close()
+
+    async def _serve(self) -> int:
+        if not self._setup:
+            raise RuntimeError(f"{self.name}: no input set up (setup_udp/setup_stream/setup_datagrams,"
+                               " or set self._setup = True after opening your own zmq socket)")
+        self._stop_requested = asyncio.Event()
+        self._install_signal_handlers()
+        try:
+            await self._startup()
+            systemd.notify("READY=1", f"STATUS={self._status_text()}")
+            self.log.info("ready (pid %d)", os.getpid())
+            await self._stop_requested.wait()
+        finally:
+            code = await self._shutdown()
+        return code
+
+    async def _startup(self) -> None:
+        self._socket_source.close_unused()
+        self._commands = CommandServer(socket_path(self.service, self.config.control.socket),
+                                       self._context, self.dispatch, self.log)
+        self._introspect()
+        self._mon = self._find_or_make_mon_sender()
+        await self.on_start()
+        for reader in self._readers:
+            reader.start(self.loop)
+        self._spawn("commands", self._commands.serve())
+        for name in sorted(n for n in dir(self) if n.startswith("ct_")):
+            self._spawn(name, getattr(self, name)())
+        self._spawn("status", self._status_loop())
+        self._spawn("watchdog", self._watchdog_loop())
+        if hang := os.environ.get(HANG_ENV):
+            self.loop.call_later(float(hang), self._simulate_hang)
+        await asyncio.sleep(0)  # let every task reach its first await: one that fails at once
+        await asyncio.sleep(0)  # fails startup instead of READY=1
+        if self._failure is not None:
+            raise self._failure
+
+    def _spawn(self, name: str, coro: Any) -> None:
+        task = self.loop.create_task(coro, name=name)
+        self._tasks[name] = task
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if self._failure is None:
+            self._failure = exc
+            self.log.error("task %s failed; stopping so that systemd restarts the receiver",
+                           task.get_name(), exc_info=exc)
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    def _find_or_make_mon_sender(self) -> ReceiverMonSender | None:
+        """Seed receivers create their own ReceiverMonSender; the others get one from the config."""
+        for value in vars(self).values():
+            if isinstance(value, ReceiverMonSender):
+                return value
+        mon = self.config.monitor
+        if not mon.enabled:
+            return None
+        self.mon = ReceiverMonSender(self.name, self.loop, self._context, endpoint=mon.endpoint,
+                                     interval_s=mon.interval_s, input_count=lambda: self.counters["received"])
+        return self.mon
+
+    def _install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.request_stop)
+        self.loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def request_stop(self) -> None:
+        """Ask the receiver to stop (what SIGTERM does)."""
+        self.running = False
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    def _on_sighup(self) -> None:
+        async def reload() -> None:
+            try:
+                await self.reload()
+            except CommandError:
+                pass  # already logged and shown in STATUS=
+        self.loop.create_task(reload(), name="reload")
+
+    def _simulate_hang(self) -> None:
+        self.log.warning("%s is set: the data path now hangs (test hook)", HANG_ENV)
+        for reader in self._readers:
+            reader.pause()
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._update_kernel_drops()
+            self.counters.tick()
+            self.counters.flush_reports()
+            for pub in self.publishers:
+                pub.tick()
+            systemd.notify(f"STATUS={self._status_text()}")
+
+    def _status_text(self) -> str:
+        return self.status_line() + (f"; {self._note}" if self._note else "")
+
+    async def _watchdog_loop(self) -> None:
+        interval = systemd.watchdog_interval_s()
+        if interval is None:
+            return
+        withheld = False
+        while True:
+            await asyncio.sleep(interval)
+            problem = self.health_problem()
+            if problem is None:
+                systemd.notify("WATCHDOG=1")
+                withheld = False
+            elif not withheld:
+                self.log.error("withholding the watchdog ping: %s", problem)
+                withheld = True
+
+    async def _shutdown(self) -> int:
+        systemd.notify("STOPPING=1", "STATUS=stopping: flushing")
+        self.running = False
+        for reader in self._readers:
+            reader.pause()
+        for close in self._closers:
+            close()
+        try:
+            await self.on_stop()
+        except Exception:
+            self.log.exception("flush at stop failed")
+            self._failure = self._failure or RuntimeError("flush failed")
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks.values() if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for reader in self._readers:
+            reader.close()
+        if self._mon is not None:
+            self._mon.close()
+        if hasattr(self, "_commands"):
+            self._commands.close()
+        for pub in self.publishers:
+            try:
+                pub.close()
+            except Exception as e:
+                self.log.warning("closing publisher %s: %s", pub.name, e)
+        self._context.destroy(linger=0)
+        code = EX_OK if self._failure is None else EX_SOFTWARE
+        self.log.info("stopped (exit %d): %s", code, self.status_line())
+        return code
+

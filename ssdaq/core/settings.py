@@ -1,0 +1,116 @@
+"""The settings every receiver shares: logging, command socket, monitoring, sockets, publishers.
+
+A receiver's own configuration class derives from :class:`ReceiverConfig`, adds its tables and
+overrides the defaults that differ (its port, its publishers).
+"""
+
+from dataclasses import dataclass
+
+from ssdaq.core.config import setting, table, tables
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Logging (journald under systemd, stderr otherwise)."""
+
+    level: str = setting(
+        "info", help="Lowest level written to the log", choices=("debug", "info", "warning", "error")
+    )
+    rate_limit_interval_s: float = setting(
+        10.0,
+        help="Repeated warnings about bad input are logged at most once per interval,\n"
+        "with the number suppressed in between",
+        min=0.1,
+    )
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """Command socket used by ssdaqctl."""
+
+    socket: str = setting(
+        "",
+        help="Path of the zmq IPC command socket; empty: $RUNTIME_DIRECTORY/<name>.ctl,\n"
+        "else /run/ssdaq/<name>.ctl (ssdaqctl finds it by the same rule)",
+    )
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """MonitorData sent to the MonitorReceiver (chec.MonitorData, as the old dashboards read)."""
+
+    enabled: bool = setting(True, help="Send MonitorData at all")
+    endpoint: str = setting(
+        "tcp://127.0.0.101:10002", help="zmq PUSH endpoint of the MonitorReceiver (connected to)"
+    )
+    interval_s: float = setting(1.0, help="Seconds between two MonitorData messages", min=0.1)
+
+
+@dataclass(frozen=True)
+class ListenSettings:
+    """A listening socket. Under systemd the .socket unit's socket is used instead (it wins)."""
+
+    ip: str = setting("0.0.0.0", help="Address to bind when started by hand")
+    port: int = setting(0, help="Port to bind when started by hand", min=0, max=65535)
+    receive_buffer_bytes: int = setting(
+        16 * 1024 * 1024,
+        help="Kernel receive buffer asked for (SO_RCVBUFFORCE, then SO_RCVBUF); a larger buffer\n"
+        "inherited from systemd's ReceiveBuffer= is kept",
+        min=0,
+    )
+
+
+@dataclass(frozen=True)
+class PublisherSettings:
+    """A publisher: where what the receiver produces goes."""
+
+    kind: str = setting("zmq", help="zmq: a PUB socket; raw: append to a file", choices=("zmq", "raw"))
+    ip: str = setting("127.0.0.101", help="zmq: address to bind (local, outbound) or connect (remote)")
+    port: int = setting(9000, help="zmq: TCP port", min=1, max=65535)
+    mode: str = setting(
+        "local",
+        help="zmq: local binds on a loopback address; outbound binds on an outward interface so\n"
+        "remote hosts can subscribe; remote connects to a remote SUB/XSUB",
+        choices=("local", "outbound", "remote"),
+    )
+    sndhwm: int = setting(
+        10000,
+        help="zmq: messages queued per subscriber before further ones are dropped (and counted)",
+        min=1,
+    )
+    linger_s: float = setting(1.0, help="zmq: at stop, how long unsent messages may delay exit", min=0.0)
+    path: str = setting("", help="raw: file to append every published message to")
+
+
+def zmq_publisher(port: int, ip: str = "127.0.0.101", mode: str = "local") -> PublisherSettings:
+    """Default for a receiver's ``[[publishers]]``: a zmq PUB on the old SSDAQ port."""
+    return PublisherSettings(kind="zmq", ip=ip, port=port, mode=mode)
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """Settings every receiver has."""
+
+    log: LogSettings = table(LogSettings)
+    control: ControlSettings = table(ControlSettings)
+    monitor: MonitorSettings = table(MonitorSettings)
+    publishers: tuple[PublisherSettings, ...] = tables(
+        help="Publishers: every published message goes to each of them"
+    )
+
+
+@dataclass(frozen=True)
+class DataSocket:
+    """The receiver's listening socket (FileDescriptorName=data in its .socket unit)."""
+
+    data: ListenSettings = table(ListenSettings)
+
+
+@dataclass(frozen=True)
+class GenericReceiverConfig(ReceiverConfig):
+    """Settings of a site's own ReceiverServer subclass run by ``ssdaq-receiver``."""
+
+    receiver_class: str = setting(
+        "", help="The receiver to run, as package.module:Class (a ReceiverServer subclass)"
+    )
+    sockets: DataSocket = table(DataSocket)

@@ -1,0 +1,39 @@
+"""UDPRelay (``ssdaq-receiver relay``): every UDP datagram, unchanged, to the publishers.
+
+The smallest complete receiver: a socket-activated UDP input read in batches and a zmq PUB
+output. Useful on its own for forwarding a device's datagrams onto the zmq bus.
+"""
+
+from dataclasses import dataclass
+
+from ssdaq.core.config import setting, table, tables
+from ssdaq.core.datagrams import DatagramBatch
+from ssdaq.core.receiver_server import ReceiverServer
+from ssdaq.core.settings import DataSocket, ListenSettings, PublisherSettings, ReceiverConfig, zmq_publisher
+
+
+@dataclass(frozen=True)
+class RelayConfig(ReceiverConfig):
+    """Settings of the UDP relay."""
+
+    max_datagram_bytes: int = setting(
+        9000, help="Longest datagram relayed; longer ones are dropped and counted (oversize)",
+        min=1, max=65535)
+    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=17100))
+    publishers: tuple[PublisherSettings, ...] = tables(
+        zmq_publisher(9100), help="Publishers: every datagram goes to each of them")
+
+
+class UDPRelay(ReceiverServer):
+    """Relays datagrams from its ``data`` socket to its publishers, byte for byte."""
+
+    config_class = RelayConfig
+
+    def __init__(self, ip: str = "0.0.0.0", port: int = 17100, publishers: list | None = None,
+                 name: str = "UDPRelay") -> None:
+        super().__init__(ip, port, publishers, name)
+        self.setup_datagrams(self._relay, max_bytes=self.config.max_datagram_bytes)
+
+    def _relay(self, batch: DatagramBatch) -> None:
+        for i in range(batch.count):
+            self.publish_nowait(batch.payload(i))

@@ -1,0 +1,72 @@
+"""Shared fixtures: a notify socket, a private runtime directory, receivers run as real processes."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.sdnotify import NotifyListener
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """RUNTIME_DIRECTORY for the command sockets of the receivers a test starts (and for ssdaqctl)."""
+    d = tmp_path / "run"
+    d.mkdir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(d))
+    return d
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifyListener]:
+    listener = NotifyListener(str(tmp_path / "notify.sock"))
+    yield listener
+    listener.close()
+
+
+def receiver_argv(*args: str) -> list[str]:
+    """argv running ``ssdaq-receiver`` with this interpreter."""
+    return [sys.executable, "-m", "ssdaq.core.main", *args]
+
+
+def ctl_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ssdaq.tools.ctl", *args]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **extra)
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGTERM and wait; kill (and fail) if it does not exit in time."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"process {proc.args} did not stop within {timeout} s")
+
+
+def wait_for_path(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.02)

@@ -1,0 +1,110 @@
+"""ssdaq.core.config: declared settings load strictly, render as TOML, and shipped files match."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ssdaq.core import config
+from ssdaq.core.errors import ConfigError
+from ssdaq.core.main import import_class, registered
+from ssdaq.core.settings import PublisherSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Inner:
+    """An inner table."""
+
+    window_ns: int = config.setting(10, help="a window", min=1)
+    name: str = config.setting("a", help="a name", choices=("a", "b"))
+
+
+@dataclass(frozen=True)
+class Outer:
+    """The top."""
+
+    rate_s: float = config.setting(1.5, help="a rate", min=0.0, max=10.0)
+    flag: bool = config.setting(False, help="a flag")
+    inner: Inner = config.table(Inner)
+    pubs: tuple[PublisherSettings, ...] = config.tables(PublisherSettings(port=9), help="pubs")
+    modules: dict[str, int] = config.setting(default_factory=dict, help="map", min=0, max=31)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "x.toml"
+    p.write_text(text)
+    return p
+
+
+def test_missing_keys_take_the_defaults(tmp_path: Path) -> None:
+    assert config.load(Outer, write(tmp_path, "")) == Outer()
+
+
+def test_values_are_read_into_nested_tables(tmp_path: Path) -> None:
+    cfg = config.load(Outer, write(tmp_path, """
+rate_s = 2
+[inner]
+window_ns = 5
+[[pubs]]
+port = 1234
+mode = "remote"
+[modules]
+"10.0.0.7" = 3
+"""))
+    assert cfg.rate_s == 2.0 and isinstance(cfg.rate_s, float)
+    assert cfg.inner == Inner(window_ns=5)
+    assert cfg.pubs == (PublisherSettings(port=1234, mode="remote"),)
+    assert cfg.modules == {"10.0.0.7": 3}
+
+
+@pytest.mark.parametrize("text, key, fragment", [
+    ("bogus = 1", "bogus", "unknown setting"),
+    ("[inner]\nwindow_nss = 1", "inner.window_nss", "unknown setting"),
+    ("[inner]\nwindow_ns = 'abc'", "inner.window_ns", "expected integer >= 1, got 'abc'"),
+    ("[inner]\nwindow_ns = 0", "inner.window_ns", "expected integer >= 1, got 0"),
+    ("rate_s = 11", "rate_s", "in [0.0, 10.0]"),
+    ("flag = 1", "flag", "expected true or false"),
+    ("[inner]\nname = 'c'", "inner.name", "expected one of a, b"),
+    ("[[pubs]]\nmode = 'sideways'", "pubs[0].mode", "expected one of local, outbound, remote"),
+    ("[modules]\nx = 40", "modules.x", "<= 31" if False else "in [0, 31]"),
+    ("inner = 3", "inner", "expected a table"),
+    ("rate_s = nan", "rate_s", "nan"),
+])
+def test_bad_values_name_the_file_and_key(tmp_path: Path, text: str, key: str, fragment: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        config.load(Outer, path)
+    assert e.value.file == str(path) and e.value.key == key
+    assert str(e.value).startswith(f"{path}: {key}: ") and fragment in str(e.value)
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(Outer, write(tmp_path, "x = = 1"))
+
+
+def test_rendered_defaults_load_back_equal(tmp_path: Path) -> None:
+    text = config.render(Outer(), "header line")
+    assert text.startswith("# header line\n")
+    assert "# a window (range: 1..)\nwindow_ns = 10" in text
+    assert config.load(Outer, write(tmp_path, text)) == Outer()
+
+
+def test_rendered_non_defaults_load_back_equal(tmp_path: Path) -> None:
+    cfg = Outer(rate_s=0.25, flag=True, pubs=(PublisherSettings(port=1), PublisherSettings(kind="raw", path="/x")),
+                modules={"127.0.0.1": 4})
+    assert config.load(Outer, write(tmp_path, config.render(cfg))) == cfg
+
+
+@pytest.mark.parametrize("name", sorted(registered()))
+def test_shipped_config_equals_the_code_defaults(name: str) -> None:
+    """etc/ssdaq/<name>.toml holds every setting as an active line, equal to the defaults."""
+    cls = import_class(registered()[name])
+    path = ROOT / "etc" / "ssdaq" / f"{name}.toml"
+    assert config.load(cls.config_class, path) == cls.config_class()
+    expected = config.render(cls.config_class(), "")
+    body = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("# ")
+                     or not line.startswith("# /etc") and False)
+    assert expected.strip() in path.read_text(), f"{path} drifted from the code: run `make configs`"
