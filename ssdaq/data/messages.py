@@ -16,7 +16,7 @@ import logging
 import os
 import time
 import traceback
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
@@ -158,7 +158,7 @@ class DelimitedDecoder:
     raises it again and the caller should drop the connection.
     """
 
-    _MAX_VARINT_BYTES = 5  # enough for any length below 2**35, far above a sane max_size
+    _MAX_VARINT_BYTES = 5  # lengths below 2**35; a longer prefix is garbage
 
     def __init__(self, max_size: int = 1 << 20) -> None:
         self.max_size = max_size
@@ -199,12 +199,11 @@ class DelimitedDecoder:
             byte = buffer[start + i]
             value |= (byte & 0x7F) << (7 * i)
             if not byte & 0x80:
-                break
-        else:
-            value = 1 << (7 * self._MAX_VARINT_BYTES)  # longer than any length we accept
-        if value > self.max_size:
-            self._error = FormatError(
-                "oversize", f"record of {value} bytes exceeds the {self.max_size}-byte limit"
-            )
-            raise self._error
-        return value, start + i + 1
+                if value > self.max_size:
+                    self._fail(f"record of {value} bytes exceeds the {self.max_size}-byte limit")
+                return value, start + i + 1
+        self._fail(f"length prefix longer than {self._MAX_VARINT_BYTES} bytes")
+
+    def _fail(self, reason: str) -> NoReturn:
+        self._error = FormatError("oversize", reason)
+        raise self._error
