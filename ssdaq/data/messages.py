@@ -16,6 +16,7 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Iterator
 from typing import NoReturn, TypeVar
 
 from google.protobuf.message import DecodeError, Message
@@ -154,8 +155,9 @@ class DelimitedDecoder:
     """Incremental splitter of a delimited stream: feed TCP chunks, get whole records back.
 
     Chunks may hold part of a record, several records, or both. A length above ``max_size``
-    raises ``FormatError("oversize")``; framing is lost from there on, so every later ``feed``
-    raises it again and the caller should drop the connection.
+    raises ``FormatError("oversize")`` after the records before it were delivered; framing is
+    lost from there on, so every later ``feed`` raises it again and the caller should drop the
+    connection.
     """
 
     _MAX_VARINT_BYTES = 5  # lengths below 2**35; a longer prefix is garbage
@@ -170,25 +172,29 @@ class DelimitedDecoder:
         """Bytes received but not yet returned as a record."""
         return len(self._buffer)
 
-    def feed(self, chunk: bytes | bytearray | memoryview) -> list[bytes]:
-        """Append ``chunk`` and return the payloads of the records it completed, in order."""
+    def feed(self, chunk: bytes | bytearray | memoryview) -> Iterator[bytes]:
+        """Store ``chunk`` and iterate over the payloads of the records now complete, in order.
+
+        Use the iterator up (or drop it) before the next ``feed``: records it did not yield stay
+        buffered for the next one.
+        """
         if self._error is not None:
-            raise self._error
+            raise FormatError(self._error.reason, str(self._error))
+        self._buffer += chunk
+        return self._records()
+
+    def _records(self) -> Iterator[bytes]:
         buffer = self._buffer
-        buffer += chunk
-        records: list[bytes] = []
         start = 0
-        while True:
-            header = self._length(buffer, start)
-            if header is None:
-                break
-            length, body = header
-            if len(buffer) < body + length:
-                break
-            records.append(bytes(buffer[body : body + length]))
-            start = body + length
-        del buffer[:start]
-        return records
+        try:
+            while (header := self._length(buffer, start)) is not None:
+                length, body = header
+                if len(buffer) < body + length:
+                    break
+                start = body + length
+                yield bytes(buffer[body:start])
+        finally:
+            del buffer[:start]  # once per chunk, not per record: merged chunks stay linear
 
     def _length(self, buffer: bytearray, start: int) -> tuple[int, int] | None:
         """(record length, offset of its body) if the varint at ``start`` is complete."""

@@ -178,7 +178,7 @@ def test_decoder_fed_byte_by_byte_returns_every_record_once() -> None:
     decoder = DelimitedDecoder()
     records = []
     for i in range(len(stream)):
-        records += decoder.feed(stream[i : i + 1])
+        records.extend(decoder.feed(stream[i : i + 1]))
     assert [parse(LogData, r) for r in records] == logs
     assert decoder.pending == 0
 
@@ -186,7 +186,7 @@ def test_decoder_fed_byte_by_byte_returns_every_record_once() -> None:
 def test_decoder_splits_one_merged_chunk() -> None:
     logs = sample_logs(5)
     decoder = DelimitedDecoder()
-    records = decoder.feed(b"".join(encode_delimited(m) for m in logs))
+    records = list(decoder.feed(b"".join(encode_delimited(m) for m in logs)))
     assert [parse(LogData, r) for r in records] == logs
 
 
@@ -194,13 +194,13 @@ def test_decoder_keeps_a_partial_record_for_the_next_chunk() -> None:
     logs = sample_logs(2)
     first, second = (encode_delimited(m) for m in logs)
     decoder = DelimitedDecoder()
-    assert decoder.feed(first + second[:3]) == [logs[0].SerializeToString()]
+    assert list(decoder.feed(first + second[:3])) == [logs[0].SerializeToString()]
     assert decoder.pending == 3
-    assert len(decoder.feed(second[3:])) == 1
+    assert len(list(decoder.feed(second[3:]))) == 1
 
 
 def test_decoder_returns_empty_records() -> None:
-    assert DelimitedDecoder().feed(b"\x00\x00") == [b"", b""]
+    assert list(DelimitedDecoder().feed(b"\x00\x00")) == [b"", b""]
 
 
 @settings(max_examples=50, deadline=None)
@@ -216,22 +216,41 @@ def test_decoder_is_independent_of_how_tcp_cuts_the_stream(cuts: list[int]) -> N
 
 def test_oversize_record_raises_and_the_stream_stays_failed() -> None:
     decoder = DelimitedDecoder(max_size=100)
-    assert decoder.feed(encode_delimited(sample_logs(1)[0])) != []
+    assert len(list(decoder.feed(encode_delimited(sample_logs(1)[0])))) == 1
     with pytest.raises(FormatError) as err:
-        decoder.feed(_VarintBytes(101))
+        list(decoder.feed(_VarintBytes(101)))
     assert err.value.reason == "oversize"
     with pytest.raises(FormatError) as again:
         decoder.feed(encode_delimited(sample_logs(1)[0]))
     assert again.value.reason == "oversize"
 
 
-def test_endless_varint_is_oversize() -> None:
+def test_records_before_an_oversize_length_are_delivered_first() -> None:
+    logs = sample_logs(2)
+    chunk = b"".join(encode_delimited(m) for m in logs) + _VarintBytes(10**6)
+    delivered = []
     with pytest.raises(FormatError) as err:
-        DelimitedDecoder(max_size=2**40).feed(b"\x80" * 6)
+        for record in DelimitedDecoder(max_size=1000).feed(chunk):
+            delivered.append(parse(LogData, record))
     assert err.value.reason == "oversize"
+    assert delivered == logs
 
 
-def test_oversize_is_detected_from_the_length_alone() -> None:
+def test_records_left_in_an_abandoned_iterator_come_with_the_next_chunk() -> None:
+    logs = sample_logs(3)
+    stream = b"".join(encode_delimited(m) for m in logs)
+    decoder = DelimitedDecoder()
+    first = next(decoder.feed(stream[:-1]))
+    rest = list(decoder.feed(stream[-1:]))
+    assert [parse(LogData, r) for r in [first, *rest]] == logs
+
+
+@pytest.mark.parametrize(
+    ("max_size", "prefix"),
+    [(2**40, b"\x80" * 6), (1000, _VarintBytes(10**6))],
+    ids=["endless varint", "length alone"],
+)
+def test_bad_length_prefix_is_oversize(max_size: int, prefix: bytes) -> None:
     with pytest.raises(FormatError) as err:
-        DelimitedDecoder(max_size=1000).feed(_VarintBytes(10**6))
+        list(DelimitedDecoder(max_size=max_size).feed(prefix))
     assert err.value.reason == "oversize"
