@@ -1,0 +1,453 @@
+"""TACK event builder: slow-signal records of up to 32 modules -> SSReadout rows, batch by batch.
+
+Pure: no sockets and no clock. The caller passes ``now`` (monotonic seconds) and the batch's
+arrival ``wall_ns`` (UTC ns) in, calls ``expire(now)`` from a timer armed at ``next_deadline()``,
+and numbers and sends what comes back.
+
+Matching is per record: a record joins the open readout whose anchor (the TACK of its first
+record) is nearest, if within ``readout_window_ns``; else it is checked against the history of
+closed readouts (late or duplicate) or opens a readout. One batch costs numpy operations plus a
+little Python per *new readout*, never per record or per datagram.
+
+The "reference" TACK (``ref``) is the newest anchor of a readout that has at least two modules
+(one if only one is expected): a single module's far-future TACK cannot move it, so it cannot make
+the normal stream look late. A readout with a quorum that lies more than ``tack_reset_ns`` below
+``ref`` means the TACK counter was reset: counted once, the history is dropped and ``ref`` follows
+the new counter. Records that far below ``ref`` are never counted late; they open readouts and
+wait for a second module. A backwards jump smaller than ``tack_reset_ns`` cannot be told from late
+data and is counted as late until the new TACKs pass the old ones. Readouts open at a reset keep
+collecting their stragglers and close as usual.
+"""
+
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from ssdaq.data.readout import HEADER, N_TM, N_TM_PIX, SSREADOUT_BYTES
+from ssdaq.data.slowsignal import RECORD_BYTES, TACK_LIMIT, RecordBatch, records_to_mv
+
+ROW_WORDS = SSREADOUT_BYTES // 8  # 2052 float64: the header's 4 u64 then 32 x 64 mV
+HEADER_WORDS = HEADER.size // 8
+_NS = 1_000_000_000
+_NEW, _LATE = -1, -2  # classes of records that match no open readout; >= 0: a history entry
+
+
+@dataclass(frozen=True)
+class BuilderSettings:
+    """Event-building settings; the receiver maps its ``[assembler]`` table onto these."""
+
+    readout_window_ns: int = 10_000_000
+    max_wait_s: float = 0.5
+    module_timeout_s: float = 5.0
+    max_open_readouts: int = 1000
+    closed_history: int = 4096
+    tack_reset_ns: int = 10 * _NS
+    expected_slots: tuple[int, ...] = tuple(range(N_TM))
+
+    def __post_init__(self) -> None:
+        for name in ("readout_window_ns", "max_open_readouts", "closed_history", "tack_reset_ns"):
+            if not 1 <= getattr(self, name) <= TACK_LIMIT:
+                raise ValueError(f"{name} must be in 1..2**62, got {getattr(self, name)}")
+        for name in ("max_wait_s", "module_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.expected_slots or not set(self.expected_slots) <= set(range(N_TM)):
+            raise ValueError(f"expected_slots must be slots in 0..{N_TM - 1}")
+
+
+@dataclass
+class BuilderCounts:
+    """What the builder published and lost. ``evicted`` readouts are also ``incomplete``."""
+
+    complete: int = 0
+    incomplete: int = 0
+    late: int = 0
+    duplicate: int = 0
+    evicted: int = 0
+    tack_resets: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class Published:
+    """Readouts in publish order; ``rows[i]`` is readout i's 16 416 bytes once numbered.
+
+    Each row is float64 in SSReadout layout: the first 4 elements are the ``<4Q`` header viewed as
+    float64 (readout number 0 until ``number()``, TACK of the lowest slot present, CPU seconds,
+    CPU ns), then 32 x 64 mV with NaN rows for absent modules. The arrays belong to the caller.
+    The CPU time is UTC: the arrival wall time of the datagram holding the readout's first record,
+    minus the TACK distance from that record to the last record of its datagram, i.e. an estimate
+    of when the readout was sampled (a datagram is sent after its last record is taken).
+    """
+
+    rows: np.ndarray
+    complete: np.ndarray
+    n_modules: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Published":
+        return cls(np.empty((0, ROW_WORDS)), np.empty(0, bool), np.empty(0, np.intp))
+
+    @classmethod
+    def concat(cls, parts: list["Published"]) -> "Published":
+        parts = [p for p in parts if len(p)]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls.empty()
+        return cls(
+            np.concatenate([p.rows for p in parts]),
+            np.concatenate([p.complete for p in parts]),
+            np.concatenate([p.n_modules for p in parts]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def header(self) -> np.ndarray:
+        """(k, 4) uint64 view of the headers."""
+        return self.rows[:, :HEADER_WORDS].view(np.uint64)
+
+    @property
+    def data(self) -> np.ndarray:
+        """(k, 32, 64) mV view."""
+        return self.rows[:, HEADER_WORDS:].reshape(len(self), N_TM, N_TM_PIX)
+
+    def number(self, first: int) -> int:
+        """Write readout numbers ``first, first + 1, ...`` into the headers; return the next one."""
+        self.header[:, 0] = np.arange(first, first + len(self), dtype=np.uint64)
+        return first + len(self)
+
+
+class _ClosedHistory:
+    """Bounded ring of closed readouts (anchor, modules present) for late/duplicate detection."""
+
+    def __init__(self, size: int) -> None:
+        self.anchor = np.zeros(size, np.int64)
+        self.present = np.zeros((size, N_TM), bool)
+        self.size, self.len, self.pos = size, 0, 0
+        self.high: int | None = None  # highest anchor kept: newer records need no lookup
+
+    def clear(self) -> None:
+        self.len, self.pos, self.high = 0, 0, None
+
+    def add(self, anchor: np.ndarray, present: np.ndarray) -> None:
+        anchor, present = anchor[-self.size :], present[-self.size :]
+        end = self.pos + len(anchor)
+        if end <= self.size:
+            self.anchor[self.pos : end], self.present[self.pos : end] = anchor, present
+        else:
+            at = np.arange(self.pos, end) % self.size
+            self.anchor[at], self.present[at] = anchor, present
+        self.pos = end % self.size
+        self.len = min(self.size, self.len + len(anchor))
+        top = int(anchor.max())
+        self.high = top if self.high is None else max(self.high, top)
+
+    def lookup(self, tack: np.ndarray, window: int) -> np.ndarray:
+        """Entry index per TACK within ``window`` of a closed anchor, ``_LATE`` below the oldest
+        kept anchor (its readout was closed and forgotten), else ``_NEW``."""
+        order = np.argsort(self.anchor[: self.len])
+        anchors = self.anchor[order]
+        best, dist = _nearest(anchors, tack)
+        return np.where(dist < window, order[best], np.where(tack < anchors[0], _LATE, _NEW))
+
+
+class _Records(NamedTuple):
+    """The per-record arrays the builder works on (a batch, or part of one)."""
+
+    tack: np.ndarray
+    slot: np.ndarray
+    words: np.ndarray
+    cpu_ns: np.ndarray
+
+    def part(self, sel: slice) -> "_Records":
+        return _Records(*(a[sel] for a in self))
+
+
+class EventBuilder:
+    """Groups records into readouts by TACK; see the module docstring for the rules.
+
+    ``add`` (a decoded batch), ``expire`` (timer) and ``flush`` (shutdown) return ``Published``.
+    Per-slot ``packets``, ``records`` and ``last_seen`` (monotonic s, NaN = never) and ``counts``
+    are read by the receiver for ``status`` and ``STATUS=``.
+    """
+
+    def __init__(self, settings: BuilderSettings, now: float) -> None:
+        self.settings = s = settings
+        self.counts = BuilderCounts()
+        self.packets = np.zeros(N_TM, np.int64)
+        self.records = np.zeros(N_TM, np.int64)
+        self.last_seen = np.full(N_TM, np.nan)
+        self.ref: int | None = None
+        self._start = self._now = now
+        self._expected = np.zeros(N_TM, bool)
+        self._expected[list(s.expected_slots)] = True
+        self._quorum = min(2, len(s.expected_slots))
+        cap = s.max_open_readouts
+        # Open readouts: raw records per (readout, slot), converted to mV only when published.
+        self._raw = np.zeros((cap, N_TM, RECORD_BYTES // 2), ">u2")
+        self._present = np.zeros((cap, N_TM), bool)
+        self._mark = np.zeros((cap, N_TM), np.intp)
+        self._hit = np.zeros(cap, bool)
+        self._anchor = np.zeros(cap, np.int64)
+        self._deadline = np.zeros(cap)
+        self._cpu_ns = np.zeros(cap, np.int64)
+        self._seq = np.zeros(cap, np.int64)
+        self._open = np.zeros(cap, bool)
+        self._n_open = self._created = 0
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # open ids, anchors by anchor
+        self._history = _ClosedHistory(s.closed_history)
+
+    @property
+    def n_open(self) -> int:
+        return self._n_open
+
+    def alive(self, now: float) -> np.ndarray:
+        """Slots heard within ``module_timeout_s`` (expected slots count as heard at start)."""
+        heard = np.where(self._expected, np.fmax(self.last_seen, self._start), self.last_seen)
+        return now - heard < self.settings.module_timeout_s  # NaN (never heard) compares False
+
+    def add(self, batch: RecordBatch, now: float, wall_ns: int | np.ndarray) -> Published:
+        """Take a decoded batch that arrived at ``wall_ns`` (one UTC ns value, or one per
+        datagram of the batch, indexed by ``batch.datagram``) and ``now``."""
+        self._now = now
+        if len(batch.datagram_slot):
+            self.packets += np.bincount(batch.datagram_slot, minlength=N_TM)
+            self.records += np.bincount(batch.slot, minlength=N_TM)
+            self.last_seen[batch.datagram_slot] = now
+        if not len(batch):
+            return Published.empty()
+        wall = wall_ns if np.ndim(wall_ns) == 0 else np.asarray(wall_ns)[batch.datagram]
+        out: list[Published] = []
+        self._add(_Records(batch.tack, batch.slot, batch.words, wall - batch.age_ns), now, out)
+        return Published.concat(out)
+
+    def expire(self, now: float) -> Published:
+        """Publish readouts whose deadline passed or that no longer wait for an absent module."""
+        self._now = now
+        ids = np.flatnonzero(self._open)
+        need = self._expected & self.alive(now)
+        due = (self._deadline[ids] <= now) | (self._present[ids] | ~need).all(axis=1)
+        return self._publish(ids[due])
+
+    def flush(self) -> Published:
+        """Publish every open readout, partial ones included (shutdown)."""
+        return self._publish(np.flatnonzero(self._open))
+
+    def next_deadline(self) -> float | None:
+        """When ``expire`` may next publish something (monotonic s), or None if nothing is open."""
+        ids = np.flatnonzero(self._open)
+        if not len(ids):
+            return None
+        when = float(self._deadline[ids].min())
+        waited = self._expected & (~self._present[ids]).any(axis=0)
+        dies = np.fmax(self.last_seen, self._start)[waited] + self.settings.module_timeout_s
+        dies = dies[dies > self._now]
+        return min(when, float(dies.min())) if len(dies) else when
+
+    def _add(self, rec: _Records, now: float, out: list[Published]) -> None:
+        ro = self._match_open(rec.tack)
+        history = None
+        lost = np.flatnonzero(ro < 0)
+        if len(lost):
+            history = np.full(len(ro), _NEW)
+            history[lost] = self._classify(rec.tack[lost])
+            new = lost[history[lost] == _NEW]
+            if len(new) and not self._open_new(new, rec, ro, now, out):
+                half = len(rec.tack) // 2  # more new readouts than fit at once: take it in parts
+                self._add(rec.part(slice(0, half)), now, out)
+                self._add(rec.part(slice(half, None)), now, out)
+                return
+        take = self._accept(ro, history, rec.slot)
+        r, m = ro[take], rec.slot[take]
+        self._raw[r, m] = rec.words if len(take) == len(rec.words) else rec.words[take]
+        self._present[r, m] = True
+        self._hit[r] = True
+        touched = np.flatnonzero(self._hit)
+        self._hit[touched] = False
+        self._move_ref(touched)
+        need = self._expected & self.alive(now)
+        out.append(self._publish(touched[(self._present[touched] | ~need).all(axis=1)]))
+
+    def _match_open(self, tack: np.ndarray) -> np.ndarray:
+        """Open readout id per TACK within the window of its nearest anchor, else -1."""
+        if not self._n_open:
+            return np.full(len(tack), -1)
+        if self._sorted is None:
+            ids = np.flatnonzero(self._open)
+            order = np.argsort(self._anchor[ids])
+            self._sorted = ids[order], self._anchor[ids][order]
+        ids, anchors = self._sorted
+        best, dist = _nearest(anchors, tack)
+        return np.where(dist < self.settings.readout_window_ns, ids[best], -1)
+
+    def _classify(self, tack: np.ndarray) -> np.ndarray:
+        """``_NEW``, ``_LATE`` or a history entry for TACKs matching no open readout."""
+        cls = np.full(len(tack), _NEW)
+        h = self._history
+        if self.ref is None or not h.len:
+            return cls
+        floor = self.ref - self.settings.tack_reset_ns  # below: maybe a counter reset
+        window = self.settings.readout_window_ns
+        ask = np.flatnonzero((tack >= floor) & (tack < h.high + window))
+        if len(ask):
+            cls[ask] = h.lookup(tack[ask], window)
+        return cls
+
+    def _open_new(self, new: np.ndarray, rec: _Records, ro: np.ndarray, now: float,
+                  out: list[Published]) -> bool:
+        """Open readouts for records ``new`` and set their readout ids in ``ro``.
+
+        False if more readouts would have to be open than ``max_open_readouts`` allows, even
+        after evicting every open readout this batch feeds no record to.
+        """
+        order = np.argsort(rec.tack[new], kind="stable")
+        gid, anchors, starts = _group(rec.tack[new][order], self.settings.readout_window_ns)
+        n, free = len(anchors), self.settings.max_open_readouts - self._n_open
+        if n > free:
+            feeds = np.unique(ro[ro >= 0])
+            if n > free + self._n_open - len(feeds):
+                return False
+            out.append(self._evict(n - free, feeds))
+        ids = np.flatnonzero(~self._open)[:n]
+        first = new[np.minimum.reduceat(order, starts)]  # each readout's earliest-arrived record
+        self._cpu_ns[ids] = rec.cpu_ns[first]
+        self._open[ids] = True
+        self._present[ids] = False
+        self._anchor[ids] = anchors
+        self._deadline[ids] = now + self.settings.max_wait_s
+        self._seq[ids] = np.arange(self._created, self._created + n)
+        self._created += n
+        self._n_open += n
+        self._sorted = None
+        ro[new[order]] = ids[gid]
+        return True
+
+    def _accept(self, ro: np.ndarray, history: np.ndarray | None, slot: np.ndarray) -> np.ndarray:
+        """Indices of the records to store; count the others as late or duplicate."""
+        if history is None:
+            cand = np.arange(len(ro))
+            r, m = ro, slot
+        else:
+            lost = ro < 0
+            cand = np.flatnonzero(~lost)
+            old = lost & (history >= 0)
+            dup_closed = int(self._history.present[history[old], slot[old]].sum())
+            self.counts.duplicate += dup_closed
+            self.counts.late += len(ro) - len(cand) - dup_closed
+            r, m = ro[cand], slot[cand]
+        order = np.arange(len(cand))
+        self._mark[r, m] = order
+        keep = self._mark[r, m] == order
+        if not keep.all():  # one slot twice in the batch: keep the first copy, by arrival
+            keep[:] = False
+            keep[np.unique(r * N_TM + m, return_index=True)[1]] = True
+        keep &= ~self._present[r, m]
+        n_keep = int(keep.sum())
+        self.counts.duplicate += len(cand) - n_keep
+        return cand if n_keep == len(cand) else cand[keep]
+
+    def _evict(self, n: int, keep: np.ndarray) -> Published:
+        """Publish the ``n`` oldest open readouts early, except those in ``keep``."""
+        ids = np.flatnonzero(self._open)
+        ids = ids[~np.isin(ids, keep)]
+        ids = ids[np.argsort(self._seq[ids], kind="stable")[:n]]
+        self.counts.evicted += len(ids)
+        return self._publish(ids)
+
+    def _move_ref(self, touched: np.ndarray) -> None:
+        """Let readouts with a quorum of modules move ``ref``; a far drop is a TACK reset."""
+        anchors = self._anchor[touched[self._present[touched].sum(axis=1) >= self._quorum]]
+        if not len(anchors):
+            return
+        if self.ref is None:
+            self.ref = int(anchors.max())
+            return
+        back = anchors < self.ref - self.settings.tack_reset_ns
+        if back.any():
+            self.counts.tack_resets += 1
+            self._history.clear()
+            self.ref = int(anchors[back].max())
+        else:
+            self.ref = max(self.ref, int(anchors.max()))
+
+    def _publish(self, ids: np.ndarray) -> Published:
+        """Close readouts ``ids`` in TACK order: convert to mV, NaN the absent rows, headers."""
+        if not len(ids):
+            return Published.empty()
+        ids = ids[np.argsort(self._anchor[ids], kind="stable")]
+        present = self._present[ids]
+        raw = self._raw[ids]
+        complete = (present | ~self._expected).all(axis=1)
+        published = Published(np.empty((len(ids), ROW_WORDS)), complete, present.sum(axis=1))
+        records_to_mv(raw, published.data)
+        missing = ~present
+        if not complete.all() or missing.any():
+            published.data[missing] = np.nan
+        lowest = raw[np.arange(len(ids)), present.argmax(axis=1), :4]  # its TACK, 4 words
+        cpu = np.maximum(self._cpu_ns[ids], 0)
+        header = published.header
+        header[:, 0] = 0
+        header[:, 1] = np.ascontiguousarray(lowest).view(">u8")[:, 0]
+        header[:, 2], header[:, 3] = np.divmod(cpu, _NS)
+        n_complete = int(complete.sum())
+        self.counts.complete += n_complete
+        self.counts.incomplete += len(ids) - n_complete
+        self._remember(ids, present)
+        self._open[ids] = False
+        self._n_open -= len(ids)
+        self._sorted = None
+        return published
+
+    def _remember(self, ids: np.ndarray, present: np.ndarray) -> None:
+        """Keep closed readouts near ``ref`` (not a far-future or pre-reset one) in the history."""
+        if self.ref is None:
+            return
+        anchors = self._anchor[ids]
+        low, high = self.ref - self.settings.tack_reset_ns, self.ref + self.settings.tack_reset_ns
+        if anchors.min() < low or anchors.max() > high:
+            near = (anchors >= low) & (anchors <= high)
+            anchors, present = anchors[near], present[near]
+        if len(anchors):
+            self._history.add(anchors, present)
+
+
+def _nearest(sorted_values: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index into ``sorted_values`` (non-empty) of the element nearest each ``x``, and |distance|.
+
+    TACKs are clipped to 0..2**62 on decoding, so these int64 differences cannot overflow.
+    """
+    hi = np.searchsorted(sorted_values, x)
+    np.minimum(hi, len(sorted_values) - 1, out=hi)
+    lo = np.maximum(hi - 1, 0)
+    d_lo = np.abs(x - sorted_values[lo])
+    d_hi = np.abs(sorted_values[hi] - x)
+    return np.where(d_lo <= d_hi, lo, hi), np.minimum(d_lo, d_hi)
+
+
+def _group(tack: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split sorted TACKs into readouts: each anchored at its first TACK, spanning < window.
+
+    Returns the group of each TACK, the anchors and the index where each group starts. Gaps
+    >= window separate groups; a cluster chained wider than the window (jitter close to the
+    window) is split greedily in Python.
+    """
+    start = np.empty(len(tack), bool)
+    start[:1] = True
+    np.greater_equal(np.diff(tack), window, out=start[1:])
+    gid = np.cumsum(start) - 1
+    starts = np.flatnonzero(start)
+    if (tack - tack[starts][gid] >= window).any():
+        anchor, firsts = int(tack[0]), [0]
+        for i, t in enumerate(tack.tolist()):
+            if t - anchor >= window:
+                anchor = t
+                firsts.append(i)
+            gid[i] = len(firsts) - 1
+        starts = np.array(firsts)
+    return gid, tack[starts], starts
