@@ -1,9 +1,11 @@
 """Shared fixtures: a notify socket, a private runtime directory, receivers run as real processes."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,17 +24,25 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 
 @pytest.fixture
-def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path: AF_UNIX and zmq ipc paths are limited to ~107 bytes."""
+    d = Path(tempfile.mkdtemp(prefix="ssdaq-", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def runtime_dir(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """RUNTIME_DIRECTORY for the command sockets of the receivers a test starts (and for ssdaqctl)."""
-    d = tmp_path / "run"
+    d = short_dir / "run"
     d.mkdir()
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(d))
     return d
 
 
 @pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifyListener]:
-    listener = NotifyListener(str(tmp_path / "notify.sock"))
+def notify(short_dir: Path) -> Iterator[NotifyListener]:
+    listener = NotifyListener(str(short_dir / "notify.sock"))
     yield listener
     listener.close()
 
@@ -47,13 +57,12 @@ def ctl_argv(*args: str) -> list[str]:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **extra)
-    env.pop("NOTIFY_SOCKET", None)
-    return env
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
-    """SIGTERM and wait; kill (and fail) if it does not exit in time."""
+    """SIGTERM and wait (kill, and fail, if it does not exit in time); stderr text in ``proc.err``."""
     if proc.poll() is None:
         proc.terminate()
     try:
@@ -61,7 +70,11 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        raise AssertionError(f"process {proc.args} did not stop within {timeout} s")
+        raise AssertionError(f"process {proc.args} did not stop within {timeout} s") from None
+    finally:
+        if proc.stderr and not proc.stderr.closed:
+            proc.err = proc.stderr.read()  # type: ignore[attr-defined]
+            proc.stderr.close()
 
 
 def wait_for_path(path: Path, timeout: float = 10.0) -> None:

@@ -131,26 +131,32 @@ def _convert(tp: Any, f: dataclasses.Field, raw: Any, file: str, where: str) -> 
     return _scalar(tp, f, raw, file, where)
 
 
+def _expected(tp: Any, meta: Mapping[str, Any]) -> str:
+    """What a value must be, in words: "integer >= 1", "one of a, b", …"""
+    if meta.get("choices"):
+        return f"one of {', '.join(meta['choices'])}"
+    lo, hi = meta.get("min"), meta.get("max")
+    rng = "" if lo is None and hi is None else (
+        f" >= {lo}" if hi is None else f" <= {hi}" if lo is None else f" in [{lo}, {hi}]")
+    return _type_name(tp) + rng
+
+
 def _scalar(tp: Any, f: dataclasses.Field, raw: Any, file: str, where: str) -> Any:
     meta = f.metadata
-    ok = (
-        isinstance(raw, bool)
-        if tp is bool
-        else isinstance(raw, tp) and not isinstance(raw, bool)
-        if tp in (int, str)
-        else isinstance(raw, (int, float)) and not isinstance(raw, bool)
-    )
-    if not ok:
-        raise ConfigError(file, where, f"expected {_type_name(tp)}, got {raw!r}")
-    value = float(raw) if tp is float else raw
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(file, where, f"expected one of {', '.join(meta['choices'])}, got {raw!r}")
+    if tp is bool:
+        ok = isinstance(raw, bool)
+    elif tp in (int, str):
+        ok = isinstance(raw, tp) and not isinstance(raw, bool)
+    else:
+        ok = isinstance(raw, (int, float)) and not isinstance(raw, bool) and not math.isnan(raw)
+    value = float(raw) if ok and tp is float else raw
     lo, hi = meta.get("min"), meta.get("max")
-    if tp in (int, float) and math.isnan(value):
-        raise ConfigError(file, where, "expected a number, got nan")
-    if lo is not None and value < lo or hi is not None and value > hi:
-        rng = f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]"
-        raise ConfigError(file, where, f"expected {_type_name(tp)} {rng}, got {raw!r}")
+    if ok and meta.get("choices"):
+        ok = value in meta["choices"]
+    if ok and tp in (int, float):
+        ok = (lo is None or value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        raise ConfigError(file, where, f"expected {_expected(tp, meta)}, got {raw!r}")
     return value
 
 
@@ -193,7 +199,9 @@ def _render_table(obj: Any, path: str) -> list[str]:
         key = f"{path}{_key(f.name)}"
         origin = typing.get_origin(tp)
         if _is_settings(tp):
-            subs += ["", *_comment(f), f"[{key}]", *_render_table(value, key + ".")]
+            inner = _render_table(value, key + ".")
+            # a table holding only tables needs no header of its own
+            subs += inner if inner and inner[0] == "" else ["", *_comment(f), f"[{key}]", *inner]
         elif origin is dict:
             subs += ["", *_comment(f), f"[{key}]"]
             subs += [f"{_key(k)} = {_value(v)}" for k, v in value.items()]

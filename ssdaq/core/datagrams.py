@@ -134,6 +134,7 @@ class DatagramReader:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.paused = False
+        self.last_service = time.monotonic()
         loop.add_reader(self.sock.fileno(), self._on_readable)
 
     def pause(self) -> None:

@@ -17,7 +17,7 @@ from ssdaq.core import config as configlib
 from ssdaq.core import logging as sslogging
 from ssdaq.core import systemd
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, EX_USAGE, ConfigError, SsdaqError
-from ssdaq.core.receiver_server import ReceiverServer, RunContext, _run_context
+from ssdaq.core.receiver_server import ReceiverServer, RunContext, _run_context, release_all
 from ssdaq.core.settings import GenericReceiverConfig
 
 CONFIG_DIR = Path("/etc/ssdaq")
@@ -134,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log.error("%s", e, extra=extra)
         systemd.notify(f"STATUS=failed: {e}")
+        release_all()
         return e.exit_code
     except Exception:
         logging.getLogger("ssdaq").exception("unexpected error")
+        release_all()
         return EX_SOFTWARE
 
 

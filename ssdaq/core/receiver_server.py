@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -56,9 +57,19 @@ class RunContext:
     config_file: str | None = None
 
 
+# Receivers constructed in this process, so that a failed startup can release their zmq sockets
+# (an open zmq socket makes the interpreter hang at exit instead of exiting with the error code).
+_constructed: "weakref.WeakSet[ReceiverServer]" = weakref.WeakSet()
+
 _run_context: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "ssdaq_run_context", default=None
 )
+
+
+def release_all() -> None:
+    """Release every receiver constructed in this process (the startup-failure path)."""
+    for receiver in list(_constructed):
+        receiver.release()
 
 
 class ReceiverServer:
@@ -84,6 +95,7 @@ class ReceiverServer:
         self.counters = Counters(self.log, self.config.log.rate_limit_interval_s)
         self.counters.declare(("received", "published", *self.loss_counters))
         self._context = zmq.asyncio.Context()
+        _constructed.add(self)
         if publishers is None:
             publishers = publib.from_settings(self.config.publishers, self.log,
                                               zmq.Context.shadow(self._context.underlying))
@@ -348,8 +360,7 @@ class ReceiverServer:
         self._introspect()
         self._mon = self._find_or_make_mon_sender()
         await self.on_start()
-        for reader in self._readers:
-            reader.start(self.loop)
+        self.loop.call_later(self.config.start_hold_s, self._start_readers)
         self._spawn("commands", self._commands.serve())
         for name in sorted(n for n in dir(self) if n.startswith("ct_")):
             self._spawn(name, getattr(self, name)())
@@ -361,6 +372,11 @@ class ReceiverServer:
         await asyncio.sleep(0)  # fails startup instead of READY=1
         if self._failure is not None:
             raise self._failure
+
+    def _start_readers(self) -> None:
+        if self.running:
+            for reader in self._readers:
+                reader.start(self.loop)
 
     def _spawn(self, name: str, coro: Any) -> None:
         task = self.loop.create_task(coro, name=name)
@@ -441,6 +457,16 @@ class ReceiverServer:
                 self.log.error("withholding the watchdog ping: %s", problem)
                 withheld = True
 
+    def release(self) -> None:
+        """Close the publishers and the zmq context (also after a failed construction)."""
+        for pub in self.publishers:
+            try:
+                pub.close()
+            except Exception as e:
+                self.log.warning("closing publisher %s: %s", pub.name, e)
+        self.publishers = []
+        self._context.destroy(linger=0)
+
     async def _shutdown(self) -> int:
         systemd.notify("STOPPING=1", "STATUS=stopping: flushing")
         self.running = False
@@ -464,12 +490,7 @@ class ReceiverServer:
             self._mon.close()
         if hasattr(self, "_commands"):
             self._commands.close()
-        for pub in self.publishers:
-            try:
-                pub.close()
-            except Exception as e:
-                self.log.warning("closing publisher %s: %s", pub.name, e)
-        self._context.destroy(linger=0)
+        self.release()
         code = EX_OK if self._failure is None else EX_SOFTWARE
         self.log.info("stopped (exit %d): %s", code, self.status_line())
         return code

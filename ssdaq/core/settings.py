@@ -91,6 +91,13 @@ def zmq_publisher(port: int, ip: str = "127.0.0.101", mode: str = "local") -> Pu
 class ReceiverConfig:
     """Settings every receiver has."""
 
+    start_hold_s: float = setting(
+        0.5,
+        help="At start, seconds to leave input waiting in the kernel buffer before reading it, so\n"
+        "that subscribers of the previous process have reconnected (zmq retries every 0.1 s)\n"
+        "before anything is published: a restart then loses nothing",
+        min=0.0, max=1.5,
+    )
     log: LogSettings = table(LogSettings)
     control: ControlSettings = table(ControlSettings)
     monitor: MonitorSettings = table(MonitorSettings)

@@ -32,7 +32,10 @@ def notify(*fields: str) -> bool:
     """Send ``fields`` (``READY=1``, ``STATUS=…``) to the service manager; False when not under one."""
     if not os.environ.get("NOTIFY_SOCKET"):
         return False
-    return daemon.notify("\n".join(fields))
+    try:
+        return daemon.notify("\n".join(fields))
+    except OSError:  # a vanished notify socket must not take the daemon down
+        return False
 
 
 def monotonic_usec() -> int:

@@ -68,7 +68,7 @@ mode = "remote"
     ("flag = 1", "flag", "expected true or false"),
     ("[inner]\nname = 'c'", "inner.name", "expected one of a, b"),
     ("[[pubs]]\nmode = 'sideways'", "pubs[0].mode", "expected one of local, outbound, remote"),
-    ("[modules]\nx = 40", "modules.x", "<= 31" if False else "in [0, 31]"),
+    ("[modules]\nx = 40", "modules.x", "in [0, 31]"),
     ("inner = 3", "inner", "expected a table"),
     ("rate_s = nan", "rate_s", "nan"),
 ])
@@ -105,6 +105,4 @@ def test_shipped_config_equals_the_code_defaults(name: str) -> None:
     path = ROOT / "etc" / "ssdaq" / f"{name}.toml"
     assert config.load(cls.config_class, path) == cls.config_class()
     expected = config.render(cls.config_class(), "")
-    body = "\n".join(line for line in path.read_text().splitlines() if not line.startswith("# ")
-                     or not line.startswith("# /etc") and False)
-    assert expected.strip() in path.read_text(), f"{path} drifted from the code: run `make configs`"
+    assert path.read_text().endswith(expected), f"{path} drifted from the code: run `make configs`"
