@@ -82,9 +82,11 @@ def test_installed_units_pass_systemd_analyze_verify(machine: Container) -> None
     """With the real binaries and man pages installed: any output at all is a failure."""
     units = machine.run("sh", "-c", "ls /lib/systemd/system/ssdaq*").stdout.split()
     named = [u for u in units if "@" not in u]
-    assert len(named) == 2 * len(RECEIVERS) - 3 + 1 + 0  # services, sockets, target
+    assert {Path(u).name for u in named} == {f"ssdaq-{n}.service" for n in RECEIVERS} | {
+        f"ssdaq-{n}.socket" for n in SOCKETS} | {"ssdaq.target"}
+    # the template socket is verified with a site's port in test_site_receiver_runs_from_the_templates
     proc = machine.run("systemd-analyze", "verify", *named, "ssdaq-writer@readout.service",
-                       check=False)
+                       "ssdaq-receiver@example.service", check=False)
     assert (proc.returncode, proc.stdout + proc.stderr) == (0, "")
 
 
@@ -184,3 +186,207 @@ def test_status_text_and_journal_fields(machine: Container) -> None:
     own = [e for e in entries if e.get("SSDAQ_RECEIVER") == "readout"]
     assert own, "no journal entry carries SSDAQ_RECEIVER=readout"
     assert all(e.get("SYSLOG_IDENTIFIER") == "ssdaq-readout" for e in own)
+
+
+# ------------------------------------------------------------------------------- 3. reload
+
+def test_reload_goes_through_reloading_to_ready_and_applies_a_changed_value(machine: Container) -> None:
+    path = "/etc/ssdaq/readout.toml"
+    original = machine.run("cat", path).stdout
+    changed = set_toml_value(original, RELOAD_TABLE, RELOAD_KEY, RELOAD_VALUE)
+    assert changed != original
+    before = machine.show("ssdaq-readout.service", "MainPID", "ActiveState")
+    machine.write(path, changed)
+    try:
+        cursor = machine.journal_cursor()
+        t0 = time.monotonic()
+        # ExecReload (kill -HUP) returns at once; the unit is "reloading" until READY=1
+        machine.run("systemctl", "reload", "ssdaq-readout.service")
+        wait_until("reload to finish", lambda: machine.show(
+            "ssdaq-readout.service", "ActiveState", "SubState") == {"ActiveState": "active",
+                                                                     "SubState": "running"}, 10, 0.02)
+        record("reload (systemctl reload -> READY=1)", f"{time.monotonic() - t0:.3f} s")
+        states = machine.journal(cursor, "-u", "ssdaq-readout.service", "-o", "cat")
+        assert "Reloading" in states and "Reloaded" in states, states
+        assert machine.show("ssdaq-readout.service", "MainPID", "ActiveState") == before
+        assert reload_effect(machine) == RELOAD_VALUE
+    finally:
+        machine.write(path, original)
+        machine.run("systemctl", "reload", "ssdaq-readout.service")
+
+
+# ------------------------------------------------------------------------------- 4. restart
+
+def test_restart_while_the_simulator_sends_loses_no_record(machine: Container) -> None:
+    """Every record sent appears in exactly one published readout across `systemctl restart`."""
+    wait_until("readout running", lambda: active(machine, "ssdaq-readout.service"), 10)
+    sub = subscribe(machine, READOUT_PUB, seconds=40, idle_s=3)
+    time.sleep(1)  # connected and subscribed before the first record
+    sim = machine.spawn(*SIM, "--duration", "10", "--json")
+    time.sleep(4.5)
+    t0 = time.monotonic()
+    machine.run("systemctl", "restart", "ssdaq-readout.service")
+    restart_s = time.monotonic() - t0
+    sent = json.loads(sim.communicate(timeout=30)[0].strip().splitlines()[-1])
+    result = collected(sub, timeout=40)
+
+    got = readouts(result)
+    seen: dict[tuple[int, int], int] = {}
+    for _, _, _, tack, mask in got:
+        for module in range(32):
+            if mask >> module & 1:
+                seen[module, tack] = seen.get((module, tack), 0) + 1
+    period_ns = round(1e9 / SIM_RATE_HZ)
+    expected = {(m, sent["tack0"] + k * period_ns) for m in range(32) for k in range(sent["readouts"])}
+    lost = expected - seen.keys()
+    twice = {k for k, n in seen.items() if n > 1}
+    numbers = [r[2] for r in got]
+    gaps = sum(b - a - 1 for a, b in zip(numbers, numbers[1:]) if b > a + 1)
+    window = reconnect_window(result["events"], t0)
+    record("restart (systemctl restart, stop+start)", f"{restart_s:.3f} s")
+    record("subscriber reconnect window", f"{window:.3f} s" if window is not None else "no reconnect")
+    record("restart: records lost / twice / sent", f"{len(lost)} / {len(twice)} / {len(expected)}")
+    record("restart: readout numbers skipped", str(gaps))
+    assert sent["send_errors"] == 0 and sent["records"] == len(expected)
+    assert not twice, f"{len(twice)} records published twice"
+    assert not lost, (f"{len(lost)} of {len(expected)} records lost across the restart "
+                      f"({gaps} readout numbers skipped, reconnect window {window} s)")
+
+
+def reconnect_window(events: list[list], since: float) -> float | None:
+    """Seconds from the subscriber's disconnect (after ``since``) to its next completed handshake."""
+    down = next((t for t, e in events if e == "disconnected" and t >= since), None)
+    if down is None:
+        return None
+    return next((t - down for t, e in events if e == "handshake" and t > down), None)
+
+
+# ------------------------------------------------------------------------------- 5. watchdog
+
+def test_hung_data_path_is_killed_by_the_watchdog_and_restarted(machine: Container) -> None:
+    dropin = "/run/systemd/system/ssdaq-readout.service.d/hang.conf"
+    machine.write(dropin, "[Service]\nEnvironment=SSDAQ_TEST_HANG_AFTER_S=2\n")
+    machine.run("systemctl", "daemon-reload")
+    try:
+        cursor = machine.journal_cursor()
+        machine.run("systemctl", "restart", "ssdaq-readout.service")
+        t0 = time.monotonic()
+        sim = machine.spawn(*SIM, "--duration", "12")  # the hung reader must have data waiting
+        wait_until("a watchdog restart", lambda: int(machine.prop("ssdaq-readout.service", "NRestarts")
+                                                     or 0) >= 1, timeout=20)
+        record("watchdog: restart -> killed and restarted", f"{time.monotonic() - t0:.1f} s")
+        entries = [json.loads(line) for line in machine.journal(cursor, "-o", "json").splitlines()]
+        hang = next(e for e in entries if "data path now hangs" in str(e.get("MESSAGE")))
+        kill = next(e for e in entries if "Watchdog timeout" in str(e.get("MESSAGE")))
+        record("watchdog: hang -> kill", f"{(int(kill['__MONOTONIC_TIMESTAMP']) - int(hang['__MONOTONIC_TIMESTAMP'])) / 1e6:.1f} s"
+               f" (WatchdogSec={machine.prop('ssdaq-readout.service', 'WatchdogUSec')})")
+        assert any("Failed with result 'watchdog'" in str(e.get("MESSAGE")) for e in entries)
+        sim.communicate(timeout=30)
+    finally:
+        # stopped before the drop-in goes: a daemon-reload during a start once delayed READY=1 by 7 s
+        machine.run("systemctl", "stop", "ssdaq-readout.service")
+        machine.run("rm", "-r", str(Path(dropin).parent))
+        machine.run("systemctl", "daemon-reload")
+        ensure_listening(machine)
+
+
+# ------------------------------------------------------------------------------- 6. bad config
+
+def test_bad_config_fails_with_78_naming_file_and_key_and_is_not_restarted(machine: Container) -> None:
+    path = "/etc/ssdaq/readout.toml"
+    original = machine.run("cat", path).stdout
+    machine.write(path, "no_such_setting = 1\n" + original)
+    try:
+        cursor = machine.journal_cursor()
+        assert machine.run("systemctl", "start", "ssdaq-readout.service", check=False).returncode != 0
+        time.sleep(3)  # RestartSec=1s: a restart loop would have started by now
+        props = machine.show("ssdaq-readout.service", "ActiveState", "Result", "ExecMainStatus",
+                             "NRestarts")
+        assert props == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "78",
+                         "NRestarts": "0"}
+        log = machine.journal(cursor, "-u", "ssdaq-readout.service", "-o", "cat")
+        assert log.count("Starting ") == 1, log
+        error = next(line for line in log.splitlines() if "no_such_setting" in line)
+        assert path in error or "readout.toml" in error, error
+        record("bad config journal line", error)
+    finally:
+        machine.write(path, original)
+        ensure_listening(machine)
+
+
+# ------------------------------------------------------------------------------- 7. commands
+
+def test_command_socket_answers_group_ssdaq_only(machine: Container) -> None:
+    machine.run("systemctl", "start", "ssdaq-readout.service")
+    machine.run("useradd", "--no-create-home", "--groups", "ssdaq", "e2e-member")
+    machine.run("useradd", "--no-create-home", "e2e-other")
+    member = machine.run("ssdaqctl", "readout", "status", "--timeout", "2", user="e2e-member",
+                         check=False)
+    assert member.returncode == 0, member.stderr
+    assert json.loads(member.stdout)["result"]["name"] == "readout"
+    other = machine.run("ssdaqctl", "readout", "status", "--timeout", "2", user="e2e-other",
+                        check=False)
+    assert (other.returncode, other.stdout) == (2, ""), other
+    mode = machine.run("stat", "-c", "%A %U:%G", "/run/ssdaq", "/run/ssdaq/readout.ctl").stdout
+    assert mode.split("\n")[:2] == ["drwxr-x--- ssdaq:ssdaq", "srw-rw---- ssdaq:ssdaq"]
+
+
+# ------------------------------------------------------------------------------- templates
+
+def test_site_receiver_runs_from_the_template_units(machine: Container) -> None:
+    """A site's own ReceiverServer subclass (the seed example) as ssdaq-receiver@NAME."""
+    machine.write("/usr/local/lib/python3.11/dist-packages/site_receivers.py",
+                  SITE_RECEIVER.read_text())
+    machine.write("/etc/ssdaq/site-packets.toml", 'receiver_class = "site_receivers:PacketReceiver"\n'
+                  "[sockets.data]\nport = 17300\n[[publishers]]\nport = 9300\n")
+    machine.write("/etc/systemd/system/ssdaq-receiver@site-packets.socket.d/port.conf",
+                  "[Socket]\nListenDatagram=0.0.0.0:17300\n")
+    machine.run("systemctl", "daemon-reload")
+    proc = machine.run("systemd-analyze", "verify", "ssdaq-receiver@site-packets.socket",
+                       "ssdaq-receiver@site-packets.service", check=False)
+    assert (proc.returncode, proc.stdout + proc.stderr) == (0, "")
+    machine.run("systemctl", "start", "ssdaq-receiver@site-packets.socket")
+    sub = subscribe(machine, "tcp://127.0.0.101:9300", seconds=15, idle_s=1)
+    for _ in range(3):  # the first datagram starts the service; zmq PUB drops until SUB is back
+        machine.run("python3", "/root/probe.py", "send", "127.0.0.1", "17300", "site-packet",
+                    "--count", "1")
+        time.sleep(1)
+    result = collected(sub, timeout=20)
+    assert active(machine, "ssdaq-receiver@site-packets.service")
+    assert [m[1] for m in result["messages"]] and all(m[1] == len("site-packet") for m in result["messages"])
+    assert json.loads(machine.run("ssdaqctl", "site-packets", "ping").stdout)["ok"] is True
+    machine.run("systemctl", "stop", "ssdaq-receiver@site-packets.socket",
+                "ssdaq-receiver@site-packets.service")
+
+
+def test_writer_records_readouts_under_var_lib_ssdaq_data(machine: Container) -> None:
+    machine.run("systemctl", "start", "ssdaq-readout.service", "ssdaq-writer@readout.service")
+    machine.run(*SIM, "--duration", "3", timeout=30)
+    time.sleep(1)
+    machine.run("systemctl", "stop", "ssdaq-writer@readout.service")
+    files = machine.run("find", "/var/lib/ssdaq/data", "-type", "f").stdout.split()
+    assert files, machine.run("journalctl", "-u", "ssdaq-writer@readout", "--no-pager").stdout
+    record("writer output", " ".join(files))
+
+
+# ------------------------------------------------------------------------------- 8. purge
+
+def test_purge_leaves_user_and_recorded_data_and_nothing_else(machine: Container) -> None:
+    # whatever the writer recorded, and one more file the writer did not make: all of it stays
+    machine.write("/var/lib/ssdaq/data/e2e-sentinel", "recorded\n")
+    data = machine.run("find", "/var/lib/ssdaq/data", "-type", "f").stdout.split()
+    machine.write("/etc/credstore/teldata-db-password", "secret\n", mode=0o600)
+    t0 = time.monotonic()
+    machine.run("apt-get", "purge", "-y", "-q", "ssdaq")
+    record("purge", f"{time.monotonic() - t0:.1f} s")
+    machine.run("systemctl", "daemon-reload")
+    units = machine.run("find", "/lib/systemd/system", "/etc/systemd/system", "/run/systemd/system",
+                        "-name", "*ssdaq*").stdout
+    assert units == ""
+    assert machine.run("systemctl", "list-units", "--all", "--plain", "--no-legend", "ssdaq*").stdout == ""
+    for gone in ("/etc/ssdaq", "/run/ssdaq", "/etc/credstore/teldata-db-password",
+                 "/var/lib/ssdaq/readout"):
+        assert not machine.exists(gone), gone
+    assert machine.run("ls", "/var/lib/ssdaq").stdout.split() == ["data"]
+    assert machine.run("find", "/var/lib/ssdaq/data", "-type", "f").stdout.split() == data
+    machine.run("getent", "passwd", "ssdaq")
