@@ -69,13 +69,15 @@ def mv_to_adc(mv: np.ndarray | float) -> np.ndarray:
     return counts.astype(np.uint16) ^ np.uint16(ADC_SIGN)
 
 
-def encode_records(tack: np.ndarray, words: np.ndarray, stamp2: np.ndarray | int = 0) -> np.ndarray:
+def encode_records(tack: np.ndarray, words: np.ndarray, stamp2: np.ndarray | int = 0,
+                   out: np.ndarray | None = None) -> np.ndarray:
     """Records in wire layout: ``tack`` shape S, ``words`` shape S + (64,), ADC words.
 
-    ``.tobytes()`` of the result (or of one row of it) is a datagram.
+    ``.tobytes()`` of the result (or of one row of it) is a datagram. ``out``: a ``RECORD_DTYPE``
+    array of shape S to fill instead of a new one.
     """
     tack = np.asarray(tack)
-    out = np.empty(tack.shape, RECORD_DTYPE)
+    out = np.empty(tack.shape, RECORD_DTYPE) if out is None else out
     out["tack"] = tack
     out["stamp2"] = stamp2
     out["adc_lo"] = words[..., :32]
