@@ -1,7 +1,7 @@
 """Named counters of what a receiver took in, published and lost, with rate-limited warnings.
 
 Every place where data can be lost bumps a counter named for what was lost (``late``,
-``duplicate``, ``bad_size``, ``unknown_source``, ``evicted``, ``pub_dropped``, …). ``status``,
+``duplicate``, ``bad_size``, ``unknown_source``, ``evicted``, ``pub_errors``, …). ``status``,
 ``STATUS=`` and the monitoring message read them from here. :meth:`Counters.report` also warns,
 at most once per interval per counter, with the number of events since the previous warning, so
 a flood of bad packets costs one journal line per interval.

@@ -1,10 +1,11 @@
 """Publishers: where a receiver's output goes. A zmq PUB socket, or a raw file.
 
-Sending never blocks the event loop: zmq sends are non-blocking, and a zmq PUB socket drops a
-message for a subscriber whose queue is at its high-water mark (``sndhwm``) without telling the
-sender. That loss cannot be counted here, so every stream carries a sequence number that
-subscribers check (the readout number for readouts). What can be observed (a send refused by
-zmq, an error) is counted per publisher, and one failing publisher never stops the others.
+Sending never blocks the event loop: a zmq PUB socket never blocks and drops a message for a
+subscriber whose queue is at its high-water mark (``sndhwm``) without telling the sender. That loss
+cannot be counted here, so every stream carries a sequence number that subscribers check (the
+readout number for readouts, the packet counters of triggers and timestamps, ``seqid`` of logs).
+What can be observed (a send or write error) is counted per publisher, and one failing publisher
+never stops the others.
 """
 
 import logging
@@ -59,7 +60,7 @@ class ZMQTCPPublisher:
         self.name, self.mode, self.linger_s = name, mode, linger_s
         self.log = (logger or logging.getLogger("ssdaq")).getChild(name)
         self.endpoint = f"tcp://{ip}:{port}"
-        self.sent = self.dropped = self.errors = 0
+        self.sent = self.errors = 0
         self._sock = (context or zmq.Context.instance()).socket(zmq.PUB)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, int(linger_s * 1000))
@@ -85,9 +86,6 @@ class ZMQTCPPublisher:
         """Queue one message without blocking; False (counted) when zmq refused it."""
         try:
             self._sock.send(data, zmq.NOBLOCK)
-        except zmq.Again:
-            self.dropped += 1
-            return False
         except zmq.ZMQError:
             self.errors += 1
             return False
@@ -106,8 +104,7 @@ class ZMQTCPPublisher:
         self._sock.close(linger=int(self.linger_s * 1000))
 
     def stats(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "mode": self.mode, "sent": self.sent,
-                "dropped": self.dropped, "errors": self.errors}
+        return {"endpoint": self.endpoint, "mode": self.mode, "sent": self.sent, "errors": self.errors}
 
 
 class RawWriter:

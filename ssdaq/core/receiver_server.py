@@ -81,8 +81,7 @@ class ReceiverServer:
 
     config_class: ClassVar[type[ReceiverConfig]] = GenericReceiverConfig
     #: counters that mean data was lost or rejected; their sum is the "lost" of ``STATUS=``
-    loss_counters: ClassVar[tuple[str, ...]] = ("pub_dropped", "pub_errors", "kernel_drops", "oversize",
-                                                "handler_errors")
+    loss_counters: ClassVar[tuple[str, ...]] = ("pub_errors", "kernel_drops", "oversize", "handler_errors")
 
     def __init__(self, ip: str, port: int, publishers: list | None, name: str,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -192,7 +191,7 @@ class ReceiverServer:
         for pub in self.publishers:
             try:
                 if not pub.send(packet):
-                    self.counters.values["pub_dropped"] += 1
+                    self.counters.report("pub_errors", detail=f"{pub.name} refused a message")
             except Exception as e:  # one failing publisher must not stop the others
                 self.counters.report("pub_errors", detail=f"{pub.name}: {e}")
         self.counters.values["published"] += 1

@@ -1,0 +1,100 @@
+"""Publishers on loopback: the three zmq modes, an unreachable remote, the raw file writer."""
+
+import logging
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from ssdaq.core.publishers import RawWriter, ZMQTCPPublisher
+from tests.conftest import free_port
+
+TCP = socket.SOCK_STREAM
+
+
+@pytest.fixture
+def ctx():
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+def sub_connected(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVTIMEO, 3000)
+    sub.connect(endpoint)
+    return sub
+
+
+def deliver(pub: ZMQTCPPublisher, sub: zmq.Socket, payload: bytes) -> bytes:
+    """Send until the subscription has propagated (zmq's slow joiner), then return what arrived."""
+    sub.setsockopt(zmq.RCVTIMEO, 100)
+    for _ in range(50):
+        pub.send(payload)
+        try:
+            return sub.recv()
+        except zmq.Again:
+            continue
+    raise AssertionError("nothing arrived")
+
+
+@pytest.mark.parametrize("mode, ip", [("local", "127.0.0.101"), ("outbound", "127.0.0.1")])
+def test_binding_modes_reach_a_subscriber(ctx: zmq.Context, mode: str, ip: str) -> None:
+    port = free_port(TCP)
+    pub = ZMQTCPPublisher(ip, port, mode=mode, context=ctx)
+    sub = sub_connected(ctx, f"tcp://{ip}:{port}")
+    assert deliver(pub, sub, b"readout") == b"readout"
+    assert pub.stats()["sent"] >= 1 and pub.stats()["mode"] == mode
+    pub.close()
+    sub.close()
+
+
+def test_outbound_mode_does_not_connect_to_itself(ctx: zmq.Context) -> None:
+    port = free_port(TCP)
+    pub = ZMQTCPPublisher("127.0.0.1", port, mode="outbound", context=ctx)
+    # with a self-connection the PUB would hold a peer; it must hold none but real subscribers
+    monitor = pub._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_ACCEPTED)
+    time.sleep(0.2)
+    assert monitor.poll(200) == 0
+    monitor.close()
+    pub.close()
+
+
+def test_remote_mode_connects_to_a_binding_subscriber(ctx: zmq.Context) -> None:
+    port = free_port(TCP)
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.bind(f"tcp://127.0.0.1:{port}")
+    pub = ZMQTCPPublisher("127.0.0.1", port, mode="remote", context=ctx)
+    assert deliver(pub, sub, b"to remote") == b"to remote"
+    pub.close()
+    sub.close()
+
+
+def test_a_remote_that_is_down_neither_blocks_nor_raises(ctx: zmq.Context) -> None:
+    pub = ZMQTCPPublisher("127.0.0.1", free_port(TCP), mode="remote", sndhwm=5, linger_s=0, context=ctx)
+    t0 = time.monotonic()
+    results = [pub.send(b"x" * 16416) for _ in range(1000)]
+    assert time.monotonic() - t0 < 0.5
+    # beyond the HWM zmq PUB drops silently: that is why every stream carries a sequence number
+    assert all(results) and pub.stats()["errors"] == 0
+    pub.close()
+
+
+def test_bad_mode_is_rejected() -> None:
+    with pytest.raises(ValueError, match="mode must be one of local, outbound, remote"):
+        ZMQTCPPublisher("127.0.0.1", 1, mode="sideways")
+
+
+def test_raw_writer_flushes_on_tick_and_close(tmp_path: Path) -> None:
+    path = tmp_path / "raw.bin"
+    w = RawWriter(str(path), logger=logging.getLogger("test"))
+    w.send(b"abc")
+    w.tick()
+    assert path.read_bytes() == b"abc"
+    w.send(b"def")
+    w.close()
+    assert path.read_bytes() == b"abcdef"
