@@ -5,18 +5,19 @@ arrival ``wall_ns`` (UTC ns) in, calls ``expire(now)`` from a timer armed at ``n
 and numbers and sends what comes back.
 
 Matching is per record: a record joins the open readout whose anchor (the TACK of its first
-record) is nearest, if within ``readout_window_ns``; else it is checked against the history of
-closed readouts (late or duplicate) or opens a readout. One batch costs numpy operations plus a
-little Python per *new readout*, never per record or per datagram.
+record) is nearest, if within ``readout_window_ns``; else it is looked up in the bounded history
+of closed readouts (``late``, or ``duplicate`` if that readout had its slot) or opens a readout.
+A batch costs a fixed number of numpy operations, never Python per record or per datagram.
 
-The "reference" TACK (``ref``) is the newest anchor of a readout that has at least two modules
-(one if only one is expected): a single module's far-future TACK cannot move it, so it cannot make
-the normal stream look late. A readout with a quorum that lies more than ``tack_reset_ns`` below
-``ref`` means the TACK counter was reset: counted once, the history is dropped and ``ref`` follows
-the new counter. Records that far below ``ref`` are never counted late; they open readouts and
-wait for a second module. A backwards jump smaller than ``tack_reset_ns`` cannot be told from late
-data and is counted as late until the new TACKs pass the old ones. Readouts open at a reset keep
-collecting their stragglers and close as usual.
+The reference TACK ``ref`` is the newest anchor of a readout holding at least two modules (one
+if only one is expected). A single module's far-future TACK cannot move it, so it cannot make
+the normal stream look late: it becomes a one-module readout of its own. A quorate readout more
+than ``tack_reset_ns`` below ``ref`` means the TACK counter was reset: counted once in
+``tack_resets``; the history is dropped and ``ref`` follows the new counter, while readouts
+still open from before keep collecting their stragglers (modules' packets straddle the reset)
+without pulling ``ref`` back. Records that far below ``ref`` are never counted late: they open
+readouts and wait for a second module. A backwards jump smaller than ``tack_reset_ns`` cannot
+be told from late data, and is counted as late until the new TACKs pass the old ones.
 """
 
 from dataclasses import asdict, dataclass
@@ -199,6 +200,7 @@ class EventBuilder:
         self._cpu_ns = np.zeros(cap, np.int64)
         self._seq = np.zeros(cap, np.int64)
         self._open = np.zeros(cap, bool)
+        self._stale = np.zeros(cap, bool)  # opened before a TACK reset: may not move ``ref``
         self._n_open = self._created = 0
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # open ids, anchors by anchor
         self._history = _ClosedHistory(s.closed_history)
@@ -318,11 +320,12 @@ class EventBuilder:
         first = new[np.minimum.reduceat(order, starts)]  # each readout's earliest-arrived record
         self._cpu_ns[ids] = rec.cpu_ns[first]
         self._open[ids] = True
+        self._stale[ids] = False
         self._present[ids] = False
         self._anchor[ids] = anchors
         self._deadline[ids] = now + self.settings.max_wait_s
-        self._seq[ids] = np.arange(self._created, self._created + n)
-        self._created += n
+        self._seq[ids] = self._created + first  # arrival order of each readout's first record
+        self._created += len(rec.tack)
         self._n_open += n
         self._sorted = None
         ro[new[order]] = ids[gid]
@@ -361,26 +364,35 @@ class EventBuilder:
         return self._publish(ids)
 
     def _move_ref(self, touched: np.ndarray) -> None:
-        """Let readouts with a quorum of modules move ``ref``; a far drop is a TACK reset."""
-        anchors = self._anchor[touched[self._present[touched].sum(axis=1) >= self._quorum]]
+        """Let readouts with a quorum of modules move ``ref``; a far drop is a TACK reset.
+
+        Readouts still open from before a reset are stale: as the modules' straddling packets
+        fill them, they must not drag ``ref`` back to the old counter (and count more resets).
+        """
+        quorate = self._present[touched].sum(axis=1) >= self._quorum
+        anchors = self._anchor[touched[quorate & ~self._stale[touched]]]
         if not len(anchors):
             return
         if self.ref is None:
             self.ref = int(anchors.max())
             return
-        back = anchors < self.ref - self.settings.tack_reset_ns
-        if back.any():
-            self.counts.tack_resets += 1
-            self._history.clear()
-            self.ref = int(anchors[back].max())
-        else:
+        span = self.settings.tack_reset_ns
+        back = anchors < self.ref - span
+        if not back.any():
             self.ref = max(self.ref, int(anchors.max()))
+            return
+        self.counts.tack_resets += 1
+        self._history.clear()
+        self.ref = int(anchors[back].max())
+        ids = np.flatnonzero(self._open)
+        self._stale[ids] = np.abs(self._anchor[ids] - self.ref) > span
 
     def _publish(self, ids: np.ndarray) -> Published:
-        """Close readouts ``ids`` in TACK order: convert to mV, NaN the absent rows, headers."""
+        """Close readouts ``ids`` in the order their first records arrived: convert to mV, NaN
+        the absent rows, fill the headers."""
         if not len(ids):
             return Published.empty()
-        ids = ids[np.argsort(self._anchor[ids], kind="stable")]
+        ids = ids[np.argsort(self._seq[ids])]
         present = self._present[ids]
         raw = self._raw[ids]
         complete = (present | ~self._expected).all(axis=1)

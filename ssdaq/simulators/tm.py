@@ -44,7 +44,7 @@ def pattern_mv(module: np.ndarray | int, readout: np.ndarray | int,
 def datagram(module: int, readouts: np.ndarray | list[int], tack: np.ndarray | list[int]) -> bytes:
     """What ``module`` sends for readout indices ``readouts`` stamped ``tack`` (one per record)."""
     counts = pattern_counts(module, np.asarray(readouts)[:, None], np.arange(N_TM_PIX))
-    return encode_records(np.asarray(tack), counts ^ np.uint16(ADC_SIGN)).tobytes()
+    return encode_records(np.asarray(tack, np.uint64), counts ^ np.uint16(ADC_SIGN)).tobytes()
 
 
 @dataclass(frozen=True)
