@@ -77,6 +77,7 @@ class ReceiverServer:
 
     ``publishers`` is a list of publisher objects; ``None`` builds them from the configuration.
     ``name`` names the instance in logs and in MonitorData (old dashboards know the class names).
+    ``config`` overrides the configuration ``ssdaq-receiver`` loaded (or the class defaults).
     """
 
     config_class: ClassVar[type[ReceiverConfig]] = GenericReceiverConfig
@@ -84,10 +85,11 @@ class ReceiverServer:
     loss_counters: ClassVar[tuple[str, ...]] = ("pub_errors", "kernel_drops", "oversize", "handler_errors")
 
     def __init__(self, ip: str, port: int, publishers: list | None, name: str,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, *,
+                 config: ReceiverConfig | None = None) -> None:
         ctx = _run_context.get() or RunContext(name, self.config_class())
         self.name, self.service, self.ip, self.port = name, ctx.service, ip, port
-        self.config, self.config_file = ctx.config, ctx.config_file
+        self.config, self.config_file = config or ctx.config, ctx.config_file
         self.loop = loop or asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.log = logging.getLogger(f"ssdaq.{name}")
@@ -111,6 +113,12 @@ class ReceiverServer:
         self._note = ""  # shown in STATUS= until the next reload (e.g. a rejected reload)
         self._started = time.monotonic()
         self.cmds: dict[str, Callable[..., Any]] = {}
+
+    @staticmethod
+    def current_config() -> ReceiverConfig | None:
+        """The configuration ``ssdaq-receiver`` loaded for the receiver being constructed."""
+        ctx = _run_context.get()
+        return ctx.config if ctx else None
 
     @classmethod
     def from_config(cls, config: ReceiverConfig) -> "ReceiverServer":
@@ -209,7 +217,10 @@ class ReceiverServer:
         """Runs at shutdown after input stopped: publish what is still pending."""
 
     async def on_reload(self, old: ReceiverConfig, new: ReceiverConfig) -> None:
-        """Apply the live-changeable settings of a reloaded configuration."""
+        """Apply the live-changeable settings of a reloaded configuration.
+
+        Raise ``ConfigError`` before changing anything to reject the new file (the old one stays).
+        """
 
     def status_fields(self) -> dict[str, Any]:
         """Receiver-specific additions to ``status``."""
@@ -303,17 +314,18 @@ class ReceiverServer:
         try:
             if self.config_file is None:
                 return "no configuration file: nothing to reload"
+            old = self.config
             try:
                 new = configlib.load(type(self.config), self.config_file)
+                await self.on_reload(old, new)  # validates before it applies anything
             except ConfigError as e:
                 self._note = f"reload rejected, old config kept: {e}"
                 self.log.error("%s", self._note,
                                extra={"SSDAQ_CONFIG_FILE": e.file, "SSDAQ_CONFIG_KEY": e.key})
                 raise CommandError(self._note) from None
-            old, self.config = self.config, new
+            self.config = new
             sslogging.set_level(new.log.level)
             self.counters.interval_s = new.log.rate_limit_interval_s
-            await self.on_reload(old, new)
             stale = [k for k in RESTART_ONLY if getattr(old, k, None) != getattr(new, k, None)]
             self._note = f"restart needed for: {', '.join(stale)}" if stale else ""
             if stale:

@@ -27,6 +27,7 @@ class RelayConfig(ReceiverConfig):
 class UDPRelay(ReceiverServer):
     """Relays datagrams from its ``data`` socket to its publishers, byte for byte."""
 
+    service_name = "relay"
     config_class = RelayConfig
 
     def __init__(self, ip: str = "0.0.0.0", port: int = 17100, publishers: list | None = None,

@@ -1,0 +1,285 @@
+"""ReadoutAssembler (``ssdaq-receiver readout``): slow-signal datagrams of 32 modules -> SSReadouts.
+
+Datagrams are read in batches (``recvmmsg``), decoded and matched by TACK with numpy in
+:mod:`ssdaq.data.event_builder`; a readout is published as soon as every live expected module has
+contributed, or when its ``max_wait_s`` deadline passes (a timer, not the next packet). Readout
+numbers rise by exactly 1 per published readout and continue across restarts (kept in the state
+directory). At stop, input is left in the kernel for the successor and every open readout,
+partial ones included, is published before exit: a readout that straddles a restart may
+therefore appear as two partial readouts with the same TACK.
+"""
+
+import asyncio
+import os
+import socket
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssdaq.core.config import setting, table, tables
+from ssdaq.core.datagrams import DatagramBatch
+from ssdaq.core.errors import CommandError, ConfigError
+from ssdaq.core.receiver_server import ReceiverServer
+from ssdaq.core.settings import DataSocket, ListenSettings, PublisherSettings, ReceiverConfig, zmq_publisher
+from ssdaq.data import slowsignal
+from ssdaq.data.event_builder import BuilderSettings, EventBuilder, Published
+from ssdaq.data.readout import N_TM
+from ssdaq.receivers.readout_number import ReadoutNumber
+
+_LOSSES = ("empty", "bad_size", "unknown_source", "late", "duplicate", "paused")
+
+
+@dataclass(frozen=True)
+class AssemblerSettings:
+    """Event building: which records form one readout, and how long a readout waits."""
+
+    readout_window_ns: int = setting(
+        10_000_000, help="Records whose TACKs differ by less than this belong to one readout;\n"
+        "keep it below half the spacing of readouts", min=1)
+    max_wait_s: float = setting(
+        0.5, help="A readout missing a live module is published this long after it opened", min=0.001)
+    module_timeout_s: float = setting(
+        5.0, help="A module silent this long is absent: readouts stop waiting for it until it sends",
+        min=0.01)
+    max_open_readouts: int = setting(
+        1000, help="Readouts being built at once; beyond it the oldest is published early (evicted)",
+        min=1, max=1_000_000)
+    closed_history: int = setting(
+        4096, help="Published readouts remembered to tell late and duplicate records", min=1)
+    tack_reset_ns: int = setting(
+        10_000_000_000, help="A backwards TACK jump larger than this is a counter reset, not late data",
+        min=1)
+    relaxed_ip_range: bool = setting(
+        False, help="Old rule for senders outside .100-.131: slot = last octet % 100 % 32")
+
+
+@dataclass(frozen=True)
+class ReadoutConfig(ReceiverConfig):
+    """Settings of the slow-signal readout assembler."""
+
+    max_datagram_bytes: int = setting(
+        9000, help="Longest datagram accepted (144 bytes per record); longer ones are counted (oversize)",
+        min=144, max=65535)
+    state_file: str = setting(
+        "", help="Where the next readout number is kept across restarts; empty:\n"
+        "$STATE_DIRECTORY/readout-number (systemd's StateDirectory=), else not kept")
+    assembler: AssemblerSettings = table(AssemblerSettings)
+    modules: dict[str, int] = setting(
+        default_factory=dict, min=0, max=N_TM - 1,
+        help="Sender address -> module slot. Empty: the last IPv4 octet - 100 is the slot\n"
+        "(x.y.z.100 .. x.y.z.131 -> 0 .. 31) and all 32 are expected. Listing modules here\n"
+        "replaces that rule (IPv6 too) and makes readouts wait for these slots only")
+    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=17000))
+    publishers: tuple[PublisherSettings, ...] = tables(
+        zmq_publisher(9004), help="Publishers: every readout (SSReadout, 16 416 bytes) goes to each")
+
+
+class ReadoutAssembler(ReceiverServer):
+    """Builds slow-signal readouts from the modules' datagrams and publishes them.
+
+    The keywords of the old constructor still work and override the configuration:
+    ``relaxed_ip_range``, ``readout_tw`` (ns), ``listen_ip``, ``listen_port``, ``buffer_length``
+    (open readouts), ``buffer_time`` (ns; the longest wait), ``publishers`` and
+    ``packet_debug_stream_file`` (a text line per published readout: number, TACK, CPU ns, modules).
+    """
+
+    service_name = "readout"
+    config_class = ReadoutConfig
+    loss_counters = ReceiverServer.loss_counters + _LOSSES
+
+    def __init__(self, relaxed_ip_range: bool | None = None, readout_tw: float | None = None,
+                 listen_ip: str | None = None, listen_port: int | None = None,
+                 buffer_length: int | None = None, buffer_time: float | None = None,
+                 publishers: list | None = None, packet_debug_stream_file: str | None = None) -> None:
+        cfg = self.current_config() or ReadoutConfig()
+        assert isinstance(cfg, ReadoutConfig)
+        cfg = _legacy(cfg, relaxed_ip_range, readout_tw, listen_ip, listen_port, buffer_length, buffer_time)
+        data = cfg.sockets.data
+        super().__init__(data.ip, data.port, publishers, "ReadoutAssembler", config=cfg)
+        self.counters.declare(("complete", "incomplete", "evicted", "tack_resets", *_LOSSES))
+        self.modules = _module_map(cfg, self.config_file)
+        self.builder = EventBuilder(_builder_settings(cfg, self.modules), time.monotonic())
+        self.numbers = ReadoutNumber(_state_path(cfg, self.service), self.log)
+        self.publishing = True
+        self._debug = open(packet_debug_stream_file, "a") if packet_debug_stream_file else None
+        self._timer: Any = None
+        self._timer_when = float("inf")
+        self._absent: set[int] = set()
+        self._reported = dict.fromkeys(("late", "duplicate", "evicted", "tack_resets"), 0)
+        self.reader = self.setup_datagrams(self._on_batch, max_bytes=cfg.max_datagram_bytes)
+
+    @classmethod
+    def from_config(cls, config: ReceiverConfig) -> "ReadoutAssembler":
+        return cls()
+
+    # ------------------------------------------------------------------ data path
+
+    def _on_batch(self, batch: DatagramBatch) -> None:
+        n = batch.count
+        sources = batch.ipv4[:n] if batch.family == socket.AF_INET else batch.addresses()
+        records = slowsignal.decode(batch.data, batch.lengths[:n], sources, self.modules)
+        for reason, count in records.rejected.items():
+            self.counters.report(reason, count, peer=records.rejected_from.get(reason, ""))
+        self._emit(self.builder.add(records, time.monotonic(), batch.arrival_ns))
+        self._arm_timer()
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_when = None, float("inf")
+        self._emit(self.builder.expire(time.monotonic()))
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        when = self.builder.next_deadline()
+        if when is None or when >= self._timer_when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        # the builder's clock is time.monotonic(), which is also the event loop's clock
+        self._timer, self._timer_when = self.loop.call_at(when, self._on_timer), when
+
+    def _emit(self, out: Published) -> None:
+        if len(out):
+            complete = int(out.complete.sum())
+            self.counters.add("complete", complete)
+            self.counters.add("incomplete", len(out) - complete)
+            if not self.publishing:
+                self.counters.add("paused", len(out))
+            else:
+                self.numbers.next = out.number(self.numbers.next)
+                for row in out.rows:
+                    self.publish_nowait(row)
+                if self._debug is not None:
+                    h = out.header
+                    np.savetxt(self._debug, np.c_[h[:, :2], h[:, 2] * 10**9 + h[:, 3], out.n_modules],
+                               fmt="%d")
+        counts = self.builder.counts
+        for name, seen in self._reported.items():
+            now = getattr(counts, name)
+            if now != seen:
+                self.counters.report(name, now - seen)
+                self._reported[name] = now
+
+    # ------------------------------------------------------------------ lifecycle hooks
+
+    async def on_stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._emit(self.builder.flush())
+        self.numbers.save()
+        if self._debug is not None:
+            self._debug.close()
+
+    async def on_reload(self, old: ReceiverConfig, new: ReceiverConfig) -> None:
+        assert isinstance(new, ReadoutConfig)
+        modules = _module_map(new, self.config_file)
+        settings = _builder_settings(new, modules)
+        if settings != self.builder.settings or new.modules != getattr(old, "modules", None):
+            self._emit(self.builder.flush())  # open readouts follow the rules they started under
+            self.modules = modules
+            self.builder = EventBuilder(settings, time.monotonic())
+            self._reported = dict.fromkeys(self._reported, 0)
+            self.log.info("event building now: %s", settings)
+
+    # ------------------------------------------------------------------ status
+
+    def status_line(self) -> str:
+        c, alive = self.counters, self._alive_expected()
+        line = (f"{c.rates.get('complete', 0.0) + c.rates.get('incomplete', 0.0):.1f} ro/s, "
+                f"{len(alive)}/{len(self.builder.settings.expected_slots)} TMs, {c['late']} late, "
+                f"{c['duplicate']} dup, {c['evicted']} evicted, "
+                f"{c['bad_size'] + c['empty'] + c['unknown_source']} bad, "
+                f"{c['incomplete']} incomplete, {c['kernel_drops']} kernel drops")
+        return line + ("" if self.publishing else f", PAUSED ({c['paused']} not published)")
+
+    def status_fields(self) -> dict[str, Any]:
+        now = time.monotonic()
+        b = self.builder
+        ago = np.round(now - b.last_seen, 3)
+        return {
+            "publishing": self.publishing,
+            "next_readout_number": self.numbers.next,
+            "open_readouts": b.n_open,
+            "assembler": b.counts.as_dict(),
+            "absent_modules": sorted(self._absent),
+            "modules": {int(s): {"packets": int(b.packets[s]), "records": int(b.records[s]),
+                                 "last_seen_s_ago": None if np.isnan(ago[s]) else float(ago[s])}
+                        for s in b.settings.expected_slots},
+        }
+
+    def _alive_expected(self) -> list[int]:
+        alive = self.builder.alive(time.monotonic())
+        return [s for s in self.builder.settings.expected_slots if alive[s]]
+
+    async def ct_modules(self) -> None:
+        """Log once when a module goes silent and when it comes back; keep the state file fresh."""
+        while True:
+            await asyncio.sleep(1.0)
+            alive = set(self._alive_expected())
+            absent = set(self.builder.settings.expected_slots) - alive
+            for slot in sorted(absent - self._absent):
+                self.log.warning("module %d absent: silent for %.1f s; readouts no longer wait for it",
+                                 slot, self.builder.settings.module_timeout_s,
+                                 extra={"SSDAQ_MODULE": slot})
+            for slot in sorted(self._absent - absent):
+                self.log.info("module %d is sending again", slot, extra={"SSDAQ_MODULE": slot})
+            self._absent = absent
+            self.numbers.checkpoint()
+
+    # ------------------------------------------------------------------ commands
+
+    def cmd_reset_ro_count(self, *_: str) -> str:
+        """Restart readout numbering at 1 (the next published readout is number 1)."""
+        self.numbers.reset()
+        return "Readout count reset"
+
+    def cmd_set_publish_readouts(self, flag: str) -> str:
+        """Pause (false) or resume (true) publishing; readouts built while paused are counted."""
+        value = flag.lower()
+        if value not in ("true", "false", "1", "0"):
+            raise CommandError(f"set_publish_readouts: expected true or false, got {flag!r}")
+        self.publishing = value in ("true", "1")
+        self.log.info("readout publishing %s", "resumed" if self.publishing else "paused")
+        return "Unpaused readout publishing" if self.publishing else "Paused readout publishing"
+
+
+def _legacy(cfg: ReadoutConfig, relaxed: bool | None, readout_tw: float | None, ip: str | None,
+            port: int | None, buffer_length: int | None, buffer_time: float | None) -> ReadoutConfig:
+    """Apply the old constructor keywords onto the configuration."""
+    asm, data = cfg.assembler, cfg.sockets.data
+    if relaxed is not None:
+        asm = replace(asm, relaxed_ip_range=bool(relaxed))
+    if readout_tw is not None:
+        asm = replace(asm, readout_window_ns=int(readout_tw))
+    if buffer_length is not None:
+        asm = replace(asm, max_open_readouts=int(buffer_length))
+    if buffer_time is not None:
+        asm = replace(asm, max_wait_s=float(buffer_time) / 1e9)
+    if ip is not None or port is not None:
+        data = replace(data, ip=ip or data.ip, port=data.port if port is None else int(port))
+    return replace(cfg, assembler=asm, sockets=replace(cfg.sockets, data=data))
+
+
+def _module_map(cfg: ReadoutConfig, file: str | None) -> slowsignal.ModuleMap:
+    try:
+        return slowsignal.ModuleMap(cfg.modules or None, relaxed=cfg.assembler.relaxed_ip_range)
+    except ValueError as e:
+        raise ConfigError(file or "<defaults>", "modules", str(e)) from None
+
+
+def _builder_settings(cfg: ReadoutConfig, modules: slowsignal.ModuleMap) -> BuilderSettings:
+    a = cfg.assembler
+    return BuilderSettings(
+        readout_window_ns=a.readout_window_ns, max_wait_s=a.max_wait_s,
+        module_timeout_s=a.module_timeout_s, max_open_readouts=a.max_open_readouts,
+        closed_history=a.closed_history, tack_reset_ns=a.tack_reset_ns,
+        expected_slots=modules.expected)
+
+
+def _state_path(cfg: ReadoutConfig, service: str) -> Path | None:
+    if cfg.state_file:
+        return Path(cfg.state_file)
+    state_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state_dir) / f"{service}-number" if state_dir else None

@@ -1,0 +1,161 @@
+"""ReadoutAssembler as a real process fed by the TM simulator on loopback.
+
+The event builder's rules are tested exhaustively without sockets in tests/data/; here the whole
+path is checked: datagrams from 32 loopback addresses -> batched reader -> builder -> publisher.
+"""
+
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from ssdaq.data.readout import N_TM_PIX, SSReadout
+from ssdaq.receivers.readout_assembler import ReadoutAssembler, ReadoutConfig
+from ssdaq.simulators.tm import TMSimConfig, datagram, pattern_mv, simulate, source_address
+from tests.conftest import free_port
+from tests.receivers.conftest import CLASSES, nothing_more, publisher_config, subscribe
+
+CLASSES.setdefault("readout", "ssdaq.receivers.readout_assembler:ReadoutAssembler")
+T0 = 1_700_000_000 * 10**9
+
+
+def config(port: int, pub_port: int, tables: str = "", top: str = "") -> str:
+    return (f"start_hold_s = 0.0\n{top}\n[monitor]\nenabled = false\n{tables}\n"
+            f'[sockets.data]\nip = "127.0.0.1"\nport = {port}\n' + publisher_config(pub_port))
+
+
+def collect(sub: zmq.Socket, n: int) -> list[SSReadout]:
+    return [SSReadout.from_bytes(sub.recv()) for _ in range(n)]
+
+
+def test_simulated_camera_round_trip_is_exact(start_receiver, zmq_context) -> None:
+    port, pub_port = free_port(), free_port(socket.SOCK_STREAM)
+    rx = start_receiver("readout", config(port, pub_port))
+    sub = subscribe(zmq_context, pub_port)
+    sim = TMSimConfig(modules=32, rate=50, records_per_packet=10, duration=2.0, tack0=T0)
+    before = time.time()
+    summary = simulate(sim, "127.0.0.1", port)
+    assert summary.records == 32 * sim.readouts
+    got = collect(sub, sim.readouts)
+    assert nothing_more(sub)
+    assert [r.iro for r in got] == list(range(1, sim.readouts + 1))
+    for k, r in enumerate(got):
+        assert r.time == sim.readout_tack(k)
+        expected = pattern_mv(np.arange(32)[:, None], k, np.arange(N_TM_PIX))
+        assert np.array_equal(r.data, expected), f"readout {k} differs"
+        assert before - 1 < r.cpu_t < time.time() + 1, "CPU time is UTC, near now"
+    counters = rx.status()["counters"]
+    assert counters["complete"] == sim.readouts and counters["incomplete"] == 0
+    assert counters["received"] == summary.packets
+    sub.close()
+
+
+def test_bad_input_is_counted_and_publishing_goes_on(start_receiver, zmq_context) -> None:
+    port, pub_port = free_port(), free_port(socket.SOCK_STREAM)
+    rx = start_receiver("readout", config(port, pub_port, "[assembler]\nmax_wait_s = 0.2\n"))
+    sub = subscribe(zmq_context, pub_port)
+    good = datagram(3, [0], [T0])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source_address(3), 0))
+        s.sendto(good[:100], ("127.0.0.1", port))  # not a multiple of 144
+        s.sendto(b"", ("127.0.0.1", port))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.150", 0))  # slot 50: no such module
+        s.sendto(good, ("127.0.0.1", port))
+    rx.wait_counter("unknown_source", 1)
+    c = rx.status()["counters"]
+    assert (c["bad_size"], c["empty"], c["unknown_source"]) == (1, 1, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source_address(3), 0))
+        s.sendto(good, ("127.0.0.1", port))
+    r = SSReadout.from_bytes(sub.recv())  # published incomplete once max_wait_s passed
+    assert r.iro == 1 and r.time == T0 and list(r.modules_present) == [3]
+    assert rx.status()["counters"]["incomplete"] == 1
+    assert "unknown_source: 1 since last report (total 1)" in rx.stop()
+    sub.close()
+
+
+def test_pause_resume_and_reset_of_readout_numbers(start_receiver, zmq_context) -> None:
+    port, pub_port = free_port(), free_port(socket.SOCK_STREAM)
+    rx = start_receiver("readout", config(port, pub_port))
+    sub = subscribe(zmq_context, pub_port)
+    sim = TMSimConfig(modules=32, rate=100, records_per_packet=10, duration=0.1, tack0=T0)
+    assert rx.command("set_publish_readouts false") == "Paused readout publishing"
+    simulate(sim, "127.0.0.1", port)
+    rx.wait_counter("paused", 10)
+    assert nothing_more(sub) and "PAUSED (10 not published)" in rx.status()["status_line"]
+    assert rx.command("set_publish_readouts true") == "Unpaused readout publishing"
+    simulate(TMSimConfig(modules=32, rate=100, records_per_packet=10, duration=0.1, tack0=T0 + 10**9),
+             "127.0.0.1", port)
+    assert [r.iro for r in collect(sub, 10)] == list(range(1, 11)), "paused readouts take no numbers"
+    assert rx.command("reset_ro_count") == "Readout count reset"
+    simulate(TMSimConfig(modules=32, rate=100, records_per_packet=10, duration=0.1, tack0=T0 + 2 * 10**9),
+             "127.0.0.1", port)
+    assert [r.iro for r in collect(sub, 10)] == list(range(1, 11))
+    with pytest.raises(AssertionError, match="expected true or false, got 'maybe'"):
+        rx.command("set_publish_readouts maybe")
+    sub.close()
+
+
+def test_stop_publishes_partial_readouts_and_numbers_continue_after_restart(
+        start_receiver, zmq_context, tmp_path: Path) -> None:
+    port, pub_port = free_port(), free_port(socket.SOCK_STREAM)
+    state = tmp_path / "readout-number"
+    cfg = config(port, pub_port, "[assembler]\nmax_wait_s = 30.0\n", top=f'state_file = "{state}"\n')
+    rx = start_receiver("readout", cfg)
+    sub = subscribe(zmq_context, pub_port)
+    # 31 of 32 modules: every readout waits for the last one (it is not yet timed out)
+    simulate(TMSimConfig(modules=31, rate=100, records_per_packet=10, duration=0.1, tack0=T0),
+             "127.0.0.1", port)
+    rx.wait_counter("received", 31)
+    assert nothing_more(sub, 0.5), "nothing is complete yet"
+    rx.stop()
+    partial = collect(sub, 10)
+    assert [r.iro for r in partial] == list(range(1, 11))
+    assert all(len(r.modules_present) == 31 for r in partial)
+    assert state.read_text().strip() == "11"
+    rx2 = start_receiver("readout", cfg)
+    sub2 = subscribe(zmq_context, pub_port)
+    simulate(TMSimConfig(modules=32, rate=100, records_per_packet=10, duration=0.1, tack0=T0 + 10**9),
+             "127.0.0.1", port)
+    assert [r.iro for r in collect(sub2, 10)] == list(range(11, 21))
+    rx2.stop()
+    sub.close()
+    sub2.close()
+
+
+def test_a_silent_module_is_marked_absent_and_not_waited_for(start_receiver, zmq_context) -> None:
+    port, pub_port = free_port(), free_port(socket.SOCK_STREAM)
+    rx = start_receiver("readout", config(port, pub_port, "[assembler]\nmodule_timeout_s = 0.5\n"
+                                                          "max_wait_s = 30.0\n"))
+    sub = subscribe(zmq_context, pub_port)
+    time.sleep(1.5)  # no module has sent yet: all are absent once 0.5 s passed
+    assert rx.status()["absent_modules"] == list(range(32))
+    simulate(TMSimConfig(modules=31, rate=100, records_per_packet=10, duration=0.1, tack0=T0),
+             "127.0.0.1", port)
+    t0 = time.monotonic()
+    got = collect(sub, 10)
+    assert time.monotonic() - t0 < 5, "readouts must not wait 30 s for an absent module"
+    assert [list(r.modules_present) for r in got] == [list(range(31))] * 10
+    status = rx.status()
+    assert status["absent_modules"] == [31]
+    assert "31/32 TMs" in status["status_line"]
+    assert "module 31 absent" in rx.stop()
+    sub.close()
+
+
+def test_old_constructor_keywords_map_onto_the_settings(runtime_dir: Path) -> None:
+    rx = ReadoutAssembler(relaxed_ip_range=True, readout_tw=5.1e7, listen_ip="127.0.0.1", listen_port=0,
+                          buffer_length=100, buffer_time=2e9, publishers=[])
+    try:
+        a = rx.config.assembler
+        assert isinstance(rx.config, ReadoutConfig)
+        assert (a.relaxed_ip_range, a.readout_window_ns, a.max_open_readouts, a.max_wait_s) == \
+            (True, 51_000_000, 100, 2.0)
+        assert (rx.config.sockets.data.ip, rx.config.sockets.data.port) == ("127.0.0.1", 0)
+    finally:
+        rx.reader.close()
+        rx.release()
