@@ -125,37 +125,46 @@ class Published:
 
 
 class _ClosedHistory:
-    """Bounded ring of closed readouts (anchor, modules present) for late/duplicate detection."""
+    """Bounded ring of closed readouts (anchor, modules present) for late/duplicate detection.
+
+    ``low`` is the highest anchor the ring has forgotten: a record near or below it that matches
+    nothing kept is late, so a readout is never opened a second time after its entry is gone.
+    """
 
     def __init__(self, size: int) -> None:
         self.anchor = np.zeros(size, np.int64)
         self.present = np.zeros((size, N_TM), bool)
         self.size, self.len, self.pos = size, 0, 0
         self.high: int | None = None  # highest anchor kept: newer records need no lookup
+        self.low: int | None = None
 
     def clear(self) -> None:
-        self.len, self.pos, self.high = 0, 0, None
+        self.len, self.pos, self.high, self.low = 0, 0, None, None
 
     def add(self, anchor: np.ndarray, present: np.ndarray) -> None:
-        anchor, present = anchor[-self.size :], present[-self.size :]
-        end = self.pos + len(anchor)
-        if end <= self.size:
-            self.anchor[self.pos : end], self.present[self.pos : end] = anchor, present
-        else:
-            at = np.arange(self.pos, end) % self.size
-            self.anchor[at], self.present[at] = anchor, present
-        self.pos = end % self.size
+        if len(anchor) > self.size:
+            self._forget(anchor[: -self.size])
+            anchor, present = anchor[-self.size :], present[-self.size :]
+        at = (self.pos + np.arange(len(anchor))) % self.size
+        forgotten = at[self.size - self.len :]  # the first writes may go to free entries
+        if len(forgotten):
+            self._forget(self.anchor[forgotten])
+        self.anchor[at], self.present[at] = anchor, present
+        self.pos = (self.pos + len(anchor)) % self.size
         self.len = min(self.size, self.len + len(anchor))
-        top = int(anchor.max())
-        self.high = top if self.high is None else max(self.high, top)
+        self.high = int(self.anchor[: self.len].max())
 
-    def lookup(self, tack: np.ndarray, window: int) -> np.ndarray:
-        """Entry index per TACK within ``window`` of a closed anchor, ``_LATE`` below the oldest
-        kept anchor (its readout was closed and forgotten), else ``_NEW``."""
+    def _forget(self, anchor: np.ndarray) -> None:
+        top = int(anchor.max())
+        self.low = top if self.low is None else max(self.low, top)
+
+    def lookup(self, tack: np.ndarray, window: int, low: int | None) -> np.ndarray:
+        """Entry index per TACK within ``window`` of a kept anchor, ``_LATE`` if not but not
+        above ``low`` (+ window), else ``_NEW``."""
         order = np.argsort(self.anchor[: self.len])
-        anchors = self.anchor[order]
-        best, dist = _nearest(anchors, tack)
-        return np.where(dist < window, order[best], np.where(tack < anchors[0], _LATE, _NEW))
+        best, dist = _nearest(self.anchor[order], tack)
+        late = np.full(len(tack), False) if low is None else tack < low + window
+        return np.where(dist < window, order[best], np.where(late, _LATE, _NEW))
 
 
 class _Records(NamedTuple):
@@ -292,13 +301,18 @@ class EventBuilder:
         """``_NEW``, ``_LATE`` or a history entry for TACKs matching no open readout."""
         cls = np.full(len(tack), _NEW)
         h = self._history
-        if self.ref is None or not h.len:
+        if not h.len:
             return cls
-        floor = self.ref - self.settings.tack_reset_ns  # below: maybe a counter reset
-        window = self.settings.readout_window_ns
-        ask = np.flatnonzero((tack >= floor) & (tack < h.high + window))
+        window, span = self.settings.readout_window_ns, self.settings.tack_reset_ns
+        low = h.low
+        if self.ref is not None and low is not None and low > self.ref + span:
+            low = None  # forgotten before ``ref`` existed, and implausible now
+        ask = tack < max(h.high, low or h.high) + window
+        if self.ref is not None:
+            ask &= tack >= self.ref - span  # farther below: maybe a counter reset, never late
+        ask = np.flatnonzero(ask)
         if len(ask):
-            cls[ask] = h.lookup(tack[ask], window)
+            cls[ask] = h.lookup(tack[ask], window, low)
         return cls
 
     def _open_new(self, new: np.ndarray, rec: _Records, ro: np.ndarray, now: float,
@@ -417,14 +431,15 @@ class EventBuilder:
         return published
 
     def _remember(self, ids: np.ndarray, present: np.ndarray) -> None:
-        """Keep closed readouts near ``ref`` (not a far-future or pre-reset one) in the history."""
-        if self.ref is None:
-            return
+        """Keep closed readouts in the history, unless far from ``ref`` (a far-future one, or
+        one from before a reset): those would only make later lookups wrong."""
         anchors = self._anchor[ids]
-        low, high = self.ref - self.settings.tack_reset_ns, self.ref + self.settings.tack_reset_ns
-        if anchors.min() < low or anchors.max() > high:
-            near = (anchors >= low) & (anchors <= high)
-            anchors, present = anchors[near], present[near]
+        if self.ref is not None:
+            span = self.settings.tack_reset_ns
+            low, high = self.ref - span, self.ref + span
+            if anchors.min() < low or anchors.max() > high:
+                near = (anchors >= low) & (anchors <= high)
+                anchors, present = anchors[near], present[near]
         if len(anchors):
             self._history.add(anchors, present)
 

@@ -1,0 +1,91 @@
+"""Property: whatever the order, losses, duplicates and timing, every record given to the builder
+is published exactly once, at its module's row with its exact values, or counted late/duplicate."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ssdaq.data.event_builder import BuilderSettings, EventBuilder, Published
+from ssdaq.data.slowsignal import ModuleMap, decode, ipv4_raw, to_batch
+from ssdaq.simulators.tm import datagram, pattern_mv, source_address
+
+PERIOD = 100_000_000
+WINDOW = 10_000_000
+T0 = 1_750_000_000 * 10**9
+CH = np.arange(64)
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> dict:
+    n_mod = draw(st.integers(1, 5))
+    n_ro = draw(st.integers(1, 12))
+    jitter = draw(st.lists(st.integers(-WINDOW // 2 + 1, WINDOW // 2 - 1),
+                           min_size=n_mod * n_ro, max_size=n_mod * n_ro))
+    packets = []  # (module, readout indices): each module's readouts cut into packets of 1..10
+    for m in range(n_mod):
+        k = 0
+        while k < n_ro:
+            size = draw(st.integers(1, 10))
+            packets.append((m, list(range(k, min(k + size, n_ro)))))
+            k += size
+    lost = draw(st.lists(st.booleans(), min_size=len(packets), max_size=len(packets)))
+    sent = [p for p, gone in zip(packets, lost) if not gone]
+    sent += draw(st.lists(st.sampled_from(packets), max_size=4))  # duplicated packets
+    sent += [(m, None) for m in draw(st.lists(st.integers(0, n_mod - 1), max_size=2))]  # bad size
+    sent = draw(st.permutations(sent))
+    cuts = sorted(draw(st.lists(st.integers(0, len(sent)), max_size=6)))
+    steps = [sent[a:b] for a, b in zip([0, *cuts], [*cuts, len(sent)])]
+    return dict(
+        n_mod=n_mod, jitter=np.array(jitter).reshape(n_mod, max(n_ro, 1)), steps=steps,
+        advance=draw(st.lists(st.floats(0, 1.5), min_size=len(steps), max_size=len(steps))),
+        expire=draw(st.lists(st.booleans(), min_size=len(steps), max_size=len(steps))),
+        max_open=draw(st.sampled_from([1, 2, 3, 8, 1000])),
+        history=draw(st.sampled_from([1, 2, 5, 4096])),
+    )
+
+
+def to_datagram(m: int, ks: list[int] | None, jitter: np.ndarray) -> bytes:
+    if ks is None:
+        return b"\0" * 100
+    return datagram(m, ks, [T0 + k * PERIOD + int(jitter[m, k]) for k in ks])
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_every_record_is_published_once_with_its_values_or_counted(sc):
+    b = EventBuilder(BuilderSettings(
+        readout_window_ns=WINDOW, max_wait_s=0.5, module_timeout_s=2.0,
+        max_open_readouts=sc["max_open"], closed_history=sc["history"],
+        expected_slots=tuple(range(sc["n_mod"])),
+    ), now=0.0)
+    out, now, given_records, bad = [], 0.0, 0, 0
+    for step, advance, expire in zip(sc["steps"], sc["advance"], sc["expire"]):
+        now += advance
+        dgs = [to_datagram(m, ks, sc["jitter"]) for m, ks in step]
+        senders = ipv4_raw([source_address(m) for m, _ in step])
+        given_records += sum(len(ks) for _, ks in step if ks is not None)
+        records = decode(*to_batch(dgs), senders, ModuleMap())
+        bad += sum(records.rejected.values())
+        out.append(b.add(records, now, 10**18))
+        if expire:
+            out.append(b.expire(now))
+    out.append(b.flush())
+    pub = Published.concat(out)
+
+    seen = set()
+    for tack, data, n_modules, complete in zip(pub.header[:, 1], pub.data, pub.n_modules,
+                                               pub.complete):
+        k = round((int(tack) - T0) / PERIOD)
+        present = np.flatnonzero(~np.isnan(data).all(axis=1))
+        assert len(present) == n_modules >= 1
+        assert complete == (n_modules == sc["n_mod"])
+        assert int(tack) == T0 + k * PERIOD + sc["jitter"][present[0], k]  # the lowest slot's
+        for m in present:
+            assert (data[m] == pattern_mv(m, k, CH)).all()
+            assert (m, k) not in seen
+            seen.add((m, k))
+    counts = b.counts
+    assert bad == sum(ks is None for step in sc["steps"] for _, ks in step)
+    assert len(seen) + counts.late + counts.duplicate == given_records
+    assert counts.complete + counts.incomplete == len(pub)
+    assert b.n_open == 0
