@@ -1,0 +1,185 @@
+"""``ssdaq-writer STREAM``: record a published stream into rotating HDF5 files (a service).
+
+STREAM is ``readout`` (the slow-signal layout of the original SSDAQ files, ``/SlowSignal/readout``
+plus ``/SlowSignal/tel_table``), ``trigger`` or ``timestamp``. Under systemd it runs as
+``ssdaq-writer@STREAM.service``: ``Type=notify`` with READY/STATUS/WATCHDOG/STOPPING, journald,
+SIGHUP reload and a command socket (``ssdaqctl writer-STREAM status``, ``… rotate``), all from the
+receiver framework. Files go to ``[output] directory``, by default ``$STATE_DIRECTORY/STREAM``
+(the unit sets ``StateDirectory=ssdaq/data``: ``/var/lib/ssdaq/data/STREAM``).
+
+This module holds the command line and the settings; the service itself is
+``ssdaq.tools.writer_service`` (imported only to run, since it needs h5py).
+"""
+
+import argparse
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssdaq.core import config as configlib
+from ssdaq.core import main as receiver_main
+from ssdaq.core.config import setting, table
+from ssdaq.core.errors import EX_OK, EX_UNAVAILABLE, EX_USAGE
+from ssdaq.core.settings import ReceiverConfig
+from ssdaq.subscribers import stream_endpoint
+
+DEFAULT_DATA_DIR = "/var/lib/ssdaq/data"
+MiB = 1024 * 1024
+STREAMS = ("readout", "trigger", "timestamp")
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A published stream the writer subscribes to."""
+
+    endpoint: str = setting("", help="zmq endpoint of the receiver's PUB socket (connected to);\n"
+                                     "empty: do not subscribe")
+    rcvhwm: int = setting(
+        100_000, help="Messages zmq may queue for the writer while it writes; beyond, the PUB\n"
+                      "drops them (counted as missed for readouts, by their numbers)", min=1)
+
+
+def subscription(stream: str, help: str = "") -> object:
+    return table(Subscription, help=help or f"The {stream} stream", endpoint=stream_endpoint(stream))
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """Where and how files are written."""
+
+    directory: str = setting(
+        "", help="Directory of the files; empty: $STATE_DIRECTORY/<stream> (under systemd\n"
+                 f"{DEFAULT_DATA_DIR}/<stream>), else {DEFAULT_DATA_DIR}/<stream>")
+    prefix: str = setting("", help="File names are <prefix>_<UTC start time>.hdf5; empty: the stream name")
+    max_file_bytes: int = setting(1024 * MiB, help="Start a new file once a file reaches this size",
+                                  min=1)
+    max_file_age_s: float = setting(3600.0, help="Start a new file once a file is this old", min=1.0)
+    flush_interval_s: float = setting(
+        2.0, help="Write what was received at least this often: a crash loses at most this much\n"
+                  "(a stop loses nothing)", min=0.05, max=60.0)
+    flush_bytes: int = setting(8 * MiB, help="Write earlier once this much is waiting", min=1)
+    compression_level: int = setting(4, help="gzip level (0: no compression)", min=0, max=9)
+    min_free_bytes: int = setting(
+        256 * MiB, help="Free space to leave on the filesystem: below it (plus what is about to be\n"
+                        "written) writing stops, the file is closed, and data is held in memory\n"
+                        "until space returns", min=0)
+    max_buffer_bytes: int = setting(
+        256 * MiB, help="Data held in memory while the disk is full; beyond, the oldest is\n"
+                        "dropped (counted as disk_full)", min=MiB)
+
+
+@dataclass(frozen=True)
+class WriterConfig(ReceiverConfig):
+    """Settings every writer has."""
+
+    output: OutputSettings = table(OutputSettings)
+
+
+@dataclass(frozen=True)
+class ReadoutInputs:
+    """Streams the slow-signal writer subscribes to."""
+
+    readout: Subscription = subscription("readout", "Slow-signal readouts: /SlowSignal/readout")
+    teldata: Subscription = subscription(
+        "teldata", "Telescope pointing: /SlowSignal/tel_table (endpoint empty: table stays empty)")
+
+
+@dataclass(frozen=True)
+class TriggerInputs:
+    """Streams the trigger writer subscribes to."""
+
+    trigger: Subscription = subscription("trigger", "Trigger packets: /Trigger/packet and /Trigger/raw")
+
+
+@dataclass(frozen=True)
+class TimestampInputs:
+    """Streams the timestamp writer subscribes to."""
+
+    timestamp: Subscription = subscription("timestamp", "CDTS TriggerMessages: /Timestamp/trigger")
+
+
+@dataclass(frozen=True)
+class ReadoutWriterConfig(WriterConfig):
+    """Settings of ``ssdaq-writer readout``."""
+
+    inputs: ReadoutInputs = table(ReadoutInputs)
+
+
+@dataclass(frozen=True)
+class TriggerWriterConfig(WriterConfig):
+    """Settings of ``ssdaq-writer trigger``."""
+
+    inputs: TriggerInputs = table(TriggerInputs)
+
+
+@dataclass(frozen=True)
+class TimestampWriterConfig(WriterConfig):
+    """Settings of ``ssdaq-writer timestamp``."""
+
+    inputs: TimestampInputs = table(TimestampInputs)
+
+
+CONFIGS: dict[str, type[WriterConfig]] = {
+    "readout": ReadoutWriterConfig, "trigger": TriggerWriterConfig, "timestamp": TimestampWriterConfig,
+}
+#: the service class of each stream, as ``ssdaq-receiver`` resolves it
+CLASSES = {"readout": "ReadoutWriter", "trigger": "TriggerWriter", "timestamp": "TimestampWriter"}
+
+
+def service_name(stream: str) -> str:
+    """The writer's name for logs, its config file and its command socket: writer-STREAM."""
+    return f"writer-{stream}"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ssdaq-writer",
+        description="Record a published ssdaq stream into HDF5 files that rotate by size and age, "
+        "are never overwritten and are complete once named *.hdf5 (*.hdf5.part is being written).",
+        epilog=f"Configuration: {receiver_main.CONFIG_DIR}/writer-STREAM.toml unless --config is "
+        "given (built-in defaults if it does not exist). Commands: ssdaqctl writer-STREAM "
+        "status|rotate|reload.",
+    )
+    p.add_argument("stream", nargs="?", choices=STREAMS, help="the stream to record")
+    p.add_argument("--config", type=Path, help="configuration file (TOML)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective configuration as TOML and exit")
+    p.add_argument("--write-default-configs", metavar="DIR", type=Path,
+                   help="write every writer's default configuration into DIR and exit")
+    return p
+
+
+def write_default_configs(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for stream, cls in CONFIGS.items():
+        header = (f"/etc/ssdaq/{service_name(stream)}.toml: configuration of `ssdaq-writer "
+                  f"{stream}`.\nGenerated from the declared settings; every value shown is the default.")
+        (directory / f"{service_name(stream)}.toml").write_text(configlib.render(cls(), header))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.write_default_configs:
+        write_default_configs(args.write_default_configs)
+        return EX_OK
+    if not args.stream:
+        parser().print_usage(sys.stderr)
+        return EX_USAGE
+    if importlib.util.find_spec("h5py") is None:
+        print("ssdaq-writer: needs h5py (Debian: apt install python3-h5py; pip: ssdaq[tools])",
+              file=sys.stderr)
+        return EX_UNAVAILABLE
+    # the framework's own entry point runs it: config, logging, sd_notify, exit codes
+    forwarded = [f"ssdaq.tools.writer_service:{CLASSES[args.stream]}"]
+    for flag in ("config", "log_level"):
+        if (value := getattr(args, flag)) is not None:
+            forwarded += [f"--{flag.replace('_', '-')}", str(value)]
+    forwarded += [f for f in ("--check-config", "--print-config") if getattr(args, f[2:].replace("-", "_"))]
+    return receiver_main.main(forwarded)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The ``ssdaq-writer`` service: subscribe, hold rows briefly, write HDF5, rotate, survive a full disk.
+
+A writer is a ReceiverServer whose input is zmq SUB sockets, so the framework provides its
+lifecycle (READY/STATUS/WATCHDOG/STOPPING, SIGHUP, command socket, MonitorData, exit codes).
+
+Data path: each receive batch is converted to rows at once (bad messages counted per reason,
+readout numbers checked for gaps) and held in memory; every ``flush_interval_s``, or once
+``flush_bytes`` are waiting, the rows are appended to the open ``.part`` file in a worker thread
+and flushed to disk, so the event loop keeps receiving meanwhile. At SIGTERM the writer stops
+receiving, takes what zmq already queued, writes everything and publishes the file: nothing
+received is lost. Files rotate by size (checked after each write) and by age.
+
+A full disk never reaches HDF5: before each write the free space must exceed ``min_free_bytes``
+plus the uncompressed size of the rows. Below that the writer closes the file (so it is
+complete), says so in the journal and in STATUS=, holds rows in memory up to
+``max_buffer_bytes`` (dropping the oldest beyond, counted as ``disk_full``), and resumes in a new
+file when space returns. Should a write fail anyway (the disk filled between check and write),
+the HDF5 library's state cannot be trusted: the process logs the loss and exits with 74
+(EX_IOERR); systemd restarts it, and the restarted writer verifies the ``.part`` file it left.
+"""
+
+import asyncio
+import itertools
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import zmq
+
+from ssdaq.core import systemd
+from ssdaq.core.errors import UnavailableError
+from ssdaq.core.receiver_server import ReceiverServer
+from ssdaq.io import files
+from ssdaq.io.layouts import LAYOUTS, FileLayout, Input, Rows
+from ssdaq.subscribers import SequenceTracker
+from ssdaq.tools.writer import (DEFAULT_DATA_DIR, MiB, ReadoutWriterConfig, TimestampWriterConfig,
+                                TriggerWriterConfig, WriterConfig, service_name)
+
+EX_IOERR = os.EX_IOERR
+_DRAIN_MAX = 10_000  # messages taken per wake-up, so one stream cannot starve the loop
+_SLACK_BYTES = 1024 * 1024  # HDF5 metadata written besides the rows (headers, B-tree nodes)
+_KEEP_NAMES = 10
+
+
+def default_directory(stream: str) -> Path:
+    base = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or DEFAULT_DATA_DIR
+    return Path(base) / stream
+
+
+class StreamWriter(ReceiverServer):
+    """Writes the streams of :attr:`layout` to rotating HDF5 files (see the module docstring)."""
+
+    layout: ClassVar[FileLayout]
+    config: WriterConfig
+    loss_counters = ReceiverServer.loss_counters + (
+        "missed", "disk_full", "bad_size", "bad_message", "bad_magic", "unknown_type", "bad_phase")
+
+    def __init__(self) -> None:
+        stream = self.layout.stream
+        super().__init__("", 0, [], f"{stream.capitalize()}Writer")
+        out = self.config.output
+        self.directory = Path(out.directory) if out.directory else default_directory(stream)
+        self.prefix = out.prefix or stream
+        self.sequence = SequenceTracker()
+        self.counters.declare(("written", "files", *self.loss_counters))
+        self._pending: list[Rows] = []
+        self._pending_bytes = 0
+        self._file: files.OpenFile | None = None
+        self._finished: list[str] = []
+        self._disk_full = False
+        self._free = 0
+        self._lock = asyncio.Lock()
+        self._writing_since: float | None = None
+        self._last_flush = time.monotonic()
+        self._inputs: list[tuple[Input, zmq.asyncio.Socket]] = []
+        for inp in self.layout.inputs:
+            sub = getattr(self.config.inputs, inp.stream)  # type: ignore[attr-defined]
+            if sub.endpoint:
+                sock = self._context.socket(zmq.SUB)
+                sock.setsockopt(zmq.RCVHWM, sub.rcvhwm)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+                sock.connect(sub.endpoint)
+                self._inputs.append((inp, sock))
+        self._setup = True
+
+    @classmethod
+    def from_config(cls, config: Any) -> "StreamWriter":
+        return cls()
+
+    # ------------------------------------------------------------------ lifecycle hooks
+
+    async def on_start(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UnavailableError(f"cannot create the data directory {self.directory}: {e}") from None
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise UnavailableError(f"cannot write in the data directory {self.directory}")
+        for path in files.recover(self.directory, self.prefix, self.layout, self.log):
+            self._remember(path)
+        self._free = files.free_bytes(self.directory)
+        self.log.info("writing %s files to %s (%d MB free)", self.layout.stream, self.directory,
+                      self._free // MiB)
+
+    async def ct_receive(self) -> None:
+        """Receive every subscribed stream (one task each) until stopped."""
+        await asyncio.gather(*(self._receive(inp, sock) for inp, sock in self._inputs))
+
+    async def ct_flush(self) -> None:
+        """Write on the timer, rotate by age, notice when space comes back."""
+        out = self.config.output
+        while True:
+            await asyncio.sleep(min(0.2, out.flush_interval_s))
+            if time.monotonic() - self._last_flush >= out.flush_interval_s:
+                await self.flush()
+
+    async def on_stop(self) -> None:
+        """Stop receiving, take what zmq already queued, write it all and publish the file."""
+        task = self._tasks.get("ct_receive")
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for inp, sock in self._inputs:
+            while batch := self._drain(sock):
+                self._take(inp, batch)
+        await self.flush(final=True)
+        for _, sock in self._inputs:
+            sock.close(linger=0)
+        if self._pending:
+            self.log.error("stopped with %d rows unwritten: the disk is full",
+                           self._rows(self._pending))
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _receive(self, inp: Input, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            await sock.poll(flags=zmq.POLLIN)
+            batch = self._drain(sock)
+            if batch:
+                self._take(inp, batch)
+            if self._pending_bytes >= self.config.output.flush_bytes and not self._lock.locked():
+                await self.flush()
+
+    @staticmethod
+    def _drain(sock: zmq.asyncio.Socket) -> list[bytes]:
+        shadow = zmq.Socket.shadow(sock.underlying)
+        out = []
+        while len(out) < _DRAIN_MAX:
+            try:
+                out.append(shadow.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        return out
+
+    def _take(self, inp: Input, batch: list[bytes]) -> None:
+        self.counters.add("received", len(batch))
+        rows, rejected = inp.convert(batch, time.time_ns())
+        for error in rejected:
+            self.counters.report(error.reason, detail=str(error), peer=inp.stream)
+        if self.layout.sequence and self.layout.sequence[0] in rows:
+            path, column = self.layout.sequence
+            for before, after in self.sequence.check(rows[path][column]):
+                self.counters.report("missed", after - before - 1,
+                                     detail=f"{column} {before + 1}..{after - 1} never arrived")
+        self._pending.append(rows)
+        self._pending_bytes += files.rows_nbytes(rows)
+        if self._disk_full:
+            self._bound_buffer()
+
+    def _bound_buffer(self) -> None:
+        limit = self.config.output.max_buffer_bytes
+        while self._pending_bytes > limit and self._pending:
+            oldest = self._pending.pop(0)
+            self._pending_bytes -= files.rows_nbytes(oldest)
+            self.counters.report("disk_full", self._rows([oldest]),
+                                 detail=f"memory buffer of {limit // MiB} MB is full")
+
+    def _rows(self, batches: list[Rows]) -> int:
+        main = self.layout.datasets[0].path
+        return sum(len(b.get(main, ())) for b in batches)
+
+    # ------------------------------------------------------------------ writing
+
+    async def flush(self, final: bool = False) -> None:
+        """Write what is pending (if the disk allows), then rotate or close as due."""
+        async with self._lock:
+            self._last_flush = time.monotonic()
+            out = self.config.output
+            if self._pending and self._space_for(self._pending_bytes):
+                batch, self._pending, self._pending_bytes = self._pending, [], 0
+                await self._in_thread(self._write, _merge(batch))
+            if self._file is not None and (
+                    final or self._disk_full
+                    or time.monotonic() - self._file.opened >= out.max_file_age_s
+                    or self._file.size() >= out.max_file_bytes):
+                await self._in_thread(self._close_file)
+
+    def _space_for(self, nbytes: int) -> bool:
+        self._free = files.free_bytes(self.directory)
+        need = nbytes + self.config.output.min_free_bytes + _SLACK_BYTES
+        if self._free >= need:
+            if self._disk_full:
+                self._disk_full = False
+                self.log.warning("disk space is back (%d MB free): writing again",
+                                 self._free // MiB)
+            return True
+        if not self._disk_full:
+            self._disk_full = True
+            self._bound_buffer()
+            self.log.error("disk full: %d MB free in %s, %d MB needed; writing stopped, holding "
+                           "data in memory (up to %d MB)", self._free // MiB,
+                           self.directory, need // MiB,
+                           self.config.output.max_buffer_bytes // MiB)
+            systemd.notify(f"STATUS={self.status_line()}")
+        return False
+
+    async def _in_thread(self, work: Any, *args: Any) -> None:
+        self._writing_since = time.monotonic()
+        try:
+            await asyncio.to_thread(work, *args)
+        except files.WriteFailed as e:
+            self._fail(e)
+        finally:
+            self._writing_since = None
+
+    def _write(self, rows: Rows) -> None:
+        if self._file is None:
+            self._file = files.OpenFile(self.directory, self.prefix, self.layout,
+                                        self.config.output.compression_level)
+            self.counters.add("files")
+            self.log.info("new file %s", self._file.part.name)
+        self._file.append(rows)
+        self.counters.add("written", len(rows.get(self.layout.datasets[0].path, ())))
+
+    def _close_file(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            path = file.close()
+            self._remember(path)
+            self.log.info("closed %s (%d rows)", path.name, file.rows)
+
+    def _remember(self, path: Path) -> None:
+        self._finished = (self._finished + [path.name])[-_KEEP_NAMES:]
+
+    def _fail(self, error: files.WriteFailed) -> None:
+        """HDF5 failed: its handles cannot be trusted, so exit now and let systemd restart."""
+        lost = self._rows(self._pending)
+        self.log.critical("%s; exiting (%d rows held in memory are lost); the next start verifies "
+                          "the file", error, lost)
+        systemd.notify(f"STATUS=write failed, exiting: {error}")
+        os._exit(EX_IOERR)
+
+    # ------------------------------------------------------------------ status
+
+    async def cmd_rotate(self) -> str:
+        """Write what is pending and close the current file now (the next rows open a new one)."""
+        await self.flush(final=True)
+        return self._finished[-1] if self._finished else "no file written yet"
+
+    def health_problem(self) -> str | None:
+        stuck = max(10.0, 2 * (systemd.watchdog_interval_s() or 0.0))
+        if self._writing_since is not None and time.monotonic() - self._writing_since > stuck:
+            return f"HDF5 write stuck for {time.monotonic() - self._writing_since:.0f} s"
+        return super().health_problem()
+
+    def status_line(self) -> str:
+        rate = self.counters.rates.get("received", 0.0)
+        held = self._rows(self._pending)
+        if self._disk_full:
+            state = (f"DISK FULL ({self._free // MiB} MB free): holding {held} rows, "
+                     f"dropped {self.counters['disk_full']}")
+        else:
+            state = self._file.part.name if self._file else "no file open"
+        return (f"{state}; {rate:.1f} msg/s, {self.counters['written']} rows in "
+                f"{self.counters['files']} files; {self.lost_summary()}")
+
+    def status_fields(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "file": self._file.part.name if self._file else None,
+            "file_rows": self._file.rows if self._file else 0,
+            "finished": list(self._finished),
+            "pending_rows": self._rows(self._pending),
+            "pending_bytes": self._pending_bytes,
+            "disk_full": self._disk_full,
+            "free_bytes": self._free,
+            "sequence": {"last": self.sequence.last, "missed": self.sequence.missed,
+                         "gaps": self.sequence.gaps, "restarts": self.sequence.restarts},
+            "inputs": [inp.stream for inp, _ in self._inputs],
+        }
+
+
+def _merge(batches: list[Rows]) -> Rows:
+    """One Rows per write: each dataset's rows concatenated in arrival order."""
+    out: dict[str, list] = {}
+    for rows in batches:
+        for path, values in rows.items():
+            out.setdefault(path, []).append(values)
+    return {path: np.concatenate(parts) if isinstance(parts[0], np.ndarray)
+            else list(itertools.chain.from_iterable(parts)) for path, parts in out.items()}
+
+
+class ReadoutWriter(StreamWriter):
+    """``ssdaq-writer readout``: /SlowSignal/readout (+ tel_table), the original layout."""
+
+    config_class = ReadoutWriterConfig
+    service_name = service_name("readout")
+    layout = LAYOUTS["readout"]
+
+
+class TriggerWriter(StreamWriter):
+    """``ssdaq-writer trigger``: /Trigger/packet and /Trigger/raw."""
+
+    config_class = TriggerWriterConfig
+    service_name = service_name("trigger")
+    layout = LAYOUTS["trigger"]
+
+
+class TimestampWriter(StreamWriter):
+    """``ssdaq-writer timestamp``: /Timestamp/trigger."""
+
+    config_class = TimestampWriterConfig
+    service_name = service_name("timestamp")
+    layout = LAYOUTS["timestamp"]
