@@ -165,7 +165,7 @@ def recover(directory: Path, prefix: str, layout: FileLayout, log: logging.Logge
 def _verify_in_child(path: Path, stream: str) -> int | None:
     try:
         done = subprocess.run([sys.executable, "-m", "ssdaq.io.files", stream, str(path)],
-                              capture_output=True, text=True, timeout=VERIFY_TIMEOUT_S)
+                              capture_output=True, text=True, timeout=VERIFY_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         return None
     return int(done.stdout) if done.returncode == 0 and done.stdout.strip().isdigit() else None

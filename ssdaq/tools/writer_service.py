@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import zmq
+import zmq.asyncio
 
 from ssdaq.core import systemd
 from ssdaq.core.errors import UnavailableError
@@ -35,8 +36,15 @@ from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.io import files
 from ssdaq.io.layouts import LAYOUTS, FileLayout, Input, Rows
 from ssdaq.subscribers import SequenceTracker
-from ssdaq.tools.writer import (DEFAULT_DATA_DIR, MiB, ReadoutWriterConfig, TimestampWriterConfig,
-                                TriggerWriterConfig, WriterConfig, service_name)
+from ssdaq.tools.writer import (
+    DEFAULT_DATA_DIR,
+    MiB,
+    ReadoutWriterConfig,
+    TimestampWriterConfig,
+    TriggerWriterConfig,
+    WriterConfig,
+    service_name,
+)
 
 EX_IOERR = os.EX_IOERR
 _DRAIN_MAX = 10_000  # messages taken per wake-up, so one stream cannot starve the loop
