@@ -16,6 +16,7 @@ import logging
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from typing import NoReturn, TypeVar
 
@@ -124,12 +125,19 @@ def log_record(message: LogData) -> logging.LogRecord:
 def parse(cls: type[M], payload: bytes) -> M:
     """Parse ``payload`` as a ``cls``; raise ``FormatError("bad_message")`` if it is not one.
 
-    Missing required fields count as malformed: protobuf's parser accepts them silently.
+    Missing required fields count as malformed: protobuf's parser accepts them silently. So does
+    a stray end-group tag under protobuf's C++ backend (Debian 12's python3-protobuf): it stops
+    parsing there with only a RuntimeWarning, which is turned into the error the other backends
+    raise.
     """
     try:
-        message = cls.FromString(payload)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            message = cls.FromString(payload)
     except DecodeError as exc:
         raise FormatError("bad_message", f"not a {cls.__name__}: {exc}") from None
+    if caught:
+        raise FormatError("bad_message", f"not a {cls.__name__}: {caught[0].message}")
     if not message.IsInitialized():
         missing = ", ".join(message.FindInitializationErrors())
         raise FormatError("bad_message", f"{cls.__name__} lacks required {missing}")

@@ -158,6 +158,14 @@ def test_parse_reports_a_malformed_payload_as_bad_message(payload: bytes) -> Non
     assert err.value.reason == "bad_message"
 
 
+def test_parse_reports_a_stray_end_group_tag_as_bad_message() -> None:
+    """protobuf's C++ backend (Debian 12) only warns about it and drops what follows."""
+    payload = sample_logs(1)[0].SerializeToString() + b"\x0c" + b"\x58\x01"
+    with pytest.raises(FormatError) as err:
+        parse(LogData, payload)
+    assert err.value.reason == "bad_message"
+
+
 # --- delimited framing ----------------------------------------------------------------------
 
 
