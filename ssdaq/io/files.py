@@ -80,8 +80,10 @@ class OpenFile:
                 continue
             try:
                 self.h5 = h5py.File(f"{stem}{PART}", "x")  # exclusive: fails if it exists
-            except FileExistsError:
-                continue
+            except OSError as e:  # FileExistsError, or a plain OSError if this process has it open
+                if Path(f"{stem}{PART}").exists():
+                    continue
+                raise WriteFailed(f"cannot create {stem}{PART}: {e}") from e
             break
         else:
             raise FileExistsError(f"no free file name for {directory / prefix}_{stamp}")
