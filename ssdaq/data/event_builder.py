@@ -135,7 +135,7 @@ class _ClosedHistory:
         self.anchor = np.zeros(size, np.int64)
         self.present = np.zeros((size, N_TM), bool)
         self.size, self.len, self.pos = size, 0, 0
-        self.high: int | None = None  # highest anchor kept: newer records need no lookup
+        self.high: int | None = None  # highest anchor added: newer records need no lookup
         self.low: int | None = None
 
     def clear(self) -> None:
@@ -152,7 +152,8 @@ class _ClosedHistory:
         self.anchor[at], self.present[at] = anchor, present
         self.pos = (self.pos + len(anchor)) % self.size
         self.len = min(self.size, self.len + len(anchor))
-        self.high = int(self.anchor[: self.len].max())
+        top = int(anchor.max())
+        self.high = top if self.high is None else max(self.high, top)
 
     def _forget(self, anchor: np.ndarray) -> None:
         top = int(anchor.max())
@@ -202,7 +203,7 @@ class EventBuilder:
         # Open readouts: raw records per (readout, slot), converted to mV only when published.
         self._raw = np.zeros((cap, N_TM, RECORD_BYTES // 2), ">u2")
         self._present = np.zeros((cap, N_TM), bool)
-        self._mark = np.zeros((cap, N_TM), np.intp)
+        self._mark = np.zeros(cap * N_TM, np.intp)  # per (readout, slot): see ``_accept``
         self._hit = np.zeros(cap, bool)
         self._anchor = np.zeros(cap, np.int64)
         self._deadline = np.zeros(cap)
@@ -264,7 +265,7 @@ class EventBuilder:
     def _add(self, rec: _Records, now: float, out: list[Published]) -> None:
         ro = self._match_open(rec.tack)
         history = None
-        lost = np.flatnonzero(ro < 0)
+        lost = (ro < 0).nonzero()[0]
         if len(lost):
             history = np.full(len(ro), _NEW)
             history[lost] = self._classify(rec.tack[lost])
@@ -274,16 +275,18 @@ class EventBuilder:
                 self._add(rec.part(slice(0, half)), now, out)
                 self._add(rec.part(slice(half, None)), now, out)
                 return
-        take = self._accept(ro, history, rec.slot)
-        r, m = ro[take], rec.slot[take]
-        self._raw[r, m] = rec.words if len(take) == len(rec.words) else rec.words[take]
-        self._present[r, m] = True
-        self._hit[r] = True
-        touched = np.flatnonzero(self._hit)
+        take, cell = self._accept(ro, history, rec.slot)
+        # (readout, slot) flattened: 1-D fancy indexing costs less than 2-D on every record
+        self._raw.reshape(-1, RECORD_BYTES // 2)[cell] = (
+            rec.words if len(take) == len(rec.words) else rec.words[take])
+        self._present.reshape(-1)[cell] = True
+        self._hit[ro[take]] = True
+        touched = self._hit.nonzero()[0]
         self._hit[touched] = False
-        self._move_ref(touched)
+        present = self._present[touched]
+        self._move_ref(touched, present)
         need = self._expected & self.alive(now)
-        out.append(self._publish(touched[(self._present[touched] | ~need).all(axis=1)]))
+        out.append(self._publish(touched[(present | ~need).all(axis=1)]))
 
     def _match_open(self, tack: np.ndarray) -> np.ndarray:
         """Open readout id per TACK within the window of its nearest anchor, else -1."""
@@ -322,15 +325,16 @@ class EventBuilder:
         False if more readouts would have to be open than ``max_open_readouts`` allows, even
         after evicting every open readout this batch feeds no record to.
         """
-        order = np.argsort(rec.tack[new], kind="stable")
-        gid, anchors, starts = _group(rec.tack[new][order], self.settings.readout_window_ns)
+        tack = rec.tack[new]
+        order = np.argsort(tack, kind="stable")
+        gid, anchors, starts = _group(tack[order], self.settings.readout_window_ns)
         n, free = len(anchors), self.settings.max_open_readouts - self._n_open
         if n > free:
             feeds = np.unique(ro[ro >= 0])
             if n > free + self._n_open - len(feeds):
                 return False
             out.append(self._evict(n - free, feeds))
-        ids = np.flatnonzero(~self._open)[:n]
+        ids = (~self._open).nonzero()[0][:n]
         first = new[np.minimum.reduceat(order, starts)]  # each readout's earliest-arrived record
         self._cpu_ns[ids] = rec.cpu_ns[first]
         self._open[ids] = True
@@ -345,29 +349,34 @@ class EventBuilder:
         ro[new[order]] = ids[gid]
         return True
 
-    def _accept(self, ro: np.ndarray, history: np.ndarray | None, slot: np.ndarray) -> np.ndarray:
-        """Indices of the records to store; count the others as late or duplicate."""
+    def _accept(self, ro: np.ndarray, history: np.ndarray | None,
+                slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The records to store, and their flat (readout, slot) cells; count the others as late
+        or duplicate."""
         if history is None:
-            cand = np.arange(len(ro))
-            r, m = ro, slot
+            take = np.arange(len(ro))
+            cell = ro * N_TM + slot
         else:
             lost = ro < 0
-            cand = np.flatnonzero(~lost)
+            take = (~lost).nonzero()[0]
             old = lost & (history >= 0)
             dup_closed = int(self._history.present[history[old], slot[old]].sum())
             self.counts.duplicate += dup_closed
-            self.counts.late += len(ro) - len(cand) - dup_closed
-            r, m = ro[cand], slot[cand]
-        order = np.arange(len(cand))
-        self._mark[r, m] = order
-        keep = self._mark[r, m] == order
-        if not keep.all():  # one slot twice in the batch: keep the first copy, by arrival
+            self.counts.late += len(ro) - len(take) - dup_closed
+            cell = ro[take] * N_TM + slot[take]
+        order = np.arange(len(take))
+        self._mark[cell] = order  # where a cell is written twice, one of the writes wins
+        keep = self._mark[cell] == order
+        fresh = ~self._present.reshape(-1)[cell]
+        keep &= fresh
+        n_keep = np.count_nonzero(keep)
+        if n_keep < len(take):  # a duplicate: the first copy by arrival must be the one kept
             keep[:] = False
-            keep[np.unique(r * N_TM + m, return_index=True)[1]] = True
-        keep &= ~self._present[r, m]
-        n_keep = int(keep.sum())
-        self.counts.duplicate += len(cand) - n_keep
-        return cand if n_keep == len(cand) else cand[keep]
+            keep[np.unique(cell, return_index=True)[1]] = True
+            keep &= fresh
+            n_keep = np.count_nonzero(keep)
+        self.counts.duplicate += len(take) - n_keep
+        return (take, cell) if n_keep == len(take) else (take[keep], cell[keep])
 
     def _evict(self, n: int, keep: np.ndarray) -> Published:
         """Publish the ``n`` oldest open readouts early, except those in ``keep``."""
@@ -377,13 +386,13 @@ class EventBuilder:
         self.counts.evicted += len(ids)
         return self._publish(ids)
 
-    def _move_ref(self, touched: np.ndarray) -> None:
+    def _move_ref(self, touched: np.ndarray, present: np.ndarray) -> None:
         """Let readouts with a quorum of modules move ``ref``; a far drop is a TACK reset.
 
         Readouts still open from before a reset are stale: as the modules' straddling packets
         fill them, they must not drag ``ref`` back to the old counter (and count more resets).
         """
-        quorate = self._present[touched].sum(axis=1) >= self._quorum
+        quorate = present.sum(axis=1) >= self._quorum
         anchors = self._anchor[touched[quorate & ~self._stale[touched]]]
         if not len(anchors):
             return
@@ -392,7 +401,7 @@ class EventBuilder:
             return
         span = self.settings.tack_reset_ns
         back = anchors < self.ref - span
-        if not back.any():
+        if not np.count_nonzero(back):
             self.ref = max(self.ref, int(anchors.max()))
             return
         self.counts.tack_resets += 1
@@ -412,16 +421,15 @@ class EventBuilder:
         complete = (present | ~self._expected).all(axis=1)
         published = Published(np.empty((len(ids), ROW_WORDS)), complete, present.sum(axis=1))
         records_to_mv(raw, published.data)
-        missing = ~present
-        if not complete.all() or missing.any():
-            published.data[missing] = np.nan
+        if np.count_nonzero(present) < present.size:
+            published.data[~present] = np.nan
         lowest = raw[np.arange(len(ids)), present.argmax(axis=1), :4]  # its TACK, 4 words
         cpu = np.maximum(self._cpu_ns[ids], 0)
         header = published.header
         header[:, 0] = 0
         header[:, 1] = np.ascontiguousarray(lowest).view(">u8")[:, 0]
         header[:, 2], header[:, 3] = np.divmod(cpu, _NS)
-        n_complete = int(complete.sum())
+        n_complete = np.count_nonzero(complete)
         self.counts.complete += n_complete
         self.counts.incomplete += len(ids) - n_complete
         self._remember(ids, present)
@@ -436,9 +444,8 @@ class EventBuilder:
         anchors = self._anchor[ids]
         if self.ref is not None:
             span = self.settings.tack_reset_ns
-            low, high = self.ref - span, self.ref + span
-            if anchors.min() < low or anchors.max() > high:
-                near = (anchors >= low) & (anchors <= high)
+            near = (anchors >= self.ref - span) & (anchors <= self.ref + span)
+            if np.count_nonzero(near) < len(near):
                 anchors, present = anchors[near], present[near]
         if len(anchors):
             self._history.add(anchors, present)
@@ -464,17 +471,17 @@ def _group(tack: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.nd
     >= window separate groups; a cluster chained wider than the window (jitter close to the
     window) is split greedily in Python.
     """
-    start = np.empty(len(tack), bool)
-    start[:1] = True
-    np.greater_equal(np.diff(tack), window, out=start[1:])
-    gid = np.cumsum(start) - 1
-    starts = np.flatnonzero(start)
-    if (tack - tack[starts][gid] >= window).any():
-        anchor, firsts = int(tack[0]), [0]
-        for i, t in enumerate(tack.tolist()):
-            if t - anchor >= window:
-                anchor = t
-                firsts.append(i)
-            gid[i] = len(firsts) - 1
-        starts = np.array(firsts)
+    breaks = (np.diff(tack) >= window).nonzero()[0] + 1
+    starts = np.concatenate(([0], breaks))
+    if not np.count_nonzero(tack[np.append(breaks, len(tack)) - 1] - tack[starts] >= window):
+        gid = np.zeros(len(tack), np.intp)
+        gid[breaks] = 1
+        return np.cumsum(gid, out=gid), tack[starts], starts
+    gid, anchor, firsts = np.empty(len(tack), np.intp), int(tack[0]), [0]
+    for i, t in enumerate(tack.tolist()):
+        if t - anchor >= window:
+            anchor = t
+            firsts.append(i)
+        gid[i] = len(firsts) - 1
+    starts = np.array(firsts)
     return gid, tack[starts], starts

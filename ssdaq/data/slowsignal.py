@@ -237,7 +237,8 @@ def decode(
     if batch:
         size = int(lengths[0])
         uniform = size and size % RECORD_BYTES == 0 and size <= per_record * RECORD_BYTES
-        if uniform and (lengths == size).all() and slot.min() >= 0:
+        uniform = uniform and not np.count_nonzero(lengths != size)
+        if uniform and not np.count_nonzero(slot == UNKNOWN_SLOT):
             return _decode_uniform(buf[:batch, :size], slot)
 
     n_rec = lengths // RECORD_BYTES
