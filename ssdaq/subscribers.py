@@ -16,9 +16,9 @@ behind, so the readout subscriber checks the readout numbers and reports gaps (`
 
 import logging
 import time
-from types import EllipsisType
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
@@ -45,6 +45,10 @@ log = logging.getLogger("ssdaq.subscribers")
 def stream_endpoint(stream: str, ip: str = DEFAULT_IP, port: int | None = None) -> str:
     """The zmq endpoint of ``stream`` (its standard port unless ``port`` is given)."""
     return f"tcp://{ip}:{port or PORTS[stream]}"
+
+
+def _deadline(wait: float | None) -> float | None:
+    return None if wait is None else time.monotonic() + wait
 
 
 @dataclass
@@ -119,7 +123,10 @@ class Subscriber(Generic[T]):
         """Up to ``max_messages`` raw messages: waits for the first (TimeoutError after
         ``timeout_s``; the default is the subscriber's own), then takes what is already queued."""
         wait = self.timeout_s if timeout_s is ... else timeout_s
-        deadline = None if wait is None else time.monotonic() + wait
+        return self._recv_raw(_deadline(wait), wait, max_messages)
+
+    def _recv_raw(self, deadline: float | None, wait: float | None, max_messages: int
+                  ) -> list[bytes]:
         while not self._sock.poll(self._slice_ms(deadline)):
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"nothing from {self.endpoint} within {wait:g} s")
@@ -152,10 +159,9 @@ class Subscriber(Generic[T]):
     def recv(self, timeout_s: Timeout = ...) -> T:
         """The next message that decodes; TimeoutError if none arrives in time."""
         wait = self.timeout_s if timeout_s is ... else timeout_s
-        deadline = None if wait is None else time.monotonic() + wait
+        deadline = _deadline(wait)
         while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            decoded = self.decode_many(self.recv_raw(left))
+            decoded = self.decode_many(self._recv_raw(deadline, wait, 1))
             if decoded:
                 return decoded[0]
 

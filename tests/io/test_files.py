@@ -8,7 +8,7 @@ import pytest
 
 from ssdaq.io import files, reader
 from ssdaq.io.layouts import LAYOUTS, readout_rows
-from tests.tools.conftest import readout
+from tests.livepub import readout
 
 LAYOUT = LAYOUTS["readout"]
 

@@ -9,7 +9,7 @@ import pytest
 from ssdaq.io import hdf5
 from ssdaq.io.files import OpenFile
 from ssdaq.io.layouts import LAYOUTS, READOUT_DTYPE, readout_rows
-from tests.tools.conftest import readout
+from tests.livepub import readout
 
 tables = pytest.importorskip("tables", reason="PyTables is not installed for this interpreter")
 

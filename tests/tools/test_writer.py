@@ -15,8 +15,9 @@ from ssdaq.io import reader
 from ssdaq.io.files import DAMAGED, PART
 from ssdaq.io.layouts import TIMESTAMP_PATH, TRIGGER_PATH
 from tests.conftest import child_env
+from tests.livepub import readout
 from tests.sdnotify import NotifyListener
-from tests.tools.conftest import readout, writer_argv
+from tests.tools.conftest import writer_argv
 
 
 def send_readouts(pub, numbers, pause_s: float = 0.0) -> list:
