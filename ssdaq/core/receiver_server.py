@@ -110,6 +110,7 @@ class ReceiverServer:
         self._failure: BaseException | None = None
         self._stop_requested: asyncio.Event | None = None
         self._mon: ReceiverMonSender | None = None
+        self._mon_owned = False
         self._note = ""  # shown in STATUS= until the next reload (e.g. a rejected reload)
         self._started = time.monotonic()
         self.cmds: dict[str, Callable[..., Any]] = {}
@@ -326,6 +327,10 @@ class ReceiverServer:
             self.config = new
             sslogging.set_level(new.log.level)
             self.counters.interval_s = new.log.rate_limit_interval_s
+            if new.monitor != old.monitor and self._mon_owned:
+                if self._mon is not None:
+                    self._mon.close()
+                self._mon = self._make_mon_sender()
             stale = [k for k in RESTART_ONLY if getattr(old, k, None) != getattr(new, k, None)]
             self._note = f"restart needed for: {', '.join(stale)}" if stale else ""
             if stale:
@@ -409,12 +414,15 @@ class ReceiverServer:
         for value in vars(self).values():
             if isinstance(value, ReceiverMonSender):
                 return value
+        self._mon_owned = True
+        return self._make_mon_sender()
+
+    def _make_mon_sender(self) -> ReceiverMonSender | None:
         mon = self.config.monitor
         if not mon.enabled:
             return None
-        self.mon = ReceiverMonSender(self.name, self.loop, self._context, endpoint=mon.endpoint,
-                                     interval_s=mon.interval_s, input_count=lambda: self.counters["received"])
-        return self.mon
+        return ReceiverMonSender(self.name, self.loop, self._context, endpoint=mon.endpoint,
+                                 interval_s=mon.interval_s, input_count=lambda: self.counters["received"])
 
     def _install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
