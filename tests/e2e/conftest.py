@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pytest 7.2 (Debian 12) does not export it
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).with_name("probe.py")
+ARTIFACTS = ROOT / "build" / "e2e"
 #: measured figures, printed at the end of the session
 TIMINGS: dict[str, str] = {}
 
@@ -70,7 +71,18 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
             yield container
     except BootFailed as e:
         unavailable(f"systemd-nspawn cannot boot a container here: {e}")
-    print(f"container journal kept in {workdir / 'journal'}")
+    finally:
+        keep_artifacts(workdir)
+
+
+def keep_artifacts(workdir: Path) -> None:
+    """The container's journal and console log, for CI to keep (``journalctl -D build/e2e/journal``)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(ARTIFACTS / "journal", ignore_errors=True)
+    if (workdir / "journal").exists():
+        shutil.copytree(workdir / "journal", ARTIFACTS / "journal")
+    if (workdir / "nspawn.log").exists():
+        shutil.copy(workdir / "nspawn.log", ARTIFACTS / "nspawn.log")
 
 
 def pytest_terminal_summary(terminalreporter: "TerminalReporter") -> None:

@@ -5,6 +5,7 @@ environment, so they see the container's systemd, files and loopback-only networ
 written through ``/proc/PID/root``, which is the container's root as seen from the host.
 """
 
+import json
 import shlex
 import subprocess
 import time
@@ -76,9 +77,15 @@ class Container:
         out = self.run("journalctl", "-n0", "--show-cursor", "-q").stdout
         return out.strip().removeprefix("-- cursor: ")
 
-    def journal(self, cursor: str, *args: str) -> str:
-        """Journal entries after ``cursor`` (``args``: filters and ``-o`` format)."""
-        return self.run("journalctl", "--no-pager", f"--after-cursor={cursor}", *args).stdout
+    def journal(self, cursor: str, unit: str | None = None) -> list[dict[str, str]]:
+        """Journal entries after ``cursor``: all, or those by and about ``unit``.
+
+        Filtered here: journalctl 252 with both ``-u`` and ``--after-cursor`` skips PID 1's
+        "Starting …" entry for the unit.
+        """
+        out = self.run("journalctl", "--no-pager", "-o", "json", f"--after-cursor={cursor}").stdout
+        entries = [json.loads(line) for line in out.splitlines()]
+        return [e for e in entries if unit is None or unit in (e.get("_SYSTEMD_UNIT"), e.get("UNIT"))]
 
 
 def wait_until(what: str, check: Callable[[], T], timeout: float, interval: float = 0.1) -> T:
