@@ -264,18 +264,21 @@ class EventBuilder:
 
     def _add(self, rec: _Records, now: float, out: list[Published]) -> None:
         ro = self._match_open(rec.tack)
-        history = None
         lost = (ro < 0).nonzero()[0]
+        n_lost = dup_closed = 0
         if len(lost):
-            history = np.full(len(ro), _NEW)
-            history[lost] = self._classify(rec.tack[lost])
-            new = lost[history[lost] == _NEW]
+            cls = self._classify(rec.tack[lost])
+            closed = cls >= 0  # read the history now: opening readouts may evict into it
+            dup_closed = np.count_nonzero(
+                self._history.present[cls[closed], rec.slot[lost[closed]]])
+            new = lost[cls == _NEW]
+            n_lost = len(lost) - len(new)
             if len(new) and not self._open_new(new, rec, ro, now, out):
                 half = len(rec.tack) // 2  # more new readouts than fit at once: take it in parts
                 self._add(rec.part(slice(0, half)), now, out)
                 self._add(rec.part(slice(half, None)), now, out)
                 return
-        take, cell = self._accept(ro, history, rec.slot)
+        take, cell = self._accept(ro, n_lost, dup_closed, rec.slot)
         # (readout, slot) flattened: 1-D fancy indexing costs less than 2-D on every record
         self._raw.reshape(-1, RECORD_BYTES // 2)[cell] = (
             rec.words if len(take) == len(rec.words) else rec.words[take])
@@ -349,21 +352,19 @@ class EventBuilder:
         ro[new[order]] = ids[gid]
         return True
 
-    def _accept(self, ro: np.ndarray, history: np.ndarray | None,
+    def _accept(self, ro: np.ndarray, n_lost: int, dup_closed: int,
                 slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The records to store, and their flat (readout, slot) cells; count the others as late
-        or duplicate."""
-        if history is None:
+        """The records to store, and their flat (readout, slot) cells. Count the others: the
+        ``n_lost`` that match no open readout are late, or duplicate (``dup_closed`` of them),
+        and a record for a slot its readout already holds is a duplicate."""
+        if n_lost:
+            take = (ro >= 0).nonzero()[0]
+            self.counts.duplicate += dup_closed
+            self.counts.late += n_lost - dup_closed
+            cell = ro[take] * N_TM + slot[take]
+        else:
             take = np.arange(len(ro))
             cell = ro * N_TM + slot
-        else:
-            lost = ro < 0
-            take = (~lost).nonzero()[0]
-            old = lost & (history >= 0)
-            dup_closed = int(self._history.present[history[old], slot[old]].sum())
-            self.counts.duplicate += dup_closed
-            self.counts.late += len(ro) - len(take) - dup_closed
-            cell = ro[take] * N_TM + slot[take]
         order = np.arange(len(take))
         self._mark[cell] = order  # where a cell is written twice, one of the writes wins
         keep = self._mark[cell] == order
