@@ -24,18 +24,19 @@ MODULES, RECORDS, BATCH, READOUTS = 32, 10, 64, 20_000
 RATE = 10_000.0
 MAX_BYTES = 1472  # a 1500 B MTU's UDP payload: what the reader's buffer rows hold
 RECORD = struct.Struct(">Q32HQ32H")
+TACK0, WALL_NS = 1_750_000_000 * 10**9, 1_760_000_000 * 10**9
 
 
 def _stream(jitter_ns: int = 0, modules: int = MODULES,
             batch: int = BATCH) -> list[tuple[np.ndarray, ...]]:
     """The simulator's datagrams, cut into reader batches of (buffer, lengths, senders)."""
     cfg = TMSimConfig(modules=modules, rate=RATE, records_per_packet=RECORDS,
-                      duration=READOUTS / RATE, tack0=1_750_000_000 * 10**9, jitter_ns=jitter_ns)
+                      duration=READOUTS / RATE, tack0=TACK0, jitter_ns=jitter_ns)
     packets = Packets(cfg)
     data = np.zeros((cfg.packets_per_module * modules, MAX_BYTES), np.uint8)
     size = RECORDS * RECORD_BYTES
     for g in range(cfg.packets_per_module):
-        data[g * modules : (g + 1) * modules, :size] = packets.group(g, 0)
+        data[g * modules : (g + 1) * modules, :size] = packets.group(g, WALL_NS)
     senders = ipv4_raw([source_address(m) for m in range(modules)])[np.arange(len(data)) % modules]
     return [(data[i : i + batch], np.full(len(data[i : i + batch]), size), senders[i : i + batch])
             for i in range(0, len(data), batch)]
@@ -61,7 +62,7 @@ def _build(stream: list, absent_module: bool = False) -> Callable[[], int]:
         builder, module_map, published = EventBuilder(settings, now=0.0), ModuleMap(), 0
         for buf, lengths, senders in stream:
             batch = decode(buf, lengths, senders, module_map)
-            published += len(builder.add(batch, now, 1_760_000_000 * 10**9))
+            published += len(builder.add(batch, now, WALL_NS))
         published += len(builder.flush())
         assert builder.counts.late == builder.counts.duplicate == 0
         return published

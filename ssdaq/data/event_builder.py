@@ -313,7 +313,7 @@ class EventBuilder:
         low = h.low
         if self.ref is not None and low is not None and low > self.ref + span:
             low = None  # forgotten before ``ref`` existed, and implausible now
-        ask = tack < max(h.high, low or h.high) + window
+        ask = tack < (h.high if low is None else max(h.high, low)) + window
         if self.ref is not None:
             ask &= tack >= self.ref - span  # farther below: maybe a counter reset, never late
         ask = np.flatnonzero(ask)
