@@ -1,35 +1,49 @@
-"""``ssdaqctl``: talk to a running receiver over its command socket.
+"""``ssdaqctl``: the DAQ at a glance, and commands to one receiver.
 
-``ssdaqctl NAME COMMAND [ARGS…]`` prints the reply as one JSON document. Exit status: 0 the
-receiver answered ok, 1 it refused the command, 2 nothing answered within the timeout (the
-message names the socket tried), 64 usage error.
+* ``ssdaqctl NAME COMMAND [ARGS…]`` sends a command over the receiver's socket and prints the JSON
+  reply. Exit status: 0 the receiver answered ok, 1 it refused the command, 2 nothing answered
+  within the timeout (the message names the socket tried), 64 usage error.
+* ``ssdaqctl status [--json]``: one table of every receiver and writer: unit state (from systemd
+  when it runs this host), health, rates, last data, absent modules, status line. Exit status 0
+  when everything running is healthy, 1 otherwise.
+* ``ssdaqctl start|stop|restart NAME|all`` wraps systemctl (exit 69 where systemd is absent).
+* ``ssdaqctl list``: the registered receiver names, as JSON.
 """
 
 import argparse
 import json
+import subprocess
 import sys
 
 from ssdaq.core.commands import NoAnswer, request, socket_path
-from ssdaq.core.errors import EX_USAGE
-from ssdaq.core.main import RESERVED_NAMES, registered
+from ssdaq.core.errors import EX_UNAVAILABLE, EX_USAGE
+from ssdaq.core.main import CONFIG_DIR, registered
+from ssdaq.tools import overview
+from ssdaq.tools.overview import ReceiverState
 
 EXIT_REFUSED = 1
 EXIT_NO_ANSWER = 2
+UNIT_ACTIONS = ("start", "stop", "restart")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ssdaqctl",
-        description="Send a command to a running ssdaq receiver and print its JSON reply. "
+        description="Show the state of the ssdaq receivers and writers, start or stop them "
+        "through systemd, or send a command to one and print its JSON reply. "
         "`ssdaqctl NAME help` lists a receiver's commands.",
-        epilog="Exit status: 0 ok, 1 refused by the receiver, 2 no answer, 64 usage error. "
+        usage="ssdaqctl NAME COMMAND [ARGS...] | status [--json] | start|stop|restart NAME|all | list",
+        epilog="Exit status: 0 ok, 1 refused by the receiver (status: something unhealthy; "
+        "start/stop: systemctl failed), 2 no answer, 64 usage error, 69 no systemd. "
         "The socket is $RUNTIME_DIRECTORY/NAME.ctl, else /run/ssdaq/NAME.ctl.",
     )
-    p.add_argument("name", help="receiver name (e.g. readout), or `list`")
+    p.add_argument("name", help="receiver name (e.g. readout, writer-readout), or status, start, "
+                                "stop, restart, list")
     p.add_argument("command", nargs="?", help="command, e.g. ping, help, status, reload")
     p.add_argument("args", nargs="*", help="command arguments")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the reply (2)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply (2)")
     p.add_argument("--socket", help="command socket path (overrides the default location)")
+    p.add_argument("--json", action="store_true", help="status: print JSON instead of a table")
     return p
 
 
@@ -42,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.name == "list":
         print(json.dumps(sorted(registered())))
         return 0
-    if args.name in RESERVED_NAMES:
-        print(f"ssdaqctl: `{args.name}` is not available in this version", file=sys.stderr)
-        return EX_USAGE
+    if args.name == "status":
+        return status(args.json, args.timeout)
+    if args.name in UNIT_ACTIONS:
+        if not args.command or args.args:
+            print(f"usage: ssdaqctl {args.name} NAME|all", file=sys.stderr)
+            return EX_USAGE
+        return unit_action(args.name, args.command)
     if not args.command:
         p.print_usage(sys.stderr)
         return EX_USAGE
@@ -56,6 +74,103 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_ANSWER
     print(json.dumps(reply, indent=2))
     return 0 if reply.get("ok") else EXIT_REFUSED
+
+
+# ---------------------------------------------------------------------------- status
+
+
+def status(as_json: bool, timeout_s: float) -> int:
+    states = overview.gather(timeout_s=min(timeout_s, 2.0))
+    if as_json:
+        print(json.dumps({"systemd": overview.systemd_running(),
+                          "receivers": [s.to_json() for s in states]}, indent=2))
+    else:
+        print(table(states))
+    trouble = [s for s in states if (s.running or s.health == "failed") and not s.healthy]
+    return EXIT_REFUSED if trouble else 0
+
+
+def _number(value: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def row(state: ReceiverState) -> list[str]:
+    absent = state.absent_modules
+    return [
+        state.name,
+        state.unit_state or ("running" if state.reply is not None else "-"),
+        state.health,
+        _number(state.rate("received")),
+        _number(state.rate("published")),
+        _number(state.last_data_s_ago, "{:.1f} s"),
+        ",".join(map(str, absent)) if absent else "-",
+        state.status_line,
+    ]
+
+
+HEADER = ["NAME", "STATE", "HEALTH", "IN/S", "OUT/S", "LAST DATA", "ABSENT", "STATUS"]
+
+
+def table(states: list[ReceiverState]) -> str:
+    """A plain-text table (no colour, no terminal needed: it also goes into mails and logs)."""
+    rows = [HEADER] + [row(s) for s in states]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
+             for r in rows]
+    if not overview.systemd_running():
+        lines.append("(systemd is not running here: states come from the command sockets only)")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# ---------------------------------------------------------------------------- start/stop
+
+
+def units_for(action: str, name: str) -> list[str]:
+    """The systemctl arguments that ``action`` on ``name`` (or ``all``) means.
+
+    A socket-activated receiver is stopped together with its socket, since the next datagram
+    would start it again, and restarted without it: PID 1 keeps the socket open, so nothing sent
+    meanwhile is lost. ``all`` is ``ssdaq.target``, whose stop also closes the sockets.
+    """
+    if name == "all":
+        if action == "start":
+            return [f"ssdaq-{n}.socket" for n in overview.SOCKET_UNITS] + [overview.TARGET]
+        if action == "stop":
+            return [overview.TARGET]
+        return [s.unit for s in overview.gather(timeout_s=0.5) if s.running]
+    service = overview.unit_of(name)
+    sockets = [service.replace(".service", ".socket")] if name in overview.SOCKET_UNITS else []
+    return {"start": sockets + [service], "stop": sockets + [service], "restart": [service]}[action]
+
+
+def known(name: str) -> bool:
+    writers = {f"{overview.WRITER_PREFIX}{s}" for s in ("readout", "trigger", "timestamp")}
+    return (name == "all" or name in overview.RECEIVERS or name in writers
+            or (CONFIG_DIR / f"{name}.toml").exists())
+
+
+def unit_action(action: str, name: str) -> int:
+    if not overview.systemd_running():
+        print(f"ssdaqctl: systemd is not running on this host, so there is no unit to {action}; "
+              f"run a receiver in the foreground with `ssdaq-receiver {name}`, or try `make demo`",
+              file=sys.stderr)
+        return EX_UNAVAILABLE
+    if not known(name):
+        print(f"ssdaqctl: unknown receiver {name!r}; known: all, {', '.join(overview.RECEIVERS)}, "
+              "writer-readout|trigger|timestamp, or a site receiver with /etc/ssdaq/NAME.toml",
+              file=sys.stderr)
+        return EX_USAGE
+    units = units_for(action, name)
+    if not units:
+        print(f"ssdaqctl: nothing is running to {action}", file=sys.stderr)
+        return 0
+    done = subprocess.run(["systemctl", action, *units], capture_output=True, text=True,
+                          timeout=120, check=False)
+    sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        return EXIT_REFUSED
+    print(f"{action}: {' '.join(units)}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import pytest
 import zmq
 
 from ssdaq.core.commands import request
-from tests.conftest import ROOT, child_env, stop
+from ssdaq.tools.overview import RECEIVERS
+from tests.conftest import ROOT, child_env, receiver_argv, stop
 from tests.livepub import Publisher
 from tests.sdnotify import NotifyListener
 
@@ -34,13 +35,12 @@ def publisher() -> Iterator[Callable[[], Publisher]]:
 
 
 @dataclass
-class Writer:
-    """An ``ssdaq-writer`` process."""
+class Daemon:
+    """A receiver or writer process, talked to over its command socket."""
 
     name: str
     proc: subprocess.Popen
     runtime: Path
-    directory: Path
 
     def status(self) -> dict[str, Any]:
         reply = request(str(self.runtime / f"{self.name}.ctl"), "status", timeout_s=5.0)
@@ -60,15 +60,53 @@ class Writer:
         return self.proc.err  # type: ignore[attr-defined]
 
 
+@dataclass
+class Writer(Daemon):
+    """An ``ssdaq-writer`` process and the directory it writes to."""
+
+    directory: Path = Path()
+
+
 def writer_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "ssdaq.tools.writer", *args]
 
 
 @pytest.fixture
+def start_daemon(tmp_path: Path, runtime_dir: Path,
+                 notify: NotifyListener) -> Iterator[Callable[..., subprocess.Popen]]:
+    """``start_daemon(argv)``: a process of ours once it sent READY=1 (stopped at the end)."""
+    started: list[subprocess.Popen] = []
+
+    def start(argv: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, env=child_env(NOTIFY_SOCKET=notify.path),
+                                stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        started.append(proc)
+        notify.wait_for("READY", "1", timeout=30)
+        return proc
+
+    yield start
+    for proc in started:
+        stop(proc, 30)
+
+
+@pytest.fixture
+def start_receiver(tmp_path: Path, runtime_dir: Path,
+                   start_daemon: Callable[..., subprocess.Popen]) -> Callable[..., Daemon]:
+    """``start_receiver(name, config_text)``: a built-in receiver once it is ready."""
+
+    def start(name: str, config: str) -> Daemon:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(config)
+        proc = start_daemon(receiver_argv(RECEIVERS[name], "--config", str(path)))
+        return Daemon(name, proc, runtime_dir)
+
+    return start
+
+
+@pytest.fixture
 def start_writer(tmp_path: Path, runtime_dir: Path,
-                 notify: NotifyListener) -> Iterator[Callable[..., Writer]]:
+                 start_daemon: Callable[..., subprocess.Popen]) -> Callable[..., Writer]:
     """``start_writer(stream, inputs={stream: endpoint}, directory=, **output)`` once READY=1."""
-    started: list[Writer] = []
 
     def start(stream: str, inputs: dict[str, str], directory: Path | None = None,
               **output: object) -> Writer:
@@ -80,13 +118,7 @@ def start_writer(tmp_path: Path, runtime_dir: Path,
             lines += [f"[inputs.{name}]", f'endpoint = "{endpoint}"']
         config = tmp_path / f"writer-{stream}.toml"
         config.write_text("\n".join(lines) + "\n")
-        proc = subprocess.Popen(writer_argv(stream, "--config", str(config)),
-                                env=child_env(NOTIFY_SOCKET=notify.path), stderr=subprocess.PIPE,
-                                text=True, cwd=ROOT)
-        notify.wait_for("READY", "1", timeout=30)
-        started.append(Writer(f"writer-{stream}", proc, runtime_dir, directory))
-        return started[-1]
+        proc = start_daemon(writer_argv(stream, "--config", str(config)))
+        return Writer(f"writer-{stream}", proc, runtime_dir, directory)
 
-    yield start
-    for w in started:
-        stop(w.proc, 30)
+    return start

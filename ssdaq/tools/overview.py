@@ -1,0 +1,193 @@
+"""Every receiver's and writer's state in one place, for ``ssdaqctl status`` and ``ssdaq-dash``.
+
+Two sources, merged per name: the unit's state from systemd (``systemctl show``) when systemd runs
+this host, and the receiver's own ``status`` reply on its command socket (rates, counters,
+health, absent modules). Without systemd only the second exists; a receiver that does not answer
+is then "not running". The known names are the six built-in receivers, the writers and site
+receivers systemd has loaded, and every command socket found in the runtime directory.
+"""
+
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ssdaq.core.commands import NoAnswer, request, socket_path
+
+#: the built-in receivers, in data-flow order, and their classes (what ssdaq-receiver runs)
+RECEIVERS = {
+    "readout": "ssdaq.receivers.readout_assembler:ReadoutAssembler",
+    "trigger": "ssdaq.receivers.trigger_receiver:TriggerPacketReceiver",
+    "timestamp": "ssdaq.receivers.timestamp_receiver:TimestampReceiver",
+    "log": "ssdaq.receivers.log_receiver:LogReceiver",
+    "monitor": "ssdaq.receivers.monitor_receiver:MonitorReceiver",
+    "teldata": "ssdaq.receivers.teldata_receiver:TelDataReceiver",
+}
+#: receivers with a listening socket unit (stopping one without its socket would not stick)
+SOCKET_UNITS = ("readout", "trigger", "log")
+WRITER_PREFIX = "writer-"
+TARGET = "ssdaq.target"
+UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "MainPID", "StatusText",
+                   "NRestarts", "Result")
+
+
+def systemd_running() -> bool:
+    """True when systemd is PID 1 here (``sd_booted()``: /run/systemd/system exists)."""
+    return os.path.isdir("/run/systemd/system") and shutil.which("systemctl") is not None
+
+
+def unit_of(name: str) -> str:
+    """The service unit running ``name``: built-in, writer (writer-STREAM) or site receiver."""
+    if name in RECEIVERS:
+        return f"ssdaq-{name}.service"
+    if name.startswith(WRITER_PREFIX):
+        return f"ssdaq-writer@{name[len(WRITER_PREFIX):]}.service"
+    return f"ssdaq-receiver@{name}.service"
+
+
+def name_of(unit: str) -> str | None:
+    """The receiver or writer name of an ssdaq service unit (None for other units)."""
+    if not unit.endswith(".service") or not unit.startswith("ssdaq-"):
+        return None
+    stem = unit[len("ssdaq-"):-len(".service")]
+    kind, at, instance = stem.partition("@")
+    if not at:
+        return stem
+    return {"writer": WRITER_PREFIX + instance, "receiver": instance}.get(kind)
+
+
+@dataclass
+class ReceiverState:
+    """What is known about one receiver or writer."""
+
+    name: str
+    unit: str
+    #: systemd's properties of the unit (empty without systemd)
+    systemd: dict[str, str]
+    #: the ``status`` command's result, or None
+    reply: dict[str, Any] | None = None
+    #: why a receiver with a command socket did not answer
+    error: str | None = None
+
+    @property
+    def unit_state(self) -> str | None:
+        """"active (running)", "failed (exit-code)" …; None without systemd."""
+        if not self.systemd:
+            return None
+        if self.systemd.get("LoadState") not in ("loaded", None):
+            return self.systemd["LoadState"]
+        state = f"{self.systemd.get('ActiveState', '?')} ({self.systemd.get('SubState', '?')})"
+        return state
+
+    @property
+    def running(self) -> bool:
+        if self.systemd:
+            return self.systemd.get("ActiveState") in ("active", "reloading", "activating")
+        return self.reply is not None or self.error is not None  # its socket exists
+
+    @property
+    def health(self) -> str:
+        if self.reply is not None:
+            return str(self.reply.get("health", "?"))
+        if self.systemd.get("ActiveState") == "failed":
+            return "failed"
+        return "no answer" if self.running else "not running"
+
+    @property
+    def healthy(self) -> bool:
+        return self.health == "ok"
+
+    def rate(self, counter: str) -> float | None:
+        return None if self.reply is None else self.reply.get("rates", {}).get(counter)
+
+    @property
+    def status_line(self) -> str:
+        if self.reply is not None:
+            return str(self.reply.get("status_line", ""))
+        return self.systemd.get("StatusText", "") or (self.error or "")
+
+    @property
+    def absent_modules(self) -> list[int]:
+        return list((self.reply or {}).get("absent_modules", []))
+
+    @property
+    def last_data_s_ago(self) -> float | None:
+        """Seconds since input last arrived, when the receiver reports it."""
+        reply = self.reply or {}
+        if reply.get("last_input_s_ago") is not None:
+            return float(reply["last_input_s_ago"])
+        seen = [m.get("last_seen_s_ago") for m in reply.get("modules", {}).values()]
+        seen = [s for s in seen if s is not None]
+        return min(seen) if seen else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "unit": self.unit, "unit_state": self.unit_state,
+                "running": self.running, "health": self.health, "status_line": self.status_line,
+                "absent_modules": self.absent_modules, "last_data_s_ago": self.last_data_s_ago,
+                "systemd": self.systemd or None, "status": self.reply, "error": self.error}
+
+
+def systemd_show(units: list[str]) -> dict[str, dict[str, str]]:
+    """``systemctl show`` of ``units`` in one call: unit -> properties."""
+    if not units:
+        return {}
+    done = subprocess.run(["systemctl", "show", "--no-pager", "-p", ",".join(UNIT_PROPERTIES),
+                           *units], capture_output=True, text=True, timeout=10, check=False)
+    out: dict[str, dict[str, str]] = {}
+    for block in done.stdout.split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" in props:
+            out[props["Id"]] = props
+    return out
+
+
+def systemd_names() -> list[str]:
+    """Names of the ssdaq services systemd has loaded (site receivers and writers included)."""
+    done = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend",
+                           "--no-pager", "ssdaq-*.service"], capture_output=True, text=True,
+                          timeout=10, check=False)
+    names = (name_of(line.split()[0]) for line in done.stdout.splitlines() if line.strip())
+    return [n for n in names if n]
+
+
+def socket_names() -> list[str]:
+    """Names of the command sockets in the runtime directory (running receivers and writers)."""
+    directory = Path(socket_path("x")).parent
+    return sorted(p.name[: -len(".ctl")] for p in directory.glob("*.ctl"))
+
+
+def known_names(with_systemd: bool) -> list[str]:
+    found = list(RECEIVERS)
+    for name in (systemd_names() if with_systemd else []) + socket_names():
+        if name not in found:
+            found.append(name)
+    return found
+
+
+def query(name: str, timeout_s: float) -> tuple[dict[str, Any] | None, str | None]:
+    """``status`` of receiver ``name``: (reply, None), (None, why not), or (None, None) when it
+    has no command socket (it is not running)."""
+    if not os.path.exists(socket_path(name)):
+        return None, None
+    try:
+        reply = request(socket_path(name), "status", timeout_s)
+    except NoAnswer as e:
+        return None, str(e)
+    if not reply.get("ok"):
+        return None, str(reply.get("error"))
+    return reply["result"], None
+
+
+def gather(names: list[str] | None = None, timeout_s: float = 1.0) -> list[ReceiverState]:
+    """The state of ``names`` (default: every known name), querying them in parallel."""
+    with_systemd = systemd_running()
+    names = names or known_names(with_systemd)
+    units = {name: unit_of(name) for name in names}
+    shown = systemd_show(list(units.values())) if with_systemd else {}
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        answers = list(pool.map(lambda n: query(n, timeout_s), names))
+    return [ReceiverState(name, units[name], shown.get(units[name], {}), reply, error)
+            for name, (reply, error) in zip(names, answers, strict=True)]
