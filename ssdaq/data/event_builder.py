@@ -196,6 +196,7 @@ class EventBuilder:
         self.last_seen = np.full(N_TM, np.nan)
         self.ref: int | None = None
         self._start = self._now = now
+        self._heard = -np.inf  # when an expected module last sent
         self._expected = np.zeros(N_TM, bool)
         self._expected[list(s.expected_slots)] = True
         self._quorum = min(2, len(s.expected_slots))
@@ -220,7 +221,10 @@ class EventBuilder:
         return self._n_open
 
     def alive(self, now: float) -> np.ndarray:
-        """Slots heard within ``module_timeout_s`` (expected slots count as heard at start)."""
+        """Slots heard within ``module_timeout_s``. Expected slots count as heard at start, and
+        again when data resumes after every expected module was silent that long: a camera
+        coming back must not publish its first module's records alone, as if the rest were
+        absent."""
         heard = np.where(self._expected, np.fmax(self.last_seen, self._start), self.last_seen)
         return now - heard < self.settings.module_timeout_s  # NaN (never heard) compares False
 
@@ -229,6 +233,10 @@ class EventBuilder:
         datagram of the batch, indexed by ``batch.datagram``) and ``now``."""
         self._now = now
         if len(batch.datagram_slot):
+            if np.count_nonzero(self._expected[batch.datagram_slot]):
+                if now - max(self._heard, self._start) >= self.settings.module_timeout_s:
+                    self._start = now  # the whole camera was silent: its return is a new start
+                self._heard = now
             self.packets += np.bincount(batch.datagram_slot, minlength=N_TM)
             self.records += np.bincount(batch.slot, minlength=N_TM)
             self.last_seen[batch.datagram_slot] = now

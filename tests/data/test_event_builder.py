@@ -129,6 +129,19 @@ def test_silent_module_is_absent_after_the_timeout_and_rejoins_when_it_sends():
     assert b.counts.incomplete == 20 and b.counts.complete == 10
 
 
+def test_camera_back_from_idle_waits_for_every_module_again():
+    b = builder(max_wait_s=10.0, module_timeout_s=2.0)
+    b.add(camera(range(10)), now=1.0, wall_ns=WALL)
+    assert not b.alive(5.0).any()  # all silent: an idle camera
+    assert not len(b.add(camera(range(10, 20), [0]), now=100.0, wall_ns=WALL))
+    assert b.alive(100.0).all()
+    pub = b.add(camera(range(10, 20), range(1, 32)), now=100.1, wall_ns=WALL)
+    assert len(pub) == 10 and pub.complete.all()
+    assert not len(b.add(camera(range(20, 30), range(31)), now=101.0, wall_ns=WALL))
+    pub = b.expire(102.1)  # module 31 stayed silent: absent 2 s after it was last heard
+    assert len(pub) == 10 and (pub.n_modules == 31).all()
+
+
 def test_late_record_joins_its_readout_while_it_is_open():
     b = builder(max_wait_s=0.5)
     b.add(camera(range(10), range(31)), now=0.1, wall_ns=WALL)
