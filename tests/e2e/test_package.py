@@ -5,6 +5,7 @@ the units as it found them (sockets listening), except the last, which purges th
 """
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -99,9 +100,12 @@ def test_installed_units_pass_systemd_analyze_verify(machine: Container) -> None
     assert (proc.returncode, proc.stdout + proc.stderr) == (0, "")
 
 
-def test_socket_receive_buffer_is_the_units(machine: Container) -> None:
-    for name in SOCKETS:
-        assert machine.prop(f"ssdaq-{name}.socket", "ReceiveBuffer") == str(16 * 1024 * 1024)
+def test_pid1_gives_the_udp_sockets_16_mib_past_rmem_max(machine: Container) -> None:
+    rmem_max = int(machine.run("cat", "/proc/sys/net/core/rmem_max").stdout)
+    for port in (17000, 8307):
+        out = machine.run("ss", "-H", "-u", "-l", "-n", "-m", f"sport = :{port}").stdout
+        granted = int(re.search(r"\brb(\d+)", out).group(1))  # the kernel doubles what was set
+        assert granted >= 16 * 1024 * 1024 > rmem_max, (port, out)
 
 
 # ------------------------------------------------------------------------------- hardening
