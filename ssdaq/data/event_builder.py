@@ -36,7 +36,16 @@ _NEW, _LATE = -1, -2  # classes of records that match no open readout; >= 0: a h
 
 @dataclass(frozen=True)
 class BuilderSettings:
-    """Event-building settings; the receiver maps its ``[assembler]`` table onto these."""
+    """Event-building settings; the receiver maps its ``[assembler]`` table onto these.
+
+    ``readout_window_ns``: records this close to a readout's anchor belong to it (keep it below
+    half the readout spacing). ``max_wait_s``: a readout is published this long after it opened
+    at the latest. ``module_timeout_s``: a module silent this long is absent and not waited for.
+    ``max_open_readouts``: beyond it the oldest open readout is published early (``evicted``).
+    ``closed_history``: closed readouts remembered to tell late and duplicate records.
+    ``tack_reset_ns``: a backwards TACK jump beyond this is a counter reset, not late data.
+    ``expected_slots``: the modules a readout waits for.
+    """
 
     readout_window_ns: int = 10_000_000
     max_wait_s: float = 0.5
