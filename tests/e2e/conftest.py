@@ -37,11 +37,18 @@ def build_deb() -> Path:
     """scripts/build-deb's package, or SSDAQ_E2E_DEB's when set (a package already built)."""
     if prebuilt := os.environ.get("SSDAQ_E2E_DEB"):
         return Path(prebuilt).resolve()
-    proc = subprocess.run([str(ROOT / "scripts" / "build-deb")], capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "build-deb")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     if proc.returncode != 0:
-        pytest.fail(f"scripts/build-deb failed ({proc.returncode}):\n"
-                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"scripts/build-deb failed ({proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     last = proc.stdout.strip().splitlines()[-1]
     return Path(last.removeprefix("build-deb: "))
 
@@ -76,7 +83,7 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
 
 
 def keep_artifacts(workdir: Path) -> None:
-    """The container's journal and console log, for CI to keep (``journalctl -D build/e2e/journal``)."""
+    """The container's journal and console log, kept for CI (``journalctl -D build/e2e/journal``)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(ARTIFACTS / "journal", ignore_errors=True)
     if (workdir / "journal").exists():

@@ -39,20 +39,35 @@ class Container:
             wrapped += ["runuser", "-u", user, "--"]
         return wrapped + list(argv)
 
-    def run(self, *argv: str, check: bool = True, timeout: float = 60.0, user: str | None = None,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *argv: str,
+        check: bool = True,
+        timeout: float = 60.0,
+        user: str | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside and wait for it; ``check`` fails with its output."""
-        proc = subprocess.run(self.argv(argv, user), capture_output=True, text=True,
-                              timeout=timeout, input=input)
+        proc = subprocess.run(
+            self.argv(argv, user),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            check=False,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"in container: {shlex.join(argv)} exited {proc.returncode}\n"
-                                 f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
+            raise AssertionError(
+                f"in container: {shlex.join(argv)} exited {proc.returncode}\n"
+                f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
+            )
         return proc
 
     def spawn(self, *argv: str) -> subprocess.Popen[str]:
         """Start a command inside without waiting (stdout and stderr piped)."""
-        return subprocess.Popen(self.argv(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        return subprocess.Popen(
+            self.argv(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
 
     def show(self, unit: str, *properties: str) -> dict[str, str]:
         """``systemctl show`` properties of ``unit``."""
@@ -85,7 +100,9 @@ class Container:
         """
         out = self.run("journalctl", "--no-pager", "-o", "json", f"--after-cursor={cursor}").stdout
         entries = [json.loads(line) for line in out.splitlines()]
-        return [e for e in entries if unit is None or unit in (e.get("_SYSTEMD_UNIT"), e.get("UNIT"))]
+        return [
+            e for e in entries if unit is None or unit in (e.get("_SYSTEMD_UNIT"), e.get("UNIT"))
+        ]
 
 
 def wait_until(what: str, check: Callable[[], T], timeout: float, interval: float = 0.1) -> T:
@@ -96,7 +113,9 @@ def wait_until(what: str, check: Callable[[], T], timeout: float, interval: floa
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {value!r})")
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what} (last: {value!r})"
+            )
         time.sleep(interval)
 
 
@@ -108,8 +127,12 @@ def booted(workdir: Path, files: Sequence[Path]) -> Iterator[Container]:
     """
     # The script holds the container up until its stdin closes: if this process dies, so does it.
     with open(workdir / "nspawn.stderr", "w") as stderr:
-        script = subprocess.Popen([str(NSPAWN_SH), str(workdir), *map(str, files)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr)
+        script = subprocess.Popen(
+            [str(NSPAWN_SH), str(workdir), *map(str, files)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         pid = _wait_for_boot(script, workdir)
         yield Container(pid, workdir)
@@ -130,8 +153,11 @@ def _wait_for_boot(script: subprocess.Popen[bytes], workdir: Path) -> int:
             return int((workdir / "cpid").read_text())
         if script.poll() is not None:
             failed = workdir / "boot-failed"
-            reason = failed.read_text().strip() if failed.exists() else \
-                (workdir / "nspawn.stderr").read_text().strip()[-500:]
+            reason = (
+                failed.read_text().strip()
+                if failed.exists()
+                else (workdir / "nspawn.stderr").read_text().strip()[-500:]
+            )
             raise BootFailed(reason or f"nspawn.sh exited {script.returncode}")
         time.sleep(0.05)
     raise BootFailed(f"the container did not finish booting within {BOOT_TIMEOUT_S} s")

@@ -23,10 +23,13 @@ import numpy as np
 import zmq
 import zmq.utils.monitor
 
-#: SSReadout: <4Q (readout number, TACK, CPU s, CPU ns), then 32 modules x 64 float64 mV, NaN = absent
+#: SSReadout: <4Q (readout number, TACK, CPU s, CPU ns), 32 modules x 64 float64 mV (NaN: absent)
 READOUT_BYTES = 4 * 8 + 32 * 64 * 8
-EVENT_NAMES = {zmq.EVENT_CONNECTED: "connected", zmq.EVENT_DISCONNECTED: "disconnected",
-               zmq.EVENT_HANDSHAKE_SUCCEEDED: "handshake"}
+EVENT_NAMES = {
+    zmq.EVENT_CONNECTED: "connected",
+    zmq.EVENT_DISCONNECTED: "disconnected",
+    zmq.EVENT_HANDSHAKE_SUCCEEDED: "handshake",
+}
 
 
 def decode_readout(msg: bytes) -> tuple[int, int, int] | tuple[None, None, None]:
@@ -45,8 +48,9 @@ def subscribe(endpoint: str, seconds: float, idle_s: float) -> None:
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.RCVHWM, 0)
-    monitor = sub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
-                                     | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    monitor = sub.get_monitor_socket(
+        zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    )
     sub.connect(endpoint)
     print("ready", flush=True)
     poller = zmq.Poller()

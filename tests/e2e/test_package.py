@@ -4,6 +4,7 @@ The tests share one container (session fixture ``machine``) and run in file orde
 the units as it found them (sockets listening), except the last, which purges the package.
 """
 
+import itertools
 import json
 import re
 import time
@@ -22,14 +23,26 @@ READOUT_PUB = "tcp://127.0.0.101:9004"
 ALL_MODULES = (1 << 32) - 1
 #: 32 simulated TARGET modules on the readout socket, 10 readouts/s, 10 records per datagram
 SIM_RATE_HZ = 10
-SIM = ("ssdaq-sim", "tm", "--modules", "32", "--rate", str(SIM_RATE_HZ), "--records-per-packet",
-       "10", "--port", "17000")
+SIM = (
+    "ssdaq-sim",
+    "tm",
+    "--modules",
+    "32",
+    "--rate",
+    str(SIM_RATE_HZ),
+    "--records-per-packet",
+    "10",
+    "--port",
+    "17000",
+)
 SITE_RECEIVER = Path(__file__).with_name("site_receivers.py")
 
 
 def active(c: Container, unit: str) -> bool:
-    return c.show(unit, "ActiveState", "SubState") == {"ActiveState": "active",
-                                                       "SubState": _running_substate(unit)}
+    return c.show(unit, "ActiveState", "SubState") == {
+        "ActiveState": "active",
+        "SubState": _running_substate(unit),
+    }
 
 
 def _running_substate(unit: str) -> str:
@@ -41,16 +54,28 @@ def ensure_listening(c: Container) -> None:
 
     The sockets are closed too, or data still queued on one would start its service again.
     """
-    c.run("systemctl", "stop", *(f"ssdaq-{n}.service" for n in RECEIVERS),
-          *(f"ssdaq-{n}.socket" for n in SOCKETS))
+    c.run(
+        "systemctl",
+        "stop",
+        *(f"ssdaq-{n}.service" for n in RECEIVERS),
+        *(f"ssdaq-{n}.socket" for n in SOCKETS),
+    )
     c.run("systemctl", "reset-failed", "ssdaq-*")
     c.run("systemctl", "start", *(f"ssdaq-{n}.socket" for n in SOCKETS))
 
 
 def subscribe(c: Container, endpoint: str, seconds: float, idle_s: float = 2.0):
     """Start probe.py's subscriber inside; returns the process once it is connecting."""
-    proc = c.spawn("python3", "/root/probe.py", "subscribe", endpoint, "--seconds", str(seconds),
-                   "--idle-s", str(idle_s))
+    proc = c.spawn(
+        "python3",
+        "/root/probe.py",
+        "subscribe",
+        endpoint,
+        "--seconds",
+        str(seconds),
+        "--idle-s",
+        str(idle_s),
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
     return proc
@@ -74,12 +99,16 @@ def readouts(result: dict) -> list[list]:
 
 # ------------------------------------------------------------------------------- installation
 
+
 def test_install_creates_the_user_and_starts_only_the_sockets(machine: Container) -> None:
-    assert machine.run("getent", "passwd", "ssdaq").stdout.split(":")[6].strip() == "/usr/sbin/nologin"
+    assert (
+        machine.run("getent", "passwd", "ssdaq").stdout.split(":")[6].strip() == "/usr/sbin/nologin"
+    )
     machine.run("getent", "group", "ssdaq")
     for name in SOCKETS:
         assert active(machine, f"ssdaq-{name}.socket"), machine.run(
-            "systemctl", "status", f"ssdaq-{name}.socket", check=False).stdout
+            "systemctl", "status", f"ssdaq-{name}.socket", check=False
+        ).stdout
     for name in RECEIVERS:
         assert machine.prop(f"ssdaq-{name}.service", "ActiveState") == "inactive"
         assert machine.prop(f"ssdaq-{name}.service", "UnitFileState") == "enabled"
@@ -93,10 +122,17 @@ def test_installed_units_pass_systemd_analyze_verify(machine: Container) -> None
     units = machine.run("sh", "-c", "ls /lib/systemd/system/ssdaq*").stdout.split()
     named = [u for u in units if "@" not in u]
     assert {Path(u).name for u in named} == {f"ssdaq-{n}.service" for n in RECEIVERS} | {
-        f"ssdaq-{n}.socket" for n in SOCKETS} | {"ssdaq.target"}
-    # the template socket is verified with a site's port in test_site_receiver_runs_from_the_templates
-    proc = machine.run("systemd-analyze", "verify", *named, "ssdaq-writer@readout.service",
-                       "ssdaq-receiver@example.service", check=False)
+        f"ssdaq-{n}.socket" for n in SOCKETS
+    } | {"ssdaq.target"}
+    # the template socket needs a site's port: test_site_receiver_runs_from_the_template_units
+    proc = machine.run(
+        "systemd-analyze",
+        "verify",
+        *named,
+        "ssdaq-writer@readout.service",
+        "ssdaq-receiver@example.service",
+        check=False,
+    )
     assert (proc.returncode, proc.stdout + proc.stderr) == (0, "")
 
 
@@ -110,41 +146,57 @@ def test_pid1_gives_the_udp_sockets_16_mib_past_rmem_max(machine: Container) -> 
 
 # ------------------------------------------------------------------------------- hardening
 
+
 def test_every_receiver_runs_under_its_hardening(machine: Container) -> None:
     """ssdaq.target brings up all six; each stays up and answers while confined."""
     machine.run("systemctl", "start", "ssdaq.target")
     for name in RECEIVERS:
-        wait_until(f"ssdaq-{name}.service running", lambda: active(machine, f"ssdaq-{name}.service"),
-                   timeout=15)
+        unit = f"ssdaq-{name}.service"
+        wait_until(f"{unit} running", lambda u=unit: active(machine, u), timeout=15)
     time.sleep(3)  # past several WATCHDOG_USEC/2 ticks and any syscall a filter would kill
     for name in RECEIVERS:
         unit = f"ssdaq-{name}.service"
         props = machine.show(unit, "ActiveState", "NRestarts", "User", "NoNewPrivileges")
-        assert props == {"ActiveState": "active", "NRestarts": "0", "User": "ssdaq",
-                         "NoNewPrivileges": "yes"}, (unit, props)
+        assert props == {
+            "ActiveState": "active",
+            "NRestarts": "0",
+            "User": "ssdaq",
+            "NoNewPrivileges": "yes",
+        }, (unit, props)
         reply = machine.run("ssdaqctl", name, "ping")
         assert json.loads(reply.stdout)["ok"] is True
-    score = machine.run("systemd-analyze", "security", "--no-pager",
-                        *(f"ssdaq-{n}.service" for n in RECEIVERS)).stdout
-    record("security exposure (live units)", " ".join(
-        line.split()[1] for line in score.splitlines()[1:] if line.startswith("ssdaq-")))
+    score = machine.run(
+        "systemd-analyze", "security", "--no-pager", *(f"ssdaq-{n}.service" for n in RECEIVERS)
+    ).stdout
+    record(
+        "security exposure (live units)",
+        " ".join(line.split()[1] for line in score.splitlines()[1:] if line.startswith("ssdaq-")),
+    )
 
 
 def test_stopping_the_target_stops_every_receiver_and_socket(machine: Container) -> None:
     machine.run("systemctl", "stop", "ssdaq.target")  # waits for the target's job only
     for name in RECEIVERS:
-        wait_until(f"ssdaq-{name}.service stopped", lambda: machine.prop(
-            f"ssdaq-{name}.service", "ActiveState") == "inactive", timeout=15)
+        unit = f"ssdaq-{name}.service"
+        wait_until(
+            f"{unit} stopped",
+            lambda u=unit: machine.prop(u, "ActiveState") == "inactive",
+            timeout=15,
+        )
     for name in SOCKETS:
         # PartOf=ssdaq.target: otherwise the next datagram would start the receiver again
         assert machine.prop(f"ssdaq-{name}.socket", "ActiveState") == "inactive"
     ensure_listening(machine)
 
 
-@pytest.mark.parametrize("weakened", [
-    "RestrictAddressFamilies=\nRestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-    "SystemCallFilter=~@resources",
-], ids=["without-AF_NETLINK", "with-~@resources"])
+@pytest.mark.parametrize(
+    "weakened",
+    [
+        "RestrictAddressFamilies=\nRestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=~@resources",
+    ],
+    ids=["without-AF_NETLINK", "with-~@resources"],
+)
 def test_the_known_zmq_traps_stop_a_receiver(machine: Container, weakened: str) -> None:
     """Controls for the two keys that are not the obvious choice: each alternative kills zmq.
 
@@ -166,13 +218,19 @@ def test_the_known_zmq_traps_stop_a_receiver(machine: Container, weakened: str) 
         machine.run("systemctl", "reset-failed", unit)
     machine.run("systemctl", "start", unit)  # and the shipped unit does run
     time.sleep(2)
-    assert machine.show(unit, "ActiveState", "NRestarts") == {"ActiveState": "active", "NRestarts": "0"}
+    assert machine.show(unit, "ActiveState", "NRestarts") == {
+        "ActiveState": "active",
+        "NRestarts": "0",
+    }
     machine.run("systemctl", "stop", unit)
 
 
 # ------------------------------------------------------------------------------- 1. readout
 
-def test_first_datagram_starts_readout_and_subscriber_gets_complete_readouts(machine: Container) -> None:
+
+def test_first_datagram_starts_readout_and_subscriber_gets_complete_readouts(
+    machine: Container,
+) -> None:
     ensure_listening(machine)
     assert machine.prop("ssdaq-readout.service", "ActiveState") == "inactive"
     sub = subscribe(machine, READOUT_PUB, seconds=30)
@@ -200,12 +258,18 @@ def test_systemctl_start_runs_readout_with_its_socket(machine: Container) -> Non
 
 # ------------------------------------------------------------------------------- 2. status, journal
 
+
 def test_status_text_and_journal_fields(machine: Container) -> None:
-    text = wait_until("StatusText", lambda: machine.prop("ssdaq-readout.service", "StatusText"),
-                      timeout=5)
+    text = wait_until(
+        "StatusText", lambda: machine.prop("ssdaq-readout.service", "StatusText"), timeout=5
+    )
     record("StatusText", text)
-    entries = [json.loads(line) for line in machine.run(
-        "journalctl", "-u", "ssdaq-readout.service", "-o", "json", "--no-pager").stdout.splitlines()]
+    entries = [
+        json.loads(line)
+        for line in machine.run(
+            "journalctl", "-u", "ssdaq-readout.service", "-o", "json", "--no-pager"
+        ).stdout.splitlines()
+    ]
     own = [e for e in entries if e.get("SSDAQ_RECEIVER") == "readout"]
     assert own, "no journal entry carries SSDAQ_RECEIVER=readout"
     assert all(e.get("SYSLOG_IDENTIFIER") == "ssdaq-readout" for e in own)
@@ -213,7 +277,10 @@ def test_status_text_and_journal_fields(machine: Container) -> None:
 
 # ------------------------------------------------------------------------------- 3. reload
 
-def test_reload_goes_through_reloading_to_ready_and_applies_a_changed_value(machine: Container) -> None:
+
+def test_reload_goes_through_reloading_to_ready_and_applies_a_changed_value(
+    machine: Container,
+) -> None:
     """A [modules] table listing 16 senders makes readouts wait for those 16 only."""
     path = "/etc/ssdaq/readout.toml"
     original = machine.run("cat", path).stdout
@@ -227,9 +294,15 @@ def test_reload_goes_through_reloading_to_ready_and_applies_a_changed_value(mach
         t0 = time.monotonic()
         # ExecReload (kill -HUP) returns at once; the unit is "reloading" until READY=1
         machine.run("systemctl", "reload", "ssdaq-readout.service")
-        wait_until("READY=1 after the reload", lambda: machine.show(
-            "ssdaq-readout.service", "ActiveState", "SubState") == {"ActiveState": "active",
-                                                                     "SubState": "running"}, 10, 0.02)
+        wait_until(
+            "READY=1 after the reload",
+            lambda: (
+                machine.show("ssdaq-readout.service", "ActiveState", "SubState")
+                == {"ActiveState": "active", "SubState": "running"}
+            ),
+            10,
+            0.02,
+        )
         record("reload (systemctl reload -> READY=1)", f"{time.monotonic() - t0:.3f} s")
         log = messages(machine.journal(cursor, "ssdaq-readout.service"))
         assert "Reloading" in log and "Reloaded" in log, log
@@ -247,6 +320,7 @@ def expected_modules(c: Container) -> int:
 
 
 # ------------------------------------------------------------------------------- 4. restart
+
 
 def test_restart_while_the_simulator_sends_loses_no_record(machine: Container) -> None:
     """Every record sent appears in exactly one published readout across `systemctl restart`."""
@@ -268,24 +342,30 @@ def test_restart_while_the_simulator_sends_loses_no_record(machine: Container) -
             if mask >> module & 1:
                 seen[module, tack] = seen.get((module, tack), 0) + 1
     period_ns = round(1e9 / SIM_RATE_HZ)
-    expected = {(m, sent["tack0"] + k * period_ns) for m in range(32) for k in range(sent["readouts"])}
+    expected = {
+        (m, sent["tack0"] + k * period_ns) for m in range(32) for k in range(sent["readouts"])
+    }
     lost = expected - seen.keys()
     twice = {k for k, n in seen.items() if n > 1}
     numbers = [r[2] for r in got]
-    gaps = sum(b - a - 1 for a, b in zip(numbers, numbers[1:]) if b > a + 1)
+    gaps = sum(b - a - 1 for a, b in itertools.pairwise(numbers) if b > a + 1)
     window = reconnect_window(result["events"], t0)
     record("restart (systemctl restart, stop+start)", f"{restart_s:.3f} s")
-    record("subscriber reconnect window", f"{window:.3f} s" if window is not None else "no reconnect")
+    record(
+        "subscriber reconnect window", f"{window:.3f} s" if window is not None else "no reconnect"
+    )
     record("restart: records lost / twice / sent", f"{len(lost)} / {len(twice)} / {len(expected)}")
     record("restart: readout numbers skipped", str(gaps))
     assert sent["send_errors"] == 0 and sent["records"] == len(expected)
     assert not twice, f"{len(twice)} records published twice"
-    assert not lost, (f"{len(lost)} of {len(expected)} records lost across the restart "
-                      f"({gaps} readout numbers skipped, reconnect window {window} s)")
+    assert not lost, (
+        f"{len(lost)} of {len(expected)} records lost across the restart "
+        f"({gaps} readout numbers skipped, reconnect window {window} s)"
+    )
 
 
 def reconnect_window(events: list[list], since: float) -> float | None:
-    """Seconds from the subscriber's disconnect (after ``since``) to its next completed handshake."""
+    """Seconds from the subscriber's disconnect (after ``since``) to its next handshake."""
     down = next((t for t, e in events if e == "disconnected" and t >= since), None)
     if down is None:
         return None
@@ -293,6 +373,7 @@ def reconnect_window(events: list[list], since: float) -> float | None:
 
 
 # ------------------------------------------------------------------------------- 5. watchdog
+
 
 def test_hung_data_path_is_killed_by_the_watchdog_and_restarted(machine: Container) -> None:
     dropin = "/run/systemd/system/ssdaq-readout.service.d/hang.conf"
@@ -303,18 +384,22 @@ def test_hung_data_path_is_killed_by_the_watchdog_and_restarted(machine: Contain
         machine.run("systemctl", "restart", "ssdaq-readout.service")
         t0 = time.monotonic()
         sim = machine.spawn(*SIM, "--duration", "12")  # the hung reader must have data waiting
-        wait_until("a watchdog restart", lambda: int(machine.prop("ssdaq-readout.service", "NRestarts")
-                                                     or 0) >= 1, timeout=20)
+        wait_until(
+            "a watchdog restart",
+            lambda: int(machine.prop("ssdaq-readout.service", "NRestarts") or 0) >= 1,
+            timeout=20,
+        )
         record("watchdog: restart -> killed and restarted", f"{time.monotonic() - t0:.1f} s")
         entries = machine.journal(cursor)
         hang = next(e for e in entries if "data path now hangs" in str(e.get("MESSAGE")))
         kill = next(e for e in entries if "Watchdog timeout" in str(e.get("MESSAGE")))
-        record("watchdog: hang -> kill", f"{(int(kill['__MONOTONIC_TIMESTAMP']) - int(hang['__MONOTONIC_TIMESTAMP'])) / 1e6:.1f} s"
-               f" (WatchdogSec={machine.prop('ssdaq-readout.service', 'WatchdogUSec')})")
+        hung_s = (int(kill["__MONOTONIC_TIMESTAMP"]) - int(hang["__MONOTONIC_TIMESTAMP"])) / 1e6
+        limit = machine.prop("ssdaq-readout.service", "WatchdogUSec")
+        record("watchdog: hang -> kill", f"{hung_s:.1f} s (WatchdogSec={limit})")
         assert any("Failed with result 'watchdog'" in str(e.get("MESSAGE")) for e in entries)
         sim.communicate(timeout=30)
     finally:
-        # stopped before the drop-in goes: a daemon-reload during a start once delayed READY=1 by 7 s
+        # stop before the drop-in goes: a daemon-reload during a start once delayed READY=1 by 7 s
         machine.run("systemctl", "stop", "ssdaq-readout.service")
         machine.run("rm", "-r", str(Path(dropin).parent))
         machine.run("systemctl", "daemon-reload")
@@ -322,6 +407,7 @@ def test_hung_data_path_is_killed_by_the_watchdog_and_restarted(machine: Contain
 
 
 # ------------------------------------------------------------------------------- 6. bad config
+
 
 def test_bad_config_fails_once_with_78_naming_file_and_key(machine: Container) -> None:
     """With the modules sending: one attempt, exit 78, and the socket closes (no retrigger loop)."""
@@ -332,13 +418,21 @@ def test_bad_config_fails_once_with_78_naming_file_and_key(machine: Container) -
     try:
         cursor = machine.journal_cursor()
         sim = machine.spawn(*SIM, "--duration", "4")  # its first datagram starts the service
-        wait_until("the start to fail", lambda: machine.prop("ssdaq-readout.service", "ActiveState")
-                   == "failed", timeout=15)
+        wait_until(
+            "the start to fail",
+            lambda: machine.prop("ssdaq-readout.service", "ActiveState") == "failed",
+            timeout=15,
+        )
         sim.communicate(timeout=30)  # and datagrams kept coming for another 3 s
-        props = machine.show("ssdaq-readout.service", "ActiveState", "Result", "ExecMainStatus",
-                             "NRestarts")
-        assert props == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "78",
-                         "NRestarts": "0"}
+        props = machine.show(
+            "ssdaq-readout.service", "ActiveState", "Result", "ExecMainStatus", "NRestarts"
+        )
+        assert props == {
+            "ActiveState": "failed",
+            "Result": "exit-code",
+            "ExecMainStatus": "78",
+            "NRestarts": "0",
+        }
         assert machine.prop("ssdaq-readout.socket", "ActiveState") == "inactive"
         log = messages(machine.journal(cursor, "ssdaq-readout.service"))
         assert log.count("Starting ") == 1, log
@@ -352,16 +446,19 @@ def test_bad_config_fails_once_with_78_naming_file_and_key(machine: Container) -
 
 # ------------------------------------------------------------------------------- 7. commands
 
+
 def test_command_socket_answers_group_ssdaq_only(machine: Container) -> None:
     machine.run("systemctl", "start", "ssdaq-readout.service")
     machine.run("useradd", "--no-create-home", "--groups", "ssdaq", "e2e-member")
     machine.run("useradd", "--no-create-home", "e2e-other")
-    member = machine.run("ssdaqctl", "readout", "status", "--timeout", "2", user="e2e-member",
-                         check=False)
+    member = machine.run(
+        "ssdaqctl", "readout", "status", "--timeout", "2", user="e2e-member", check=False
+    )
     assert member.returncode == 0, member.stderr
     assert json.loads(member.stdout)["result"]["name"] == "readout"
-    other = machine.run("ssdaqctl", "readout", "status", "--timeout", "2", user="e2e-other",
-                        check=False)
+    other = machine.run(
+        "ssdaqctl", "readout", "status", "--timeout", "2", user="e2e-other", check=False
+    )
     assert (other.returncode, other.stdout) == (2, ""), other
     mode = machine.run("stat", "-c", "%A %U:%G", "/run/ssdaq", "/run/ssdaq/readout.ctl").stdout
     assert mode.split("\n")[:2] == ["drwxr-x--- ssdaq:ssdaq", "srw-rw---- ssdaq:ssdaq"]
@@ -369,30 +466,49 @@ def test_command_socket_answers_group_ssdaq_only(machine: Container) -> None:
 
 # ------------------------------------------------------------------------------- templates
 
+
 def test_site_receiver_runs_from_the_template_units(machine: Container) -> None:
     """A site's own ReceiverServer subclass (the seed example) as ssdaq-receiver@NAME."""
-    machine.write("/usr/local/lib/python3.11/dist-packages/site_receivers.py",
-                  SITE_RECEIVER.read_text())
-    machine.write("/etc/ssdaq/site-packets.toml", 'receiver_class = "site_receivers:PacketReceiver"\n'
-                  "[sockets.data]\nport = 17300\n[[publishers]]\nport = 9300\n")
-    machine.write("/etc/systemd/system/ssdaq-receiver@site-packets.socket.d/port.conf",
-                  "[Socket]\nListenDatagram=0.0.0.0:17300\n")
+    machine.write(
+        "/usr/local/lib/python3.11/dist-packages/site_receivers.py", SITE_RECEIVER.read_text()
+    )
+    machine.write(
+        "/etc/ssdaq/site-packets.toml",
+        'receiver_class = "site_receivers:PacketReceiver"\n'
+        "[sockets.data]\nport = 17300\n[[publishers]]\nport = 9300\n",
+    )
+    machine.write(
+        "/etc/systemd/system/ssdaq-receiver@site-packets.socket.d/port.conf",
+        "[Socket]\nListenDatagram=0.0.0.0:17300\n",
+    )
     machine.run("systemctl", "daemon-reload")
-    proc = machine.run("systemd-analyze", "verify", "ssdaq-receiver@site-packets.socket",
-                       "ssdaq-receiver@site-packets.service", check=False)
+    proc = machine.run(
+        "systemd-analyze",
+        "verify",
+        "ssdaq-receiver@site-packets.socket",
+        "ssdaq-receiver@site-packets.service",
+        check=False,
+    )
     assert (proc.returncode, proc.stdout + proc.stderr) == (0, "")
     machine.run("systemctl", "start", "ssdaq-receiver@site-packets.socket")
     sub = subscribe(machine, "tcp://127.0.0.101:9300", seconds=15, idle_s=1)
     for _ in range(3):  # the first datagram starts the service; zmq PUB drops until SUB is back
-        machine.run("python3", "/root/probe.py", "send", "127.0.0.1", "17300", "site-packet",
-                    "--count", "1")
+        machine.run(
+            "python3", "/root/probe.py", "send", "127.0.0.1", "17300", "site-packet", "--count", "1"
+        )
         time.sleep(1)
     result = collected(sub, timeout=20)
     assert active(machine, "ssdaq-receiver@site-packets.service")
-    assert [m[1] for m in result["messages"]] and all(m[1] == len("site-packet") for m in result["messages"])
+    assert [m[1] for m in result["messages"]] and all(
+        m[1] == len("site-packet") for m in result["messages"]
+    )
     assert json.loads(machine.run("ssdaqctl", "site-packets", "ping").stdout)["ok"] is True
-    machine.run("systemctl", "stop", "ssdaq-receiver@site-packets.socket",
-                "ssdaq-receiver@site-packets.service")
+    machine.run(
+        "systemctl",
+        "stop",
+        "ssdaq-receiver@site-packets.socket",
+        "ssdaq-receiver@site-packets.service",
+    )
 
 
 def test_writer_records_readouts_under_var_lib_ssdaq_data(machine: Container) -> None:
@@ -407,6 +523,7 @@ def test_writer_records_readouts_under_var_lib_ssdaq_data(machine: Container) ->
 
 # ------------------------------------------------------------------------------- 8. purge
 
+
 def test_purge_leaves_user_and_recorded_data_and_nothing_else(machine: Container) -> None:
     # whatever the writer recorded, and one more file the writer did not make: all of it stays
     machine.write("/var/lib/ssdaq/data/e2e-sentinel", "recorded\n")
@@ -416,12 +533,25 @@ def test_purge_leaves_user_and_recorded_data_and_nothing_else(machine: Container
     machine.run("apt-get", "purge", "-y", "-q", "ssdaq")
     record("purge", f"{time.monotonic() - t0:.1f} s")
     machine.run("systemctl", "daemon-reload")
-    units = machine.run("find", "/lib/systemd/system", "/etc/systemd/system", "/run/systemd/system",
-                        "-name", "*ssdaq*").stdout
+    units = machine.run(
+        "find",
+        "/lib/systemd/system",
+        "/etc/systemd/system",
+        "/run/systemd/system",
+        "-name",
+        "*ssdaq*",
+    ).stdout
     assert units == ""
-    assert machine.run("systemctl", "list-units", "--all", "--plain", "--no-legend", "ssdaq*").stdout == ""
-    for gone in ("/etc/ssdaq", "/run/ssdaq", "/etc/credstore/teldata-db-password",
-                 "/var/lib/ssdaq/readout"):
+    assert (
+        machine.run("systemctl", "list-units", "--all", "--plain", "--no-legend", "ssdaq*").stdout
+        == ""
+    )
+    for gone in (
+        "/etc/ssdaq",
+        "/run/ssdaq",
+        "/etc/credstore/teldata-db-password",
+        "/var/lib/ssdaq/readout",
+    ):
         assert not machine.exists(gone), gone
     assert machine.run("ls", "/var/lib/ssdaq").stdout.split() == ["data"]
     assert machine.run("find", "/var/lib/ssdaq/data", "-type", "f").stdout.split() == data

@@ -21,11 +21,15 @@ SERVICES = sorted(UNITS.glob("*.service"))
 SOCKETS = sorted(p for p in UNITS.glob("*.socket") if "@" not in p.name)
 MAX_EXPOSURE = 2.0
 # The keys that confine a service, as opposed to those that say what it runs and how
-HARDENING = re.compile(r"^(CapabilityBoundingSet|DevicePolicy|LockPersonality|MemoryDenyWriteExecute|"
-                       r"NoNewPrivileges|Private\w+|Protect\w+|RemoveIPC|Restrict\w+|SystemCall\w+|UMask)=")
+HARDENING = re.compile(
+    r"^(CapabilityBoundingSet|DevicePolicy|LockPersonality|MemoryDenyWriteExecute|"
+    r"NoNewPrivileges|Private\w+|Protect\w+|RemoveIPC|Restrict\w+|SystemCall\w+|UMask)="
+)
 
-pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                                reason="systemd-analyze is not installed (Debian: systemd)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze is not installed (Debian: systemd)",
+)
 
 
 def unit_lines(path: Path) -> list[str]:
@@ -48,8 +52,13 @@ def with_stub_binaries(tmp_path: Path) -> Path:
 
 
 def verify(*units: Path) -> str:
-    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, units)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *map(str, units)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     return (proc.stdout + proc.stderr).strip()
 
 
@@ -66,20 +75,33 @@ def test_systemd_analyze_verify_prints_nothing_for_any_unit(tmp_path: Path) -> N
 
 def test_template_socket_without_a_site_port_is_refused(tmp_path: Path) -> None:
     """No guessed port: an instance nobody gave a port to does not start (and says why)."""
-    assert "has no Listen setting" in verify(with_stub_binaries(tmp_path) / "ssdaq-receiver@.socket")
+    assert "has no Listen setting" in verify(
+        with_stub_binaries(tmp_path) / "ssdaq-receiver@.socket"
+    )
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda p: p.name)
 def test_service_exposure_is_at_most_2(service: Path) -> None:
-    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
-                           f"--threshold={MAX_EXPOSURE * 10:.0f}", str(service)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=true",
+            "--no-pager",
+            f"--threshold={MAX_EXPOSURE * 10:.0f}",
+            str(service),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", proc.stdout).group(1))
     assert (proc.returncode, score <= MAX_EXPOSURE) == (0, True), proc.stdout
 
 
 def test_services_share_one_sorted_hardening_block() -> None:
-    """Every service is confined the same way, its hardening keys sorted (the style guide's order)."""
+    """Every service is confined the same way, its hardening keys sorted (the style guide)."""
     blocks = {p.name: [line for line in unit_lines(p) if HARDENING.match(line)] for p in SERVICES}
     first = next(iter(blocks.values()))
     for name, block in blocks.items():
@@ -90,7 +112,7 @@ def test_services_share_one_sorted_hardening_block() -> None:
 
 @pytest.mark.parametrize("socket_unit", SOCKETS, ids=lambda p: p.name)
 def test_socket_port_and_fd_name_match_the_shipped_config(socket_unit: Path) -> None:
-    """Under systemd the .socket's port wins; started by hand the config's port is bound: same one."""
+    """Under systemd the .socket's port wins; started by hand the config's is bound: the same."""
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment, method-assign]
     unit.read(socket_unit)
