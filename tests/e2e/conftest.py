@@ -83,7 +83,7 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
 
 
 def keep_artifacts(workdir: Path) -> None:
-    """The container's journal and console log, kept for CI (``journalctl -D build/e2e/journal``)."""
+    """The container's journal and console log, for CI (``journalctl -D build/e2e/journal``)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(ARTIFACTS / "journal", ignore_errors=True)
     if (workdir / "journal").exists():

@@ -17,7 +17,8 @@ if [ -z "${E2E_IN_NS:-}" ]; then              # private mount namespace: our mou
 fi
 WORKDIR=$1; shift
 # enabled on the CI image, unrelated to us, slow or noisy at boot
-MASK=${MASK:-postgresql.service mariadb.service systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer}
+MASK=${MASK:-postgresql.service mariadb.service systemd-timesyncd.service apt-daily.timer
+  apt-daily-upgrade.timer}
 M=$WORKDIR/ovl/merged; NS=; CPID=
 
 cleanup() {
@@ -54,17 +55,20 @@ NS=$!
 for _ in $(seq 200); do
   for p in $(ps -o pid= --ppid "$NS" 2>/dev/null); do
     if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = systemd ] &&
-       [ "$(readlink "/proc/$p/ns/pid" 2>/dev/null)" != "$(readlink /proc/self/ns/pid)" ]; then CPID=$p; fi
+       [ "$(readlink "/proc/$p/ns/pid" 2>/dev/null)" != "$(readlink /proc/self/ns/pid)" ]; then
+      CPID=$p
+    fi
   done
   [ -n "$CPID" ] && break
   kill -0 "$NS" 2>/dev/null || boot_failed "systemd-nspawn exited: $(tail -5 "$WORKDIR/nspawn.log")"
   sleep 0.05
 done
-[ -n "$CPID" ] || boot_failed "no systemd PID 1 in the container after 10 s: $(tail -5 "$WORKDIR/nspawn.log")"
+[ -n "$CPID" ] || boot_failed "no systemd PID 1 after 10 s: $(tail -5 "$WORKDIR/nspawn.log")"
 c() { nsenter -t "$CPID" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
 for _ in $(seq 200); do c test -S /run/systemd/private && break; sleep 0.05; done
 state=$(c timeout 60 systemctl is-system-running --wait || true)
-[ "$state" = running ] || boot_failed "boot state '$state'; failed units: $(c systemctl --failed --plain --no-legend | paste -sd' ')"
+failed=$(c systemctl --failed --plain --no-legend | paste -sd' ')
+[ "$state" = running ] || boot_failed "boot state '$state'; failed units: $failed"
 echo "$CPID" >"$WORKDIR/cpid.tmp" && mv "$WORKDIR/cpid.tmp" "$WORKDIR/cpid"
 
 cat >/dev/null                      # hold until the caller closes our stdin
