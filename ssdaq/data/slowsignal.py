@@ -35,7 +35,7 @@ ADC_SIGN = 0x8000  # the ADC word is offset binary: XOR with it gives the count
 TACK_LIMIT = 2**62
 REJECT_REASONS = ("empty", "bad_size", "unknown_source")
 UNKNOWN_SLOT = -1
-_IPV4_SLOT_BASE = 100  # the camera wires module i to x.y.z.(100 + i)
+_IPV4_SLOT_MOD = 100  # the camera wires module i to x.y.z.(100 + i); the old rule: octet % 100
 
 Addresses = np.ndarray | Sequence[str]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -106,9 +106,9 @@ def ipv4_raw(addresses: Sequence[str]) -> np.ndarray:
 class ModuleMap:
     """Sender address -> module slot (0..31), vectorised over a batch of senders.
 
-    Default: the last IPv4 octet minus 100, so x.y.z.100 .. x.y.z.131 are slots 0..31 as the camera
-    is wired, and any other sender is ``UNKNOWN_SLOT``. ``relaxed=True`` keeps the old
-    ``relaxed_ip_range`` rule instead: any octet, ``octet % 100 % 32``. An explicit ``table``
+    Default (the old rule): the last IPv4 octet mod 100, so x.y.z.100 .. x.y.z.131 are slots 0..31
+    as the camera is wired; a result above 31 (e.g. x.y.z.150) is ``UNKNOWN_SLOT``.
+    ``relaxed=True`` keeps the old ``relaxed_ip_range`` rule instead: ``octet % 100 % 32``. An explicit ``table``
     ``{address: slot}`` (IPv4 or IPv6 text) replaces the default rule entirely, and its slots are
     then the modules a readout waits for (``expected``).
     """
@@ -157,11 +157,10 @@ class ModuleMap:
                 return np.full(len(value), UNKNOWN_SLOT, np.int16)
             pos = np.minimum(np.searchsorted(self._v4_keys, value), len(self._v4_keys) - 1)
             return np.where(self._v4_keys[pos] == value, self._v4_slots[pos], UNKNOWN_SLOT)
-        last = octets[:, 3].astype(np.int16)
+        slot = octets[:, 3].astype(np.int16) % _IPV4_SLOT_MOD
         if self.relaxed:
-            return last % 100 % N_TM
-        slot = last - _IPV4_SLOT_BASE
-        return np.where((slot >= 0) & (slot < N_TM), slot, UNKNOWN_SLOT).astype(np.int16)
+            return slot % N_TM
+        return np.where(slot < N_TM, slot, UNKNOWN_SLOT).astype(np.int16)
 
     def _slots_text(self, sources: Sequence[str]) -> np.ndarray:
         cache = self._cache

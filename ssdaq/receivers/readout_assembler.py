@@ -69,9 +69,9 @@ class ReadoutConfig(ReceiverConfig):
     assembler: AssemblerSettings = table(AssemblerSettings)
     modules: dict[str, int] = setting(
         default_factory=dict, min=0, max=N_TM - 1,
-        help="Sender address -> module slot. Empty: the last IPv4 octet - 100 is the slot\n"
-        "(x.y.z.100 .. x.y.z.131 -> 0 .. 31) and all 32 are expected. Listing modules here\n"
-        "replaces that rule (IPv6 too) and makes readouts wait for these slots only")
+        help="Sender address -> module slot. Empty: the last IPv4 octet mod 100 is the slot\n"
+        "(x.y.z.100 .. x.y.z.131 -> 0 .. 31; above 31: unknown) and all 32 are expected. Listing\n"
+        "modules here replaces that rule (IPv6 too) and makes readouts wait for these slots only")
     sockets: DataSocket = table(DataSocket, data=ListenSettings(port=17000))
     publishers: tuple[PublisherSettings, ...] = tables(
         zmq_publisher(9004), help="Publishers: every readout (SSReadout, 16 416 bytes) goes to each")
@@ -109,7 +109,8 @@ class ReadoutAssembler(ReceiverServer):
         self._timer_when = float("inf")
         self._absent: set[int] = set()
         self._reported = dict.fromkeys(("late", "duplicate", "evicted", "tack_resets"), 0)
-        self.reader = self.setup_datagrams(self._on_batch, max_bytes=cfg.max_datagram_bytes)
+        # big batches under load: the builder's cost per batch is mostly fixed
+        self.reader = self.setup_datagrams(self._on_batch, max_bytes=cfg.max_datagram_bytes, batch=256)
 
     @classmethod
     def from_config(cls, config: ReceiverConfig) -> "ReadoutAssembler":
@@ -203,7 +204,7 @@ class ReadoutAssembler(ReceiverServer):
             "next_readout_number": self.numbers.next,
             "open_readouts": b.n_open,
             "assembler": b.counts.as_dict(),
-            "absent_modules": sorted(self._absent),
+            "absent_modules": self._absent_now(),
             "modules": {int(s): {"packets": int(b.packets[s]), "records": int(b.records[s]),
                                  "last_seen_s_ago": None if np.isnan(ago[s]) else float(ago[s])}
                         for s in b.settings.expected_slots},
@@ -213,12 +214,15 @@ class ReadoutAssembler(ReceiverServer):
         alive = self.builder.alive(time.monotonic())
         return [s for s in self.builder.settings.expected_slots if alive[s]]
 
+    def _absent_now(self) -> list[int]:
+        alive = set(self._alive_expected())
+        return [s for s in self.builder.settings.expected_slots if s not in alive]
+
     async def ct_modules(self) -> None:
         """Log once when a module goes silent and when it comes back; keep the state file fresh."""
         while True:
             await asyncio.sleep(1.0)
-            alive = set(self._alive_expected())
-            absent = set(self.builder.settings.expected_slots) - alive
+            absent = set(self._absent_now())
             for slot in sorted(absent - self._absent):
                 self.log.warning("module %d absent: silent for %.1f s; readouts no longer wait for it",
                                  slot, self.builder.settings.module_timeout_s,

@@ -140,11 +140,10 @@ def test_records_to_mv_equals_adc_to_mv_of_the_channel_words():
 
 
 @pytest.mark.parametrize(("address", "slot"), [
-    ("192.168.1.100", 0), ("192.168.1.120", 20), ("172.18.0.131", 31),
-    ("127.0.0.99", UNKNOWN_SLOT), ("127.0.0.132", UNKNOWN_SLOT), ("127.0.0.1", UNKNOWN_SLOT),
-    ("10.0.0.220", UNKNOWN_SLOT),
+    ("192.168.1.100", 0), ("192.168.1.120", 20), ("172.18.0.131", 31), ("10.0.0.220", 20),
+    ("127.0.0.99", UNKNOWN_SLOT), ("127.0.0.132", UNKNOWN_SLOT), ("127.0.0.150", UNKNOWN_SLOT),
 ])
-def test_default_slot_is_last_octet_minus_100_within_the_camera_range(address, slot):
+def test_default_slot_is_last_octet_mod_100_within_the_camera_range(address, slot):
     assert ModuleMap().slots(ipv4_raw([address])).tolist() == [slot]
     assert ModuleMap().slots([address]).tolist() == [slot]
 
