@@ -6,7 +6,7 @@ under an interpreter where the package's entry points are not installed (Debian'
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,13 +67,16 @@ class Running:
 @pytest.fixture
 def start_receiver(tmp_path: Path, runtime_dir: Path,
                    notify: NotifyListener) -> Iterator[Callable[..., Running]]:
-    """``start_receiver(name, config_text, **env)``: a receiver once it sent READY=1."""
+    """``start_receiver(name, config_text, prefix=(), **env)``: a receiver once it sent READY=1.
+
+    ``prefix`` is put before the command (a wrapper that execs it).
+    """
     started: list[Running] = []
 
-    def start(name: str, config: str, **env: str) -> Running:
+    def start(name: str, config: str, prefix: Sequence[str] = (), **env: str) -> Running:
         path = tmp_path / f"{name}.toml"
         path.write_text(config)
-        proc = subprocess.Popen(receiver_argv(CLASSES[name], "--config", str(path)),
+        proc = subprocess.Popen([*prefix, *receiver_argv(CLASSES[name], "--config", str(path))],
                                 env=child_env(NOTIFY_SOCKET=notify.path, **env),
                                 stderr=subprocess.PIPE, text=True)
         running = Running(name, proc, runtime_dir)
@@ -93,14 +96,24 @@ def zmq_context() -> Iterator[zmq.Context]:
     ctx.destroy(linger=0)
 
 
-def subscribe(ctx: zmq.Context, port: int, settle_s: float = 0.3) -> zmq.Socket:
-    """A SUB connected to 127.0.0.1:``port`` whose subscription has reached the publisher."""
+def subscribe(ctx: zmq.Context, port: int, settle_s: float = 0.2) -> zmq.Socket:
+    """A SUB connected to 127.0.0.1:``port`` whose subscription has reached the publisher.
+
+    zmq drops what a PUB sends before the subscription arrived: wait for the handshake (slow on
+    a loaded machine), then give the PUB's I/O thread ``settle_s`` to take the subscription.
+    """
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.RCVTIMEO, 5000)
     sub.setsockopt(zmq.RCVHWM, 0)
+    monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
     sub.connect(f"tcp://127.0.0.1:{port}")
-    time.sleep(settle_s)  # zmq drops what a PUB sends before the subscription arrived
+    try:
+        assert monitor.poll(10000), f"no zmq handshake with 127.0.0.1:{port} within 10 s"
+    finally:
+        sub.disable_monitor()
+        monitor.close(linger=0)
+    time.sleep(settle_s)
     return sub
 
 
