@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ssdaq.core.mmsg import MMSG_BYTES, IOVec, MMsgHdr, MsgHdr, recvmmsg
+
 SO_RXQ_OVFL = 40
 MSG_TRUNC = 0x20
 _NAME_BYTES = 128  # sizeof(struct sockaddr_storage)
@@ -25,37 +27,11 @@ _CONTROL_BYTES = 24  # CMSG_SPACE(sizeof(uint32)): one SO_RXQ_OVFL counter
 _CMSG_DATA = 16  # offset of the data in a cmsghdr on 64-bit Linux
 
 
-class _IOVec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [
-        ("msg_name", ctypes.c_void_p),
-        ("msg_namelen", ctypes.c_uint32),
-        ("msg_iov", ctypes.POINTER(_IOVec)),
-        ("msg_iovlen", ctypes.c_size_t),
-        ("msg_control", ctypes.c_void_p),
-        ("msg_controllen", ctypes.c_size_t),
-        ("msg_flags", ctypes.c_int),
-    ]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_recvmmsg = _libc.recvmmsg
-_recvmmsg.argtypes = [ctypes.c_int, ctypes.POINTER(_MMsgHdr), ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
-_recvmmsg.restype = ctypes.c_int
-
-
 def _field_view(hdrs: ctypes.Array, field: str, dtype: type, n: int) -> np.ndarray:
     """A strided numpy view of one field across an array of mmsghdr, to reset or read it at once."""
-    offset = getattr(_MsgHdr, field).offset if hasattr(_MsgHdr, field) else getattr(_MMsgHdr, field).offset
+    offset = getattr(MsgHdr, field).offset if hasattr(MsgHdr, field) else getattr(MMsgHdr, field).offset
     raw = np.frombuffer(hdrs, dtype=np.uint8)
-    return np.ndarray((n,), dtype=dtype, buffer=raw, offset=offset, strides=(ctypes.sizeof(_MMsgHdr),))
+    return np.ndarray((n,), dtype=dtype, buffer=raw, offset=offset, strides=(MMSG_BYTES,))
 
 
 class DatagramBatch:
@@ -114,8 +90,8 @@ class DatagramReader:
         self.batch = DatagramBatch(batch, max_bytes, sock.family)
         sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         self._control = np.zeros((batch, _CONTROL_BYTES), dtype=np.uint8)
-        self._iov = (_IOVec * batch)()
-        self._hdrs = (_MMsgHdr * batch)()
+        self._iov = (IOVec * batch)()
+        self._hdrs = (MMsgHdr * batch)()
         for i in range(batch):
             self._iov[i].iov_base = self.batch.data[i].ctypes.data
             self._iov[i].iov_len = max_bytes
@@ -171,7 +147,7 @@ class DatagramReader:
         self.batch.count = 0
         self._namelen[:] = _NAME_BYTES
         self._controllen[:] = _CONTROL_BYTES
-        n = _recvmmsg(self.sock.fileno(), self._hdrs, n_max, socket.MSG_DONTWAIT | MSG_TRUNC, None)
+        n = recvmmsg(self.sock.fileno(), self._hdrs, n_max, socket.MSG_DONTWAIT | MSG_TRUNC, None)
         if n < 0:
             err = ctypes.get_errno()
             if err not in (errno.EAGAIN, errno.EINTR, errno.ECONNREFUSED):

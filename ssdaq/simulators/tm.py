@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ssdaq.core.mmsg import MMSG_BYTES, IOVec, MMsgHdr, sendmmsg
 from ssdaq.data.readout import N_TM, N_TM_PIX
 from ssdaq.data.slowsignal import ADC_SIGN, MV_PER_COUNT, RECORD_BYTES, RECORD_DTYPE, encode_records
 
@@ -189,14 +190,15 @@ class _MMsgSender:
         self.pktinfo = [struct.pack("@i4s4x", 0, socket.inet_aton(source_address(m)))
                         for m in range(modules)]
         self._control = [ctypes.create_string_buffer(_cmsg(info)) for info in self.pktinfo]
-        self._iov = (_IOVec * modules)()
-        self._msgs = (_MMsgHdr * modules)()
+        self._iov = (IOVec * modules)()
+        self._msgs = (MMsgHdr * modules)()
         for m, (iov, msg) in enumerate(zip(self._iov, self._msgs)):
-            iov.base, iov.len = data.ctypes.data + m * data.strides[0], data.shape[1]
-            h = msg.hdr
-            h.name, h.namelen = ctypes.addressof(self._name), _SOCKADDR_IN_BYTES
-            h.iov, h.iovlen = ctypes.pointer(iov), 1
-            h.control, h.controllen = ctypes.addressof(self._control[m]), len(self._control[m])
+            iov.iov_base, iov.iov_len = data.ctypes.data + m * data.strides[0], data.shape[1]
+            h = msg.msg_hdr
+            h.msg_name, h.msg_namelen = ctypes.addressof(self._name), _SOCKADDR_IN_BYTES
+            h.msg_iov, h.msg_iovlen = ctypes.pointer(iov), 1
+            h.msg_control = ctypes.addressof(self._control[m])
+            h.msg_controllen = len(self._control[m])
 
     def close(self) -> None:
         self.sock.close()
@@ -206,11 +208,10 @@ class _MMsgSender:
         if modules == list(range(len(self._msgs))):
             msgs = self._msgs
         else:
-            msgs = (_MMsgHdr * len(modules))(*(self._msgs[m] for m in modules))
+            msgs = (MMsgHdr * len(modules))(*(self._msgs[m] for m in modules))
         done = failed = 0
         while done < len(msgs):
-            n = _libc.sendmmsg(self.sock.fileno(), ctypes.byref(msgs, done * _MMSG_BYTES),
-                               len(msgs) - done, 0)
+            n = sendmmsg(self.sock.fileno(), ctypes.byref(msgs, done * MMSG_BYTES), len(msgs) - done, 0)
             if n < 0:  # ENOBUFS and the like under overload: skip that one, keep the schedule
                 failed += 1
                 n = 1
@@ -276,32 +277,14 @@ def _run(cfg: TMSimConfig, packets: Packets, sender: _MMsgSender) -> TMSimSummar
     return summary
 
 
-class _IOVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [
-        ("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
-        ("iov", ctypes.POINTER(_IOVec)), ("iovlen", ctypes.c_size_t),
-        ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t), ("flags", ctypes.c_int),
-    ]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
-
-
 def _cmsg(pktinfo: bytes) -> bytes:
     """One ``IP_PKTINFO`` control message: its ``ipi_spec_dst`` sets the source address."""
     head = struct.pack("@NiI", socket.CMSG_LEN(len(pktinfo)), socket.IPPROTO_IP, _IP_PKTINFO)
     return (head + pktinfo).ljust(socket.CMSG_SPACE(len(pktinfo)), b"\0")
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value; Python 3.11 does not export it
 _SOCKADDR_IN_BYTES = 16
-_MMSG_BYTES = ctypes.sizeof(_MMsgHdr)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
