@@ -224,3 +224,30 @@ def test_watchdog_is_withheld_when_the_data_path_hangs_but_not_when_idle(
     finally:
         stop(proc)
     assert "withholding the watchdog ping: socket" in proc.err
+
+
+def test_a_rejected_reload_keeps_the_old_config_and_says_why(tmp_path: Path, runtime_dir: Path,
+                                                             notify: NotifyListener) -> None:
+    port = free_port()
+    cfg = relay_config(tmp_path, port, free_port(socket.SOCK_STREAM))
+    good = cfg.read_text()
+    proc = subprocess.Popen(receiver_argv("relay", "--config", str(cfg)),
+                            env=child_env(NOTIFY_SOCKET=notify.path), stderr=subprocess.PIPE, text=True)
+    try:
+        notify.wait_for("READY", "1")
+        cfg.write_text("max_datagram_bytes = 0\n" + good)
+        proc.send_signal(signal.SIGHUP)
+        notify.wait_for("RELOADING", "1")
+        ready = notify.wait_for("READY", "1")
+        assert "reload rejected, old config kept" in ready["STATUS"]
+        assert "max_datagram_bytes: expected integer in [1, 65535], got 0" in ready["STATUS"]
+        assert proc.poll() is None
+        send_udp(port, b"still relaying")
+        cfg.write_text(good.replace("[monitor]", "[log]\nlevel = \"debug\"\n[monitor]"))
+        proc.send_signal(signal.SIGHUP)
+        notify.wait_for("RELOADING", "1")
+        assert "reload rejected" not in notify.wait_for("READY", "1")["STATUS"]
+        assert stop(proc) == 0
+    finally:
+        stop(proc)
+    assert "configuration reloaded from" in proc.err
