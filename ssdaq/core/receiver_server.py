@@ -19,7 +19,6 @@ import inspect
 import logging
 import os
 import signal
-import socket
 import time
 import weakref
 from collections.abc import Callable
@@ -37,8 +36,8 @@ from ssdaq.core.commands import CommandServer, socket_path
 from ssdaq.core.counters import Counters
 from ssdaq.core.datagrams import DatagramBatch, DatagramReader
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, CommandError, ConfigError
+from ssdaq.core.inputs import Inputs
 from ssdaq.core.settings import GenericReceiverConfig, ReceiverConfig
-from ssdaq.core.sockets import SocketSource, tune_receive_buffer
 from ssdaq.receivers.mon_sender import ReceiverMonSender
 
 # Test hook for the end-to-end watchdog check: after this many seconds every datagram reader stops
@@ -103,9 +102,8 @@ class ReceiverServer:
         self.publishers = list(publishers)
         self.running = True
         self._setup = False
-        self._socket_source = SocketSource(self.log)
-        self._readers: list[DatagramReader] = []
-        self._closers: list[Callable[[], Any]] = []
+        self._inputs = Inputs(self.loop, self.log, self.counters, getattr(self.config, "sockets", None),
+                              (ip, port))
         self._tasks: dict[str, asyncio.Task] = {}
         self._failure: BaseException | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -133,65 +131,27 @@ class ReceiverServer:
 
     # -------------------------------------------------------------------------- input sockets
 
-    def _listen_address(self, name: str, ip: str | None, port: int | None) -> tuple[str, int, int]:
-        sockets = getattr(self.config, "sockets", None)
-        listen = getattr(sockets, name, None)
-        if name == "data":
-            ip, port = ip or self.ip, port if port is not None else self.port
-        elif listen is not None:
-            ip, port = ip or listen.ip, port if port is not None else listen.port
-        rcvbuf = listen.receive_buffer_bytes if listen is not None else 0
-        return ip or "0.0.0.0", int(port or 0), rcvbuf
-
     def setup_udp(self, protocol_factory: Callable[[], asyncio.BaseProtocol], name: str = "data",
                   ip: str | None = None, port: int | None = None) -> tuple[Any, Any]:
         """Open UDP socket ``name`` with an asyncio datagram protocol; returns (transport, protocol).
 
         For high rates prefer :meth:`setup_datagrams`, which reads in batches.
         """
-        sock = self._udp_socket(name, ip, port)
-        transport, protocol = self.loop.run_until_complete(
-            self.loop.create_datagram_endpoint(protocol_factory, sock=sock))
-        self._closers.append(transport.close)
         self._setup = True
-        return transport, protocol
+        return self._inputs.udp(protocol_factory, name, ip, port)
 
     def setup_stream(self, protocol_factory: Callable[[], asyncio.BaseProtocol], name: str = "data",
                      ip: str | None = None, port: int | None = None) -> tuple[Any, None]:
         """Open TCP listening socket ``name``; returns (server, None): protocols are per connection."""
-        bind_ip, bind_port, _ = self._listen_address(name, ip, port)
-        sock = self._socket_source.take(name, socket.SOCK_STREAM, bind_ip, bind_port)
-        server = self.loop.run_until_complete(self.loop.create_server(protocol_factory, sock=sock))
-        self._closers.append(server.close)
         self._setup = True
-        return server, None
+        return self._inputs.stream(protocol_factory, name, ip, port)
 
     def setup_datagrams(self, handler: Callable[[DatagramBatch], None], name: str = "data",
                         ip: str | None = None, port: int | None = None, *, max_bytes: int = 9000,
                         batch: int = 64) -> DatagramReader:
         """Open UDP socket ``name`` read in batches: ``handler(batch)`` runs once per batch."""
-        sock = self._udp_socket(name, ip, port)
-        received = self.counters.values
-
-        def counted(b: DatagramBatch) -> None:
-            received["received"] += b.count
-            handler(b)
-
-        reader = DatagramReader(sock, counted, self._handler_error, max_bytes=max_bytes, batch=batch)
-        self._readers.append(reader)
         self._setup = True
-        return reader
-
-    def _udp_socket(self, name: str, ip: str | None, port: int | None) -> socket.socket:
-        bind_ip, bind_port, rcvbuf = self._listen_address(name, ip, port)
-        sock = self._socket_source.take(name, socket.SOCK_DGRAM, bind_ip, bind_port)
-        tune_receive_buffer(sock, rcvbuf, self.log)
-        return sock
-
-    def _handler_error(self, exc: BaseException) -> None:
-        self.counters.report("handler_errors", detail=f"{type(exc).__name__}: {exc}")
-        if self.log.isEnabledFor(logging.DEBUG):
-            self.log.debug("data path error", exc_info=exc)
+        return self._inputs.datagrams(handler, name, ip, port, max_bytes, batch)
 
     # -------------------------------------------------------------------------- output
 
@@ -243,11 +203,7 @@ class ReceiverServer:
         for name, task in self._tasks.items():
             if task.done() and not task.cancelled() and task.exception() is not None:
                 return f"task {name} failed"
-        limit = max(2.0, systemd.watchdog_interval_s() or 0.0)
-        for reader in self._readers:
-            if reader.stalled(limit):
-                return f"socket {reader.sock.getsockname()} not read for {limit:.0f} s with data waiting"
-        return None
+        return self._inputs.stalled(max(2.0, systemd.watchdog_interval_s() or 0.0))
 
     # -------------------------------------------------------------------------- commands
 
@@ -287,7 +243,7 @@ class ReceiverServer:
         return await self.reload()
 
     def status(self) -> dict[str, Any]:
-        self._update_kernel_drops()
+        self._inputs.update_counters()
         return {
             "name": self.service,
             "class": type(self).__name__,
@@ -302,10 +258,6 @@ class ReceiverServer:
             "monitor": self._mon.stats() if self._mon else None,
             **self.status_fields(),
         }
-
-    def _update_kernel_drops(self) -> None:
-        self.counters.values["kernel_drops"] = sum(r.kernel_drops for r in self._readers)
-        self.counters.values["oversize"] = sum(r.oversize for r in self._readers)
 
     # -------------------------------------------------------------------------- reload
 
@@ -370,7 +322,7 @@ class ReceiverServer:
         return code
 
     async def _startup(self) -> None:
-        self._socket_source.close_unused()
+        self._inputs.source.close_unused()
         self._commands = CommandServer(socket_path(self.service, self.config.control.socket),
                                        self._context, self.dispatch, self.log)
         self._introspect()
@@ -391,8 +343,7 @@ class ReceiverServer:
 
     def _start_readers(self) -> None:
         if self.running:
-            for reader in self._readers:
-                reader.start(self.loop)
+            self._inputs.start()
 
     def _spawn(self, name: str, coro: Any) -> None:
         task = self.loop.create_task(coro, name=name)
@@ -445,13 +396,12 @@ class ReceiverServer:
 
     def _simulate_hang(self) -> None:
         self.log.warning("%s is set: the data path now hangs (test hook)", HANG_ENV)
-        for reader in self._readers:
-            reader.pause()
+        self._inputs.hang()
 
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self._update_kernel_drops()
+            self._inputs.update_counters()
             self.counters.tick()
             self.counters.flush_reports()
             for pub in self.publishers:
@@ -489,10 +439,7 @@ class ReceiverServer:
     async def _shutdown(self) -> int:
         systemd.notify("STOPPING=1", "STATUS=stopping: flushing")
         self.running = False
-        for reader in self._readers:
-            reader.pause()
-        for close in self._closers:
-            close()
+        self._inputs.stop_reading()
         try:
             await self.on_stop()
         except Exception:
@@ -503,8 +450,7 @@ class ReceiverServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for reader in self._readers:
-            reader.close()
+        self._inputs.close()
         if self._mon is not None:
             self._mon.close()
         if hasattr(self, "_commands"):
