@@ -85,8 +85,10 @@ def append(ds: h5py.Dataset, rows: np.ndarray | Sequence[np.ndarray]) -> None:
     ds.resize((start + n,))
     if ds.dtype.kind == "O":
         values = np.empty(n, object)
-        values[:] = list(rows)
-        ds[start:] = values
+        for i, payload in enumerate(rows):  # one by one: equal lengths must not make a 2-D array
+            values[i] = payload
+        # write_direct: slice assignment would broadcast equal-length payloads into 2-D and fail
+        ds.write_direct(values, np.s_[0:n], np.s_[start:start + n])
     else:
         ds[start:] = rows
         ds.attrs["NROWS"] = np.int64(start + n)

@@ -36,8 +36,8 @@ class Dashboard:
     """Collects the state shown in a frame; :meth:`frame` renders it as a rich Table."""
 
     def __init__(self, monitor_endpoint: str | None, names: list[str] | None = None,
-                 timeout_s: float = 0.5) -> None:
-        self.names, self.timeout_s = names, timeout_s
+                 timeout_s: float = 0.5, use_systemd: bool | None = None) -> None:
+        self.names, self.timeout_s, self.use_systemd = names, timeout_s, use_systemd
         self.monitor = (MonitorSubscriber(endpoint=monitor_endpoint, timeout_s=0)
                         if monitor_endpoint else None)
         self.heard: dict[str, Heard] = {}
@@ -64,7 +64,7 @@ class Dashboard:
 
     def refresh(self) -> None:
         """Ask every receiver for its status."""
-        self.states = overview.gather(self.names, self.timeout_s)
+        self.states = overview.gather(self.names, self.timeout_s, self.use_systemd)
         now = time.monotonic()
         for s in self.states:
             received = (s.reply or {}).get("counters", {}).get("received")

@@ -82,7 +82,7 @@ class StreamWriter(ReceiverServer):
         self._lock = asyncio.Lock()
         self._writing_since: float | None = None
         self._last_flush = time.monotonic()
-        self._inputs: list[tuple[Input, zmq.asyncio.Socket]] = []
+        self._subscriptions: list[tuple[Input, zmq.asyncio.Socket]] = []
         for inp in self.layout.inputs:
             sub = getattr(self.config.inputs, inp.stream)  # type: ignore[attr-defined]
             if sub.endpoint:
@@ -91,7 +91,7 @@ class StreamWriter(ReceiverServer):
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
                 sock.connect(sub.endpoint)
-                self._inputs.append((inp, sock))
+                self._subscriptions.append((inp, sock))
         self._setup = True
 
     @classmethod
@@ -115,7 +115,7 @@ class StreamWriter(ReceiverServer):
 
     async def ct_receive(self) -> None:
         """Receive every subscribed stream (one task each) until stopped."""
-        await asyncio.gather(*(self._receive(inp, sock) for inp, sock in self._inputs))
+        await asyncio.gather(*(self._receive(inp, sock) for inp, sock in self._subscriptions))
 
     async def ct_flush(self) -> None:
         """Write on the timer, rotate by age, notice when space comes back."""
@@ -131,11 +131,11 @@ class StreamWriter(ReceiverServer):
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        for inp, sock in self._inputs:
+        for inp, sock in self._subscriptions:
             while batch := self._drain(sock):
                 self._take(inp, batch)
         await self.flush(final=True)
-        for _, sock in self._inputs:
+        for _, sock in self._subscriptions:
             sock.close(linger=0)
         if self._pending:
             self.log.error("stopped with %d rows unwritten: the disk is full",
@@ -199,7 +199,7 @@ class StreamWriter(ReceiverServer):
             out = self.config.output
             if self._pending and self._space_for(self._pending_bytes):
                 batch, self._pending, self._pending_bytes = self._pending, [], 0
-                await self._in_thread(self._write, _merge(batch))
+                await self._in_thread(self._write, _merge(batch), in_flight=self._rows(batch))
             if self._file is not None and (
                     final or self._disk_full
                     or time.monotonic() - self._file.opened >= out.max_file_age_s
@@ -225,12 +225,12 @@ class StreamWriter(ReceiverServer):
             systemd.notify(f"STATUS={self.status_line()}")
         return False
 
-    async def _in_thread(self, work: Any, *args: Any) -> None:
+    async def _in_thread(self, work: Any, *args: Any, in_flight: int = 0) -> None:
         self._writing_since = time.monotonic()
         try:
             await asyncio.to_thread(work, *args)
         except files.WriteFailed as e:
-            self._fail(e)
+            self._fail(e, in_flight)
         finally:
             self._writing_since = None
 
@@ -253,9 +253,9 @@ class StreamWriter(ReceiverServer):
     def _remember(self, path: Path) -> None:
         self._finished = (self._finished + [path.name])[-_KEEP_NAMES:]
 
-    def _fail(self, error: files.WriteFailed) -> None:
+    def _fail(self, error: files.WriteFailed, in_flight: int) -> None:
         """HDF5 failed: its handles cannot be trusted, so exit now and let systemd restart."""
-        lost = self._rows(self._pending)
+        lost = in_flight + self._rows(self._pending)
         self.log.critical("%s; exiting (%d rows held in memory are lost); the next start verifies "
                           "the file", error, lost)
         systemd.notify(f"STATUS=write failed, exiting: {error}")
@@ -297,7 +297,7 @@ class StreamWriter(ReceiverServer):
             "free_bytes": self._free,
             "sequence": {"last": self.sequence.last, "missed": self.sequence.missed,
                          "gaps": self.sequence.gaps, "restarts": self.sequence.restarts},
-            "inputs": [inp.stream for inp, _ in self._inputs],
+            "inputs": [inp.stream for inp, _ in self._subscriptions],
         }
 
 

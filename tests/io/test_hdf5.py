@@ -45,10 +45,13 @@ def test_pytables_reads_raw_payloads_as_a_vlarray(tmp_path: Path) -> None:
         raw = hdf5.create_vlarray(hdf5.group(f, "G", "g"), "raw", "payloads")
         hdf5.append(raw, [np.frombuffer(b"abc", np.uint8), np.frombuffer(b"", np.uint8),
                           np.frombuffer(b"\xfe\xca\x02", np.uint8)])
+        same = [np.frombuffer(bytes([i]) * 5, np.uint8) for i in range(4)]
+        hdf5.append(raw, same)  # equal lengths: still one row per payload
     with tables.open_file(str(tmp_path / "raw.h5")) as f:
         node = f.root.G.raw
         assert isinstance(node, tables.VLArray) and node.title == "payloads"
-        assert [bytes(r) for r in node[:]] == [b"abc", b"", b"\xfe\xca\x02"]
+        assert [bytes(r) for r in node[:]] == [b"abc", b"", b"\xfe\xca\x02",
+                                               *(bytes([i]) * 5 for i in range(4))]
 
 
 def test_a_table_written_in_pieces_reads_back_whole(tmp_path: Path) -> None:

@@ -203,6 +203,19 @@ def test_trigger_packets_are_stored_with_their_bytes(publisher, start_writer) ->
     assert list(reader.trigger_packets(path)) == packets
 
 
+def test_trigger_packets_of_one_size_are_stored_one_per_row(publisher, start_writer) -> None:
+    pub = publisher()
+    w = start_writer("trigger", {"trigger": pub.endpoint}, flush_interval_s=0.5)
+    pub.wait_subscriber()
+    packets = [trigger.NominalTriggerPacketV1(tack_time=100 + i, ro_count=i) for i in range(20)]
+    for p in packets:
+        pub.send(p.pack())
+    w.wait(lambda s: s["counters"]["written"] == 20)
+    w.stop()
+    [path] = reader.data_files(w.directory, "trigger")
+    assert list(reader.trigger_packets(path)) == packets
+
+
 def test_timestamps_keep_every_field(publisher, start_writer) -> None:
     pub = publisher()
     w = start_writer("timestamp", {"timestamp": pub.endpoint}, flush_interval_s=0.1)
