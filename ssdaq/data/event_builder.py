@@ -27,11 +27,11 @@ import numpy as np
 
 from ssdaq.data.readout import HEADER, N_TM, N_TM_PIX, SSREADOUT_BYTES
 from ssdaq.data.slowsignal import RECORD_BYTES, TACK_LIMIT, RecordBatch, records_to_mv
+from ssdaq.data.tack_match import NEW, ClosedHistory, group, nearest
 
 ROW_WORDS = SSREADOUT_BYTES // 8  # 2052 float64: the header's 4 u64 then 32 x 64 mV
 HEADER_WORDS = HEADER.size // 8
 _NS = 1_000_000_000
-_NEW, _LATE = -1, -2  # classes of records that match no open readout; >= 0: a history entry
 
 
 @dataclass(frozen=True)
@@ -133,50 +133,6 @@ class Published:
         return first + len(self)
 
 
-class _ClosedHistory:
-    """Bounded ring of closed readouts (anchor, modules present) for late/duplicate detection.
-
-    ``low`` is the highest anchor the ring has forgotten: a record near or below it that matches
-    nothing kept is late, so a readout is never opened a second time after its entry is gone.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.anchor = np.zeros(size, np.int64)
-        self.present = np.zeros((size, N_TM), bool)
-        self.size, self.len, self.pos = size, 0, 0
-        self.high: int | None = None  # highest anchor added: newer records need no lookup
-        self.low: int | None = None
-
-    def clear(self) -> None:
-        self.len, self.pos, self.high, self.low = 0, 0, None, None
-
-    def add(self, anchor: np.ndarray, present: np.ndarray) -> None:
-        if len(anchor) > self.size:
-            self._forget(anchor[: -self.size])
-            anchor, present = anchor[-self.size :], present[-self.size :]
-        at = (self.pos + np.arange(len(anchor))) % self.size
-        forgotten = at[self.size - self.len :]  # the first writes may go to free entries
-        if len(forgotten):
-            self._forget(self.anchor[forgotten])
-        self.anchor[at], self.present[at] = anchor, present
-        self.pos = (self.pos + len(anchor)) % self.size
-        self.len = min(self.size, self.len + len(anchor))
-        top = int(anchor.max())
-        self.high = top if self.high is None else max(self.high, top)
-
-    def _forget(self, anchor: np.ndarray) -> None:
-        top = int(anchor.max())
-        self.low = top if self.low is None else max(self.low, top)
-
-    def lookup(self, tack: np.ndarray, window: int, low: int | None) -> np.ndarray:
-        """Entry index per TACK within ``window`` of a kept anchor, ``_LATE`` if not but not
-        above ``low`` (+ window), else ``_NEW``."""
-        order = np.argsort(self.anchor[: self.len])
-        best, dist = _nearest(self.anchor[order], tack)
-        late = np.full(len(tack), False) if low is None else tack < low + window
-        return np.where(dist < window, order[best], np.where(late, _LATE, _NEW))
-
-
 class _Records(NamedTuple):
     """The per-record arrays the builder works on (a batch, or part of one)."""
 
@@ -223,7 +179,7 @@ class EventBuilder:
         self._stale = np.zeros(cap, bool)  # opened before a TACK reset: may not move ``ref``
         self._n_open = self._created = 0
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # open ids, anchors by anchor
-        self._history = _ClosedHistory(s.closed_history)
+        self._history = ClosedHistory(s.closed_history)
 
     @property
     def n_open(self) -> int:
@@ -284,11 +240,11 @@ class EventBuilder:
         lost = (ro < 0).nonzero()[0]
         n_lost = dup_closed = 0
         if len(lost):
-            cls = self._classify(rec.tack[lost])
-            closed = cls >= 0  # read the history now: opening readouts may evict into it
-            dup_closed = np.count_nonzero(
-                self._history.present[cls[closed], rec.slot[lost[closed]]])
-            new = lost[cls == _NEW]
+            cls = self._history.classify(rec.tack[lost], self.settings.readout_window_ns, self.ref,
+                                         self.settings.tack_reset_ns)
+            # read the history now: opening readouts may evict into it
+            dup_closed = self._history.holding(cls, rec.slot[lost])
+            new = lost[cls == NEW]
             n_lost = len(lost) - len(new)
             if len(new) and not self._open_new(new, rec, ro, now, out):
                 half = len(rec.tack) // 2  # more new readouts than fit at once: take it in parts
@@ -317,26 +273,8 @@ class EventBuilder:
             order = np.argsort(self._anchor[ids])
             self._sorted = ids[order], self._anchor[ids][order]
         ids, anchors = self._sorted
-        best, dist = _nearest(anchors, tack)
+        best, dist = nearest(anchors, tack)
         return np.where(dist < self.settings.readout_window_ns, ids[best], -1)
-
-    def _classify(self, tack: np.ndarray) -> np.ndarray:
-        """``_NEW``, ``_LATE`` or a history entry for TACKs matching no open readout."""
-        cls = np.full(len(tack), _NEW)
-        h = self._history
-        if not h.len:
-            return cls
-        window, span = self.settings.readout_window_ns, self.settings.tack_reset_ns
-        low = h.low
-        if self.ref is not None and low is not None and low > self.ref + span:
-            low = None  # forgotten before ``ref`` existed, and implausible now
-        ask = tack < (h.high if low is None else max(h.high, low)) + window
-        if self.ref is not None:
-            ask &= tack >= self.ref - span  # farther below: maybe a counter reset, never late
-        ask = np.flatnonzero(ask)
-        if len(ask):
-            cls[ask] = h.lookup(tack[ask], window, low)
-        return cls
 
     def _open_new(self, new: np.ndarray, rec: _Records, ro: np.ndarray, now: float,
                   out: list[Published]) -> bool:
@@ -347,7 +285,7 @@ class EventBuilder:
         """
         tack = rec.tack[new]
         order = np.argsort(tack, kind="stable")
-        gid, anchors, starts = _group(tack[order], self.settings.readout_window_ns)
+        gid, anchors, starts = group(tack[order], self.settings.readout_window_ns)
         n, free = len(anchors), self.settings.max_open_readouts - self._n_open
         if n > free:
             feeds = np.unique(ro[ro >= 0])
@@ -468,38 +406,3 @@ class EventBuilder:
         if len(anchors):
             self._history.add(anchors, present)
 
-
-def _nearest(sorted_values: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index into ``sorted_values`` (non-empty) of the element nearest each ``x``, and |distance|.
-
-    TACKs are clipped to 0..2**62 on decoding, so these int64 differences cannot overflow.
-    """
-    hi = np.searchsorted(sorted_values, x)
-    np.minimum(hi, len(sorted_values) - 1, out=hi)
-    lo = np.maximum(hi - 1, 0)
-    d_lo = np.abs(x - sorted_values[lo])
-    d_hi = np.abs(sorted_values[hi] - x)
-    return np.where(d_lo <= d_hi, lo, hi), np.minimum(d_lo, d_hi)
-
-
-def _group(tack: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split sorted TACKs into readouts: each anchored at its first TACK, spanning < window.
-
-    Returns the group of each TACK, the anchors and the index where each group starts. Gaps
-    >= window separate groups; a cluster chained wider than the window (jitter close to the
-    window) is split greedily in Python.
-    """
-    breaks = (np.diff(tack) >= window).nonzero()[0] + 1
-    starts = np.concatenate(([0], breaks))
-    if not np.count_nonzero(tack[np.append(breaks, len(tack)) - 1] - tack[starts] >= window):
-        gid = np.zeros(len(tack), np.intp)
-        gid[breaks] = 1
-        return np.cumsum(gid, out=gid), tack[starts], starts
-    gid, anchor, firsts = np.empty(len(tack), np.intp), int(tack[0]), [0]
-    for i, t in enumerate(tack.tolist()):
-        if t - anchor >= window:
-            anchor = t
-            firsts.append(i)
-        gid[i] = len(firsts) - 1
-    starts = np.array(firsts)
-    return gid, tack[starts], starts

@@ -1,0 +1,118 @@
+"""TACK matching for the event builder: nearest anchors, grouping, and closed readouts.
+
+Pure numpy over int64 TACKs, with no notion of slots being waited for or of publishing (that is
+:mod:`ssdaq.data.event_builder`). A readout is known by its anchor, the TACK of its first record;
+a record belongs to the readout whose anchor is nearest, if closer than the window.
+"""
+
+import numpy as np
+
+from ssdaq.data.readout import N_TM
+
+NEW, LATE = -1, -2  # classes of records that match no open readout; >= 0: a history entry
+
+
+class ClosedHistory:
+    """Bounded ring of closed readouts (anchor, modules present) for late/duplicate detection.
+
+    ``low`` is the highest anchor the ring has forgotten: a record near or below it that matches
+    nothing kept is late, so a readout is never opened a second time after its entry is gone.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.anchor = np.zeros(size, np.int64)
+        self.present = np.zeros((size, N_TM), bool)
+        self.size, self.len, self.pos = size, 0, 0
+        self.high: int | None = None  # highest anchor added: newer records need no lookup
+        self.low: int | None = None
+
+    def clear(self) -> None:
+        self.len, self.pos, self.high, self.low = 0, 0, None, None
+
+    def add(self, anchor: np.ndarray, present: np.ndarray) -> None:
+        if len(anchor) > self.size:
+            self._forget(anchor[: -self.size])
+            anchor, present = anchor[-self.size :], present[-self.size :]
+        at = (self.pos + np.arange(len(anchor))) % self.size
+        forgotten = at[self.size - self.len :]  # the first writes may go to free entries
+        if len(forgotten):
+            self._forget(self.anchor[forgotten])
+        self.anchor[at], self.present[at] = anchor, present
+        self.pos = (self.pos + len(anchor)) % self.size
+        self.len = min(self.size, self.len + len(anchor))
+        top = int(anchor.max())
+        self.high = top if self.high is None else max(self.high, top)
+
+    def _forget(self, anchor: np.ndarray) -> None:
+        top = int(anchor.max())
+        self.low = top if self.low is None else max(self.low, top)
+
+    def classify(self, tack: np.ndarray, window: int, ref: int | None, span: int) -> np.ndarray:
+        """``NEW``, ``LATE`` or a history entry for TACKs matching no open readout.
+
+        ``ref`` is the builder's reference TACK and ``span`` its ``tack_reset_ns``: a TACK
+        farther than ``span`` below ``ref`` may be a counter reset, so it is never late.
+        """
+        cls = np.full(len(tack), NEW)
+        if not self.len:
+            return cls
+        low = self.low
+        if ref is not None and low is not None and low > ref + span:
+            low = None  # forgotten before ``ref`` existed, and implausible now
+        ask = tack < (self.high if low is None else max(self.high, low)) + window
+        if ref is not None:
+            ask &= tack >= ref - span
+        ask = np.flatnonzero(ask)
+        if len(ask):
+            cls[ask] = self.lookup(tack[ask], window, low)
+        return cls
+
+    def holding(self, cls: np.ndarray, slot: np.ndarray) -> int:
+        """How many records of ``classify`` class ``cls`` and module ``slot`` found their history
+        entry already holding their slot: duplicates of a published record."""
+        closed = cls >= 0
+        return int(np.count_nonzero(self.present[cls[closed], slot[closed]]))
+
+    def lookup(self, tack: np.ndarray, window: int, low: int | None) -> np.ndarray:
+        """Entry index per TACK within ``window`` of a kept anchor, ``LATE`` if not but not
+        above ``low`` (+ window), else ``NEW``."""
+        order = np.argsort(self.anchor[: self.len])
+        best, dist = nearest(self.anchor[order], tack)
+        late = np.full(len(tack), False) if low is None else tack < low + window
+        return np.where(dist < window, order[best], np.where(late, LATE, NEW))
+
+
+def nearest(sorted_values: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index into ``sorted_values`` (non-empty) of the element nearest each ``x``, and |distance|.
+
+    TACKs are clipped to 0..2**62 on decoding, so these int64 differences cannot overflow.
+    """
+    hi = np.searchsorted(sorted_values, x)
+    np.minimum(hi, len(sorted_values) - 1, out=hi)
+    lo = np.maximum(hi - 1, 0)
+    d_lo = np.abs(x - sorted_values[lo])
+    d_hi = np.abs(sorted_values[hi] - x)
+    return np.where(d_lo <= d_hi, lo, hi), np.minimum(d_lo, d_hi)
+
+
+def group(tack: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split sorted TACKs into readouts: each anchored at its first TACK, spanning < window.
+
+    Returns the group of each TACK, the anchors and the index where each group starts. Gaps
+    >= window separate groups; a cluster chained wider than the window (jitter close to the
+    window) is split greedily in Python.
+    """
+    breaks = (np.diff(tack) >= window).nonzero()[0] + 1
+    starts = np.concatenate(([0], breaks))
+    if not np.count_nonzero(tack[np.append(breaks, len(tack)) - 1] - tack[starts] >= window):
+        gid = np.zeros(len(tack), np.intp)
+        gid[breaks] = 1
+        return np.cumsum(gid, out=gid), tack[starts], starts
+    gid, anchor, firsts = np.empty(len(tack), np.intp), int(tack[0]), [0]
+    for i, t in enumerate(tack.tolist()):
+        if t - anchor >= window:
+            anchor = t
+            firsts.append(i)
+        gid[i] = len(firsts) - 1
+    starts = np.array(firsts)
+    return gid, tack[starts], starts

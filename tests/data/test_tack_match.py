@@ -1,0 +1,83 @@
+"""TACK matching helpers: nearest anchors, grouping into readouts, the closed-readout history."""
+
+import numpy as np
+
+from ssdaq.data.readout import N_TM
+from ssdaq.data.tack_match import LATE, NEW, ClosedHistory, group, nearest
+
+WINDOW = 10
+
+
+def ints(*values: int) -> np.ndarray:
+    return np.array(values, np.int64)
+
+
+def modules(*slots: int) -> np.ndarray:
+    present = np.zeros(N_TM, bool)
+    present[list(slots)] = True
+    return present
+
+
+def history(size: int, *anchors: int) -> ClosedHistory:
+    h = ClosedHistory(size)
+    h.add(ints(*anchors), np.array([modules(a % N_TM) for a in anchors]).reshape(-1, N_TM))
+    return h
+
+
+def test_nearest_picks_the_closer_neighbour_and_the_lower_on_a_tie():
+    best, dist = nearest(ints(10, 20, 40), ints(0, 14, 16, 15, 100, 30, 20))
+    assert best.tolist() == [0, 0, 1, 0, 2, 1, 1]
+    assert dist.tolist() == [10, 4, 4, 5, 60, 10, 0]
+
+
+def test_group_splits_sorted_tacks_at_gaps_of_the_window():
+    gid, anchors, starts = group(ints(0, 5, 20, 29, 50), WINDOW)
+    assert gid.tolist() == [0, 0, 1, 1, 2]
+    assert anchors.tolist() == [0, 20, 50]
+    assert starts.tolist() == [0, 2, 4]
+
+
+def test_group_splits_a_chain_wider_than_the_window_from_each_anchor():
+    gid, anchors, starts = group(ints(0, 6, 12, 18, 24, 40), WINDOW)
+    assert gid.tolist() == [0, 0, 1, 1, 2, 3]
+    assert anchors.tolist() == [0, 12, 24, 40]
+    assert starts.tolist() == [0, 2, 4, 5]
+
+
+def test_history_finds_the_entry_within_the_window_and_newer_tacks_are_new():
+    h = history(8, 100, 200, 300)
+    cls = h.classify(ints(205, 295, 105, 150, 1000), WINDOW, ref=300, span=10_000)
+    assert h.anchor[cls[:3]].tolist() == [200, 300, 100]
+    assert cls[3:].tolist() == [NEW, NEW]
+
+
+def test_history_counts_records_whose_slot_its_entry_already_holds():
+    h = history(8, 100, 201)  # entry of 100 holds slot 4, that of 201 slot 9
+    tack, slot = ints(101, 99, 202, 203, 500), np.array([4, 5, 9, 4, 4])
+    assert h.holding(h.classify(tack, WINDOW, ref=201, span=10_000), slot) == 2
+
+
+def test_record_near_a_forgotten_readout_is_late_not_new():
+    h = history(2, 100, 200, 300)  # 100 is pushed out of the ring
+    assert h.low == 100 and h.len == 2
+    cls = h.classify(ints(100, 50, 250, 305), WINDOW, ref=300, span=10_000)
+    assert cls[:3].tolist() == [LATE, LATE, NEW]
+    assert h.anchor[cls[3]] == 300
+
+
+def test_adding_more_readouts_than_fit_keeps_the_newest():
+    h = history(2, 100, 200, 300, 400)
+    assert sorted(h.anchor[: h.len].tolist()) == [300, 400]
+    assert h.low == 200 and h.high == 400
+
+
+def test_tack_far_below_ref_may_be_a_reset_and_is_never_late():
+    h = history(1, 100, 200)  # 100 is forgotten: records up to it (+ window) are late
+    cls = h.classify(ints(95, 105), WINDOW, ref=10_000, span=9_900)  # 95 is below ref - span
+    assert cls.tolist() == [NEW, LATE]
+
+
+def test_cleared_history_classifies_everything_new():
+    h = history(1, 100, 200)
+    h.clear()
+    assert h.classify(ints(100, 200), WINDOW, ref=None, span=10_000).tolist() == [NEW, NEW]
