@@ -20,6 +20,8 @@ from ssdaq.tools import overview
 from ssdaq.tools.overview import ReceiverState
 
 STALE_S = 3.0  # MonitorData comes every second; this late, its sender is probably gone
+WIDE = 150  # terminal columns from which the status line fits in the table
+LEFT = ("receiver", "state", "health", "status")
 
 
 @dataclass
@@ -94,21 +96,37 @@ class Dashboard:
         known = [c for c in candidates if c is not None]
         return min(known) if known else None
 
-    def frame(self) -> Any:
+    def frame(self, width: int = 160) -> Any:
+        """The table; narrower than ``WIDE`` columns, status lines go below it instead."""
+        from rich.console import Group
         from rich.table import Table
         from rich.text import Text
 
+        wide = width >= WIDE
+        systemd = self.use_systemd is not False and overview.systemd_running()
         table = Table(title=f"ssdaq  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
-                      caption=None if overview.systemd_running() else
+                      caption=None if systemd else
                       "systemd is not running here: state from command sockets and MonitorData",
-                      expand=True)
-        for column, justify in (("receiver", "left"), ("state", "left"), ("health", "left"),
-                                ("in/s", "right"), ("out/s", "right"), ("received", "right"),
-                                ("published", "right"), ("last data", "right"),
-                                ("monitor", "right"), ("status", "left")):
-            table.add_column(column, justify=justify,  # type: ignore[arg-type]
+                      expand=wide)
+        columns = ["receiver", "state", "health", "in/s", "out/s", "received", "published",
+                   "last data", "monitor", "status"]
+        shown = [c for c in columns if wide or c not in ("state", "received", "published", "status")
+                 or c == "state" and systemd]
+        for column in shown:
+            table.add_column(column, justify="left" if column in LEFT else "right",
                              overflow="fold", ratio=3 if column == "status" else None)
-        matched = set()
+        lines: list[Text] = []
+        for cells, status in self._rows():
+            table.add_row(*(cells[c] for c in shown), style=None if cells.pop("_running") else "dim")
+            if not wide and status:
+                lines.append(Text.assemble((f"{cells['receiver']}: ", "bold"), status))
+        return table if wide else Group(table, *lines)
+
+    def _rows(self) -> list[tuple[dict[str, Any], str]]:
+        """Each row's cells by column name (plus ``_running``), and its status line."""
+        from rich.text import Text
+
+        out, matched = [], set()
         for s in self.states:
             found = self.monitor_of(s)
             heard = found[1] if found else None
@@ -116,19 +134,24 @@ class Dashboard:
                 matched.add(found[0])
             counters = (s.reply or {}).get("counters", {})
             style = "green" if s.healthy else ("red" if s.running or s.health == "failed" else "dim")
-            table.add_row(
-                s.name, s.unit_state or ("running" if s.reply else "-"), Text(s.health, style=style),
-                _num(s.rate("received")), _num(s.rate("published")),
-                _int(counters.get("received")), _int(counters.get("published")),
-                _ago(self.last_data_s_ago(s, heard)), self._heard_text(heard), s.status_line,
-                style=None if s.running else "dim")
+            out.append(({
+                "receiver": s.name, "state": s.unit_state or ("running" if s.reply else "-"),
+                "health": Text(s.health, style=style), "in/s": _num(s.rate("received")),
+                "out/s": _num(s.rate("published")), "received": _int(counters.get("received")),
+                "published": _int(counters.get("published")),
+                "last data": _ago(self.last_data_s_ago(s, heard)),
+                "monitor": self._heard_text(heard), "status": s.status_line, "_running": s.running,
+            }, s.status_line))
         for name, heard in sorted(self.heard.items()):
             if name not in matched:  # a sender with no local command socket (another host?)
                 data_ago = None if heard.data_at is None else time.monotonic() - heard.data_at
-                table.add_row(name, "-", Text("monitor only", style="yellow"), _num(heard.rate),
-                              "-", "-", "-", _ago(data_ago), self._heard_text(heard),
-                              f"pid {heard.pid}")
-        return table
+                out.append(({
+                    "receiver": name, "state": "-", "health": Text("monitor only", style="yellow"),
+                    "in/s": _num(heard.rate), "out/s": "-", "received": "-", "published": "-",
+                    "last data": _ago(data_ago), "monitor": self._heard_text(heard),
+                    "status": f"pid {heard.pid}", "_running": True,
+                }, f"pid {heard.pid}"))
+        return out
 
     @staticmethod
     def _heard_text(heard: Heard | None) -> Any:
@@ -137,7 +160,7 @@ class Dashboard:
         if heard is None:
             return "-"
         ago = time.monotonic() - heard.at
-        return Text(f"{heard.rate:.1f}/s {ago:.0f} s", style="yellow" if ago > STALE_S else "")
+        return Text(f"{heard.rate:.1f}/s, {ago:.0f} s ago", style="yellow" if ago > STALE_S else "")
 
     def close(self) -> None:
         if self.monitor is not None:
@@ -158,15 +181,17 @@ def _ago(seconds: float | None) -> str:
 
 def run(dash: Dashboard, duration_s: float | None, interval_s: float = 1.0) -> None:
     """Live view until ``duration_s`` passed (None: until Ctrl-C)."""
+    from rich.console import Console
     from rich.live import Live
 
     end = None if duration_s is None else time.monotonic() + duration_s
+    console = Console()
     dash.refresh()
-    with Live(dash.frame(), refresh_per_second=4, transient=False) as live:
+    with Live(dash.frame(console.width), console=console, refresh_per_second=4) as live:
         while end is None or time.monotonic() < end:
             dash.listen(interval_s if end is None else max(0.0, min(interval_s, end - time.monotonic())))
             dash.refresh()
-            live.update(dash.frame())
+            live.update(dash.frame(console.width))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -206,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.once:
             dash.listen(args.wait)
             dash.refresh()
-            Console().print(dash.frame())
+            console = Console()
+            console.print(dash.frame(console.width))
         else:
             run(dash, args.duration, args.interval)
     except KeyboardInterrupt:

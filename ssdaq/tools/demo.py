@@ -84,8 +84,9 @@ def receiver_settings(name: str, plan: Plan) -> dict[str, Any]:
         out["timing_board.endpoint"] = plan.endpoint(listen)
     if name == "monitor":
         out["pull.endpoint"] = plan.endpoint(listen)
-    if name == "teldata":
-        out["source"] = "static"
+    if name == "teldata":  # the Crab nebula, once a second
+        out |= {"source": "static", "interval_s": 1.0, "static.ra_deg": 83.633,
+                "static.dec_deg": 22.0145}
     return out
 
 
@@ -252,7 +253,10 @@ def run(plan: Plan, modules: int, live: bool) -> int:
         for name in writers:
             procs.wait_ready(name)
         print(f"started {len(receivers)} receivers and {len(writers)} writers on {plan.ip}"
-              + (f"; not in this tree: {', '.join(missing)}" if missing else ""), flush=True)
+              + (f"; not in this tree: {', '.join(missing)}" if missing else "")
+              + f"\nfrom another terminal: RUNTIME_DIRECTORY={plan.runtime} ssdaqctl status; "
+              f"ssdaq-dump readout --ip {plan.ip} --port {plan.port(PORTS['readout'][1])}",
+              flush=True)
         sims = simulators(plan, modules)
         for name, argv in sims.items():
             procs.start(name, argv, stdout=True)
@@ -279,7 +283,9 @@ def report(plan: Plan, final: dict[str, overview.ReceiverState], codes: dict[str
 
     print("\nreceivers (final status):")
     for name, state in final.items():
-        print(f"  {name:16} exit {codes.get(name)}  {state.health:8} {state.status_line}")
+        counters = (state.reply or {}).get("counters", {})
+        print(f"  {name:16} exit {codes.get(name)}  {state.health:4} in {counters.get('received', 0):6}"
+              f"  out {counters.get('published', 0):5}  {state.status_line}")
     files = {s: [p for p in reader.data_files(plan.output, s) if p.name not in before]
              for s in WRITER_CONFIGS}
     print(f"\nfiles in {plan.output}:")
