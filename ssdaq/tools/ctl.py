@@ -10,7 +10,6 @@
 * ``ssdaqctl list``: the registered receiver names, as JSON.
 """
 
-import argparse
 import json
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from ssdaq.core.commands import NoAnswer, request, socket_path
 from ssdaq.core.errors import EX_UNAVAILABLE, EX_USAGE
 from ssdaq.core.main import CONFIG_DIR, registered
 from ssdaq.tools import overview
+from ssdaq.tools.cli import Parser
 from ssdaq.tools.overview import ReceiverState
 
 EXIT_REFUSED = 1
@@ -26,8 +26,8 @@ EXIT_NO_ANSWER = 2
 UNIT_ACTIONS = ("start", "stop", "restart")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="ssdaqctl",
         description="Show the state of the ssdaq receivers and writers, start or stop them "
         "through systemd, or send a command to one and print its JSON reply. "
@@ -49,10 +49,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as e:
-        return EX_USAGE if e.code else 0
+    args = p.parse_args(argv)
     if args.name == "list":
         print(json.dumps(sorted(registered())))
         return 0

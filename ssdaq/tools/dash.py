@@ -8,15 +8,15 @@ did), which also shows receivers without a local command socket, such as those o
 the last MonitorData saying data arrived. Rendering uses rich (the "tools" extra).
 """
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from ssdaq.core.errors import EX_UNAVAILABLE, EX_USAGE
+from ssdaq.core.errors import EX_UNAVAILABLE
 from ssdaq.subscribers import DEFAULT_IP, PORTS, MonitorSubscriber, stream_endpoint
 from ssdaq.tools import overview
+from ssdaq.tools.cli import Parser
 from ssdaq.tools.overview import ReceiverState
 
 STALE_S = 3.0  # MonitorData comes every second; this late, its sender is probably gone
@@ -194,8 +194,8 @@ def run(dash: Dashboard, duration_s: float | None, interval_s: float = 1.0) -> N
             live.update(dash.frame(console.width))
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="ssdaq-dash",
         description="Live terminal dashboard of the ssdaq receivers and writers: state, health, "
         "rates, counters, last data and MonitorData, refreshed every second.",
@@ -214,10 +214,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as e:
-        return EX_USAGE if e.code else 0
+    args = parser().parse_args(argv)
     try:
         import rich  # noqa: F401
     except ImportError:

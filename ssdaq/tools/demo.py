@@ -10,7 +10,6 @@ SIGTERM, in the order that loses nothing (receivers flush to the writers, then t
 their files), a camera image of the last recorded readout is drawn, and the files are listed.
 """
 
-import argparse
 import dataclasses
 import importlib
 import importlib.util
@@ -27,8 +26,10 @@ from typing import Any
 
 from ssdaq.core import config as configlib
 from ssdaq.core.commands import NoAnswer, request
+from ssdaq.core.errors import EX_USAGE
 from ssdaq.core.settings import ListenSettings, zmq_publisher
 from ssdaq.tools import overview
+from ssdaq.tools.cli import Parser
 from ssdaq.tools.writer import CONFIGS as WRITER_CONFIGS
 from ssdaq.tools.writer import OutputSettings, Subscription
 
@@ -315,8 +316,8 @@ def _main_table(stream: str) -> str:
     return LAYOUTS[stream].datasets[0].path
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ssdaq.tools.demo", description=__doc__.split("\n\n")[0])
+def parser() -> Parser:
+    p = Parser(prog="python -m ssdaq.tools.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=20.0, help="seconds of simulated data (20)")
     p.add_argument("--output", type=Path, default=Path("demo-output"),
                    help="where the HDF5 files and the camera image go (./demo-output)")
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not args.ip.startswith("127."):
         print("demo: --ip must be a loopback address (127.x.y.z)", file=sys.stderr)
-        return 64
+        return EX_USAGE
     work = Path(tempfile.mkdtemp(prefix="ssdaq-demo-", dir="/tmp"))  # short: ipc paths
     plan = Plan(args.ip, args.port_offset, args.duration, args.output.resolve(), work)
     live = not args.no_dash and sys.stdout.isatty() and importlib.util.find_spec("rich") is not None

@@ -4,17 +4,16 @@ Lines go to stdout, one per message. Missing readout numbers, messages that do n
 closing summary go to stderr, prefixed with "#", so stdout stays one line per message.
 """
 
-import argparse
 import logging
 import sys
 import time
 
 import numpy as np
 
-from ssdaq.core.errors import EX_USAGE
 from ssdaq.data import messages, trigger
 from ssdaq.data.readout import N_TM, SSReadout
 from ssdaq.subscribers import DEFAULT_IP, PORTS, SUBSCRIBERS, Subscriber
+from ssdaq.tools.cli import Parser
 
 EXIT_NO_DATA = 2
 _CDTS_TYPES = messages.TriggerMessage.DESCRIPTOR.fields_by_name["type"].enum_type
@@ -75,8 +74,8 @@ LINES = {"readout": readout_line, "trigger": trigger_line, "timestamp": timestam
          "log": log_line, "monitor": monitor_line, "teldata": teldata_line}
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="ssdaq-dump",
         description="Print one line per message published on an ssdaq stream: readouts (number, "
         "TACK, CPU time, modules present, min/max mV), trigger packets, timestamps, log records, "
@@ -98,10 +97,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as e:
-        return EX_USAGE if e.code else 0
+    args = parser().parse_args(argv)
     log = logging.getLogger("ssdaq")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("# %(message)s"))

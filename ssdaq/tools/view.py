@@ -8,7 +8,6 @@ slot; absent modules (NaN) are grey and labelled so, the empty corners white. Re
 needed.
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -16,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ssdaq.core.errors import EX_USAGE
 from ssdaq.data.mapping import CAMERA_SHAPE, MODULE_GRID, MODULE_SIDE, camera_image
 from ssdaq.data.readout import N_TM, SSReadout
 from ssdaq.subscribers import DEFAULT_IP, PORTS, ReadoutSubscriber
+from ssdaq.tools.cli import Parser
 
 EXIT_NO_DATA = 2
 ABSENT_COLOUR = "0.8"
@@ -82,8 +81,8 @@ def _colormap() -> Any:
     return colormaps["viridis"].with_extremes(bad="none")  # absent modules get a grey patch
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="ssdaq-view",
         description="Render a slow-signal readout as a camera image (PNG): the latest one "
         "published on the readout stream, or one from an HDF5 file.",
@@ -104,10 +103,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as e:
-        return EX_USAGE if e.code else 0
+    args = parser().parse_args(argv)
     if args.file is not None:
         try:
             readout = from_file(args.file, args.index)

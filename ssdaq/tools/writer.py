@@ -11,7 +11,6 @@ This module holds the command line and the settings; the service itself is
 ``ssdaq.tools.writer_service`` (imported only to run, since it needs h5py).
 """
 
-import argparse
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from ssdaq.core.config import setting, table
 from ssdaq.core.errors import EX_OK, EX_UNAVAILABLE, EX_USAGE
 from ssdaq.core.settings import ReceiverConfig
 from ssdaq.subscribers import stream_endpoint
+from ssdaq.tools.cli import Parser
 
 DEFAULT_DATA_DIR = "/var/lib/ssdaq/data"
 MiB = 1024 * 1024
@@ -132,8 +132,8 @@ def service_name(stream: str) -> str:
     return f"writer-{stream}"
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> Parser:
+    p = Parser(
         prog="ssdaq-writer",
         description="Record a published ssdaq stream into HDF5 files that rotate by size and age, "
         "are never overwritten and are complete once named *.hdf5 (*.hdf5.part is being written).",

@@ -49,7 +49,7 @@ def test_one_frame_shows_receivers_writers_and_monitor_only_senders(
     assert proc.returncode == 0, err
     readout = row(out, "readout")
     assert "running" in readout and " ok " in readout and "ro/s" in readout
-    assert "64.0/s, 0 s ago" in readout, "the MonitorData of the same pid goes with the receiver"
+    assert "64.0/s, " in readout, "the MonitorData of the same pid goes with the receiver"
     assert " s ago" in readout
     assert writer.status()["counters"]["received"] > 0
     assert " ok " in row(out, "writer-readout") and "rows in" in row(out, "writer-readout")
