@@ -170,20 +170,25 @@ class EventBuilder:
         self._raw = np.zeros((cap, N_TM, RECORD_BYTES // 2), ">u2")
         self._present = np.zeros((cap, N_TM), bool)
         self._mark = np.zeros(cap * N_TM, np.intp)  # per (readout, slot): see ``_accept``
-        self._hit = np.zeros(cap, bool)
+        self._hit = np.zeros(cap, bool)  # readouts fed by the records being stored
         self._anchor = np.zeros(cap, np.int64)
         self._deadline = np.zeros(cap)
         self._cpu_ns = np.zeros(cap, np.int64)
         self._seq = np.zeros(cap, np.int64)
         self._open = np.zeros(cap, bool)
         self._stale = np.zeros(cap, bool)  # opened before a TACK reset: may not move ``ref``
-        self._n_open = self._created = 0
-        self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # open ids, anchors by anchor
+        self._created = 0
+        # The open readouts' ids and anchors, sorted by anchor, and a stack of free ids: a batch
+        # costs in proportion to the readouts open, never to ``max_open_readouts``.
+        self._ids = np.empty(0, np.intp)
+        self._anchors = np.empty(0, np.int64)
+        self._free = np.arange(cap)[::-1].copy()
+        self._n_free = cap
         self._history = ClosedHistory(s.closed_history)
 
     @property
     def n_open(self) -> int:
-        return self._n_open
+        return len(self._ids)
 
     def alive(self, now: float) -> np.ndarray:
         """Slots heard within ``module_timeout_s``. Expected slots count as heard at start, and
@@ -215,18 +220,18 @@ class EventBuilder:
     def expire(self, now: float) -> Published:
         """Publish readouts whose deadline passed or that no longer wait for an absent module."""
         self._now = now
-        ids = np.flatnonzero(self._open)
+        ids = self._ids
         need = self._expected & self.alive(now)
         due = (self._deadline[ids] <= now) | (self._present[ids] | ~need).all(axis=1)
         return self._publish(ids[due])
 
     def flush(self) -> Published:
         """Publish every open readout, partial ones included (shutdown)."""
-        return self._publish(np.flatnonzero(self._open))
+        return self._publish(self._ids)
 
     def next_deadline(self) -> float | None:
         """When ``expire`` may next publish something (monotonic s), or None if nothing is open."""
-        ids = np.flatnonzero(self._open)
+        ids = self._ids
         if not len(ids):
             return None
         when = float(self._deadline[ids].min())
@@ -257,7 +262,7 @@ class EventBuilder:
             rec.words if len(take) == len(rec.words) else rec.words[take])
         self._present.reshape(-1)[cell] = True
         self._hit[ro[take]] = True
-        touched = self._hit.nonzero()[0]
+        touched = self._ids[self._hit[self._ids]]
         self._hit[touched] = False
         present = self._present[touched]
         self._move_ref(touched, present)
@@ -266,15 +271,10 @@ class EventBuilder:
 
     def _match_open(self, tack: np.ndarray) -> np.ndarray:
         """Open readout id per TACK within the window of its nearest anchor, else -1."""
-        if not self._n_open:
+        if not len(self._ids):
             return np.full(len(tack), -1)
-        if self._sorted is None:
-            ids = np.flatnonzero(self._open)
-            order = np.argsort(self._anchor[ids])
-            self._sorted = ids[order], self._anchor[ids][order]
-        ids, anchors = self._sorted
-        best, dist = nearest(anchors, tack)
-        return np.where(dist < self.settings.readout_window_ns, ids[best], -1)
+        best, dist = nearest(self._anchors, tack)
+        return np.where(dist < self.settings.readout_window_ns, self._ids[best], -1)
 
     def _open_new(self, new: np.ndarray, rec: _Records, ro: np.ndarray, now: float,
                   out: list[Published]) -> bool:
@@ -286,13 +286,14 @@ class EventBuilder:
         tack = rec.tack[new]
         order = np.argsort(tack, kind="stable")
         gid, anchors, starts = group(tack[order], self.settings.readout_window_ns)
-        n, free = len(anchors), self.settings.max_open_readouts - self._n_open
+        n, free = len(anchors), self._n_free
         if n > free:
             feeds = np.unique(ro[ro >= 0])
-            if n > free + self._n_open - len(feeds):
+            if n > free + len(self._ids) - len(feeds):
                 return False
             out.append(self._evict(n - free, feeds))
-        ids = (~self._open).nonzero()[0][:n]
+        self._n_free -= n
+        ids = self._free[self._n_free : self._n_free + n][::-1]
         first = new[np.minimum.reduceat(order, starts)]  # each readout's earliest-arrived record
         self._cpu_ns[ids] = rec.cpu_ns[first]
         self._open[ids] = True
@@ -302,8 +303,11 @@ class EventBuilder:
         self._deadline[ids] = now + self.settings.max_wait_s
         self._seq[ids] = self._created + first  # arrival order of each readout's first record
         self._created += len(rec.tack)
-        self._n_open += n
-        self._sorted = None
+        self._ids = np.concatenate((self._ids, ids))
+        self._anchors = np.concatenate((self._anchors, anchors))
+        if len(self._ids) > n and self._anchors[-n - 1] > anchors[0]:  # not all past the others
+            by_anchor = np.argsort(self._anchors)
+            self._ids, self._anchors = self._ids[by_anchor], self._anchors[by_anchor]
         ro[new[order]] = ids[gid]
         return True
 
@@ -336,8 +340,7 @@ class EventBuilder:
 
     def _evict(self, n: int, keep: np.ndarray) -> Published:
         """Publish the ``n`` oldest open readouts early, except those in ``keep``."""
-        ids = np.flatnonzero(self._open)
-        ids = ids[~np.isin(ids, keep)]
+        ids = self._ids[~np.isin(self._ids, keep)]
         ids = ids[np.argsort(self._seq[ids], kind="stable")[:n]]
         self.counts.evicted += len(ids)
         return self._publish(ids)
@@ -363,8 +366,7 @@ class EventBuilder:
         self.counts.tack_resets += 1
         self._history.clear()
         self.ref = int(anchors[back].max())
-        ids = np.flatnonzero(self._open)
-        self._stale[ids] = np.abs(self._anchor[ids] - self.ref) > span
+        self._stale[self._ids] = np.abs(self._anchors - self.ref) > span
 
     def _publish(self, ids: np.ndarray) -> Published:
         """Close readouts ``ids`` in the order their first records arrived: convert to mV, NaN
@@ -390,8 +392,10 @@ class EventBuilder:
         self.counts.incomplete += len(ids) - n_complete
         self._remember(ids, present)
         self._open[ids] = False
-        self._n_open -= len(ids)
-        self._sorted = None
+        kept = self._open[self._ids]
+        self._ids, self._anchors = self._ids[kept], self._anchors[kept]
+        self._free[self._n_free : self._n_free + len(ids)] = ids
+        self._n_free += len(ids)
         return published
 
     def _remember(self, ids: np.ndarray, present: np.ndarray) -> None:
