@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.e2e.container import BootFailed, Container, booted
+from tests.e2e.daq import TIMINGS, record
 
 if TYPE_CHECKING:  # pytest 7.2 (Debian 12) does not export it
     from _pytest.terminal import TerminalReporter
@@ -23,8 +24,6 @@ if TYPE_CHECKING:  # pytest 7.2 (Debian 12) does not export it
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = Path(__file__).with_name("probe.py")
 ARTIFACTS = ROOT / "build" / "e2e"
-#: measured figures, printed at the end of the session
-TIMINGS: dict[str, str] = {}
 
 
 def unavailable(reason: str) -> None:
@@ -51,10 +50,6 @@ def build_deb() -> Path:
         )
     last = proc.stdout.strip().splitlines()[-1]
     return Path(last.removeprefix("build-deb: "))
-
-
-def record(name: str, value: str) -> None:
-    TIMINGS[name] = value
 
 
 @pytest.fixture(scope="session")
