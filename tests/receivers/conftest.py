@@ -89,10 +89,16 @@ def start_receiver(tmp_path: Path, runtime_dir: Path,
         stop(running.proc)
 
 
+# Closed when the test's zmq_context ends: a socket garbage-collected while open warns (an error).
+_subscribers: list[zmq.Socket] = []
+
+
 @pytest.fixture
 def zmq_context() -> Iterator[zmq.Context]:
     ctx = zmq.Context()
     yield ctx
+    while _subscribers:
+        _subscribers.pop().close(linger=0)
     ctx.destroy(linger=0)
 
 
@@ -114,6 +120,7 @@ def subscribe(ctx: zmq.Context, port: int, settle_s: float = 0.2) -> zmq.Socket:
         sub.disable_monitor()
         monitor.close(linger=0)
     time.sleep(settle_s)
+    _subscribers.append(sub)
     return sub
 
 

@@ -29,16 +29,11 @@ def log_config(port: int, pub_port: int, extra: str = "") -> str:
 @pytest.fixture
 def logs(start_receiver, zmq_context):
     """``logs(extra_config)`` -> (receiver, its port, a subscriber)."""
-    subs = []
-
     def start(extra: str = "", **kw):
         port, pub_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
         running = start_receiver("log", log_config(port, pub_port, extra), **kw)
-        subs.append(subscribe(zmq_context, pub_port))
-        return running, port, subs[-1]
-    yield start
-    for sub in subs:
-        sub.close(linger=0)
+        return running, port, subscribe(zmq_context, pub_port)
+    return start
 
 
 def published(sub, n: int) -> list[LogData]:
