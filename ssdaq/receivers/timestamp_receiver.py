@@ -12,6 +12,7 @@ show whether the board is connected, since when, and how old the last message is
 bunch counter is counted (``missed_bunches``): bunches the board sent that never arrived.
 """
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +92,8 @@ class TimestampReceiver(ReceiverServer):
         return cls()
 
     async def ct_subscribe(self) -> None:
+        # zmq queues the board's bunches meanwhile: subscribers of a previous process reconnect first
+        await asyncio.sleep(self.config.start_hold_s)
         while True:
             self.on_message(await self._sub.recv())
 
