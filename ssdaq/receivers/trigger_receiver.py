@@ -10,8 +10,15 @@ Each payload is checked with :func:`ssdaq.data.trigger.validate`, whose V1 fast 
 struct call (~0.3 µs). A vectorised numpy check per batch was measured and rejected: its fixed
 cost (~10 µs a batch) exceeds the per-packet check below ~40 packets a batch, and batches stay
 small whenever the receiver keeps up.
+
+The process runs under ``SCHED_BATCH`` (``batch_scheduling``): otherwise each message handed to
+zmq wakes its I/O thread, which preempts the reader on the same core to send that one message;
+under ``SCHED_BATCH`` the I/O thread runs when the reader waits, and sends the batch in a few
+system calls. Measured on the 2-core CI machine at 100 000 V1 packets/s: 8.5 µs of CPU per
+packet and no loss, against 10.1 µs and 9 % dropped by the kernel without it.
 """
 
+import os
 from dataclasses import dataclass
 
 from ssdaq.core.config import setting, table, tables
@@ -30,6 +37,9 @@ class TriggerConfig(ReceiverConfig):
     """Settings of the trigger packet receiver."""
 
     batch: int = setting(64, help="Datagrams read per recvmmsg call", min=1, max=1024)
+    batch_scheduling: bool = setting(
+        True, help="Run every thread under SCHED_BATCH: zmq's I/O thread then sends what a batch\n"
+        "published when the reader waits, instead of preempting it for each packet")
     sockets: DataSocket = table(DataSocket, data=ListenSettings(port=8307))
     publishers: tuple[PublisherSettings, ...] = tables(
         zmq_publisher(9002), help="Publishers: every valid trigger packet goes to each of them, unchanged"
@@ -47,9 +57,25 @@ class TriggerPacketReceiver(ReceiverServer):
                  name: str = "TriggerPacketReceiver") -> None:
         super().__init__(ip, port, publishers, name)
         reader = self.setup_datagrams(self._on_batch, max_bytes=MAX_PACKET_BYTES, batch=self.config.batch)
+        self._schedule(self.config.batch_scheduling)
         # One flat view made once: a payload is then a memoryview slice, no numpy call per packet.
         self._flat = memoryview(reader.batch.data.reshape(-1))
         self._row_bytes = reader.batch.data.shape[1]
+
+    def _schedule(self, batch: bool) -> None:
+        """Set the policy of every thread now running (zmq's I/O thread included)."""
+        policy = os.SCHED_BATCH if batch else os.SCHED_OTHER
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setscheduler(int(tid), policy, os.sched_param(0))
+            except ProcessLookupError:  # a thread that just ended
+                continue
+            except OSError as e:
+                self.log.warning("cannot set the scheduling policy (%s): expect more CPU per packet", e)
+                return
+
+    async def on_reload(self, old: ReceiverConfig, new: ReceiverConfig) -> None:
+        self._schedule(new.batch_scheduling)
 
     def _on_batch(self, batch: DatagramBatch) -> None:
         flat, row, publish, validate = self._flat, self._row_bytes, self.publish_nowait, trigger.validate

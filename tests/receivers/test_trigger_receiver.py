@@ -1,7 +1,7 @@
 """TriggerPacketReceiver as a process: valid packets relayed byte for byte, bad ones counted."""
 
+import os
 import socket
-import struct
 
 import pytest
 import zmq
@@ -37,7 +37,7 @@ def test_valid_packets_are_relayed_byte_for_byte_in_order(relay, version: int, s
     simulate(cfg, "127.0.0.1", port)
     got = [sub.recv() for _ in range(cfg.count)]
     make = PacketMaker(cfg)
-    assert got == [bytes(make(k)) for k in range(cfg.count)]
+    assert got == [make(k) for k in range(cfg.count)]
     decoded = [trigger.unpack(m) for m in got[:8]]
     assert [p.tack_time for p in decoded] == [10**18 + k * cfg.period_ns for k in range(8)]
     assert [p.busy for p in decoded] == [k == 6 for k in range(8)]
@@ -48,9 +48,9 @@ def test_valid_packets_are_relayed_byte_for_byte_in_order(relay, version: int, s
 
 def test_every_kind_of_malformed_packet_is_counted_per_reason_and_dropped(relay) -> None:
     running, port, sub = relay
-    v1 = bytes(PacketMaker(TriggerSimConfig(version=1))(0))
-    v2 = bytes(PacketMaker(TriggerSimConfig(version=2, samples=16))(0))
-    v3 = bytes(PacketMaker(TriggerSimConfig(version=3, samples=16, sps=5))(0))
+    v1 = PacketMaker(TriggerSimConfig(version=1))(0)
+    v2 = PacketMaker(TriggerSimConfig(version=2, samples=16))(0)
+    v3 = PacketMaker(TriggerSimConfig(version=3, samples=16, sps=5))(0)
     bad = {
         "bad_magic": [b"\xfe\xcb" + v1[2:], b"\x00" * trigger.V1_SIZE, b"hello world"],
         "unknown_type": [v1[:2] + b"\x04" + v1[3:], v1[:2] + b"\xff"],
@@ -81,3 +81,16 @@ def test_a_flood_of_bad_packets_costs_one_warning_per_interval(relay) -> None:
     assert nothing_more(sub)
     err = running.stop()
     assert err.count("bad_magic:") == 1, err
+
+
+def test_every_thread_runs_under_sched_batch_unless_configured_otherwise(start_receiver) -> None:
+    def policies(running) -> set[int]:
+        pid = running.proc.pid
+        return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+    batch = start_receiver("trigger", trigger_config(free_port(), free_port(socket.SOCK_STREAM)))
+    assert policies(batch) == {os.SCHED_BATCH}
+    assert len(os.listdir(f"/proc/{batch.proc.pid}/task")) >= 2  # zmq's I/O thread too
+    normal = start_receiver("trigger", "batch_scheduling = false\n" + trigger_config(
+        free_port(), free_port(socket.SOCK_STREAM)))
+    assert policies(normal) == {os.SCHED_OTHER}

@@ -1,0 +1,248 @@
+"""Trigger relay benchmark: V1 packets through TriggerPacketReceiver beside raw receive loops.
+
+Every stage runs as its own process. The receiving side (the receiver with its zmq I/O thread,
+or a raw loop) is pinned to one CPU; the sender (``ssdaq-sim trigger``) and the subscriber that
+counts what was published share the other. Each receiving side gets the same offered load in the
+same run, so the figures compare directly:
+
+* ``raw recvfrom_into``: a plain Python loop receiving into one buffer (the floor);
+* ``reader (recvmmsg)``: the framework's batched reader under asyncio, counting only;
+* ``TriggerPacketReceiver``: validation and zmq publishing included; "lost" is what the
+  subscriber did not get (its gaps in the readout counter), "kernel drops" the socket's.
+
+CPU is the receiving process's user+system time (all threads) over the send, as a share of its
+core and per packet. Bounded: about 25 s in all.
+"""
+
+import asyncio
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zmq
+
+from ssdaq.core.commands import NoAnswer, request
+from ssdaq.core.datagrams import DatagramBatch, DatagramReader
+from ssdaq.data.trigger import V1_SIZE
+
+RATE = 100_000
+SECONDS = 3.0
+STOP = b"STOP"
+RCVBUF = 16 << 20
+SO_RCVBUFFORCE = 33
+_COUNT_AT = V1_SIZE - 14  # the simulator writes packet k's number here (the readout counter)
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cores() -> tuple[int, int]:
+    """(receiving core, sending core): two distinct CPUs when there are two."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return (cpus[1], cpus[0]) if len(cpus) > 1 else (cpus[0], cpus[0])
+
+
+def _spawn(argv: list[str], core: int, env: dict[str, str] | None = None,
+           **kw: object) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **(env or {})}
+    return subprocess.Popen(argv, env=env, text=True, preexec_fn=lambda: os.sched_setaffinity(0, {core}),
+                            **kw)  # type: ignore[arg-type]
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime, every thread
+
+
+def _udp_socket(port: int = 0) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+    except PermissionError:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    s.bind(("127.0.0.1", port))
+    return s
+
+
+def _send(port: int, rate: float, count: int, core: int) -> dict:
+    sim = _spawn([sys.executable, "-m", "ssdaq.simulators.cli", "trigger", "--rate", str(rate),
+                  "--count", str(count), "--port", str(port), "--json"], core, stdout=subprocess.PIPE)
+    out, _ = sim.communicate(timeout=60)
+    return json.loads(out)
+
+
+# ------------------------------------------------------------------------- child processes
+
+def _raw_child(kind: str) -> None:
+    """Receive until STOP; print {"received", "drops"} (run in its own pinned process)."""
+    sock = _udp_socket()
+    print(sock.getsockname()[1], flush=True)
+    received = 0
+    if kind == "recvfrom_into":
+        buf = bytearray(65536)
+        recv = sock.recvfrom_into
+        while recv(buf)[0] != len(STOP) or buf[:4] != STOP:
+            received += 1
+    else:
+        loop = asyncio.new_event_loop()
+        done = loop.create_future()
+
+        def count(batch: DatagramBatch) -> None:
+            nonlocal received
+            received += batch.count
+            if batch.lengths[batch.count - 1] == len(STOP):
+                received -= 1
+                done.set_result(None)
+
+        sock.setblocking(False)
+        reader = DatagramReader(sock, count, print, max_bytes=65507)
+        reader.start(loop)
+        loop.run_until_complete(done)
+    print(json.dumps({"received": received, "drops": _kernel_drops(sock)}), flush=True)
+
+
+def _kernel_drops(sock: socket.socket) -> int:
+    port = f"{sock.getsockname()[1]:04X}"
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        cols = line.split()
+        if cols[1].endswith(":" + port):
+            return int(cols[-1])
+    return -1
+
+
+def _subscribe_child(port: int, expected: int) -> None:
+    """Count published packets and gaps in their numbers; print {"received", "gaps"}."""
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    print("ready", flush=True)
+    received = gaps = 0
+    last = -1
+    unpack = struct.Struct("<I").unpack_from
+    deadline = time.monotonic() + 3 * SECONDS + 10
+    while received < expected and time.monotonic() < deadline:
+        if not sub.poll(2000):
+            if received:
+                break
+            continue
+        k = unpack(sub.recv(), _COUNT_AT)[0]
+        gaps += k != last + 1
+        last = k
+        received += 1
+    print(json.dumps({"received": received, "gaps": gaps}), flush=True)
+    ctx.destroy(linger=0)
+
+
+# ------------------------------------------------------------------------- stages
+
+def _raw_stage(kind: str, rate: float, count: int, cores: tuple[int, int]) -> dict:
+    child = _spawn([sys.executable, "-m", "bench.trigger", "raw", kind], cores[0], stdout=subprocess.PIPE)
+    port = int(child.stdout.readline())  # type: ignore[union-attr]
+    cpu0 = _cpu_s(child.pid)
+    sent = _send(port, rate, count, cores[1])
+    cpu = _cpu_s(child.pid) - cpu0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(STOP, ("127.0.0.1", port))
+    got = json.loads(child.communicate(timeout=30)[0].splitlines()[-1])
+    return {**got, "sent": sent["sent"], "elapsed_s": sent["elapsed_s"], "cpu_s": cpu,
+            "lost": sent["sent"] - got["received"]}
+
+
+def _receiver_stage(rate: float, count: int, cores: tuple[int, int]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="ssdaq-bench-", dir="/tmp") as tmp:
+        port, pub_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+        cfg = Path(tmp, "trigger.toml")
+        cfg.write_text(f"start_hold_s = 0.0\n[monitor]\nenabled = false\n[sockets.data]\n"
+                       f'ip = "127.0.0.1"\nport = {port}\n[[publishers]]\nip = "127.0.0.1"\n'
+                       f"port = {pub_port}\nsndhwm = {count}\n")
+        receiver = _spawn([sys.executable, "-m", "ssdaq.core.main",
+                           "ssdaq.receivers.trigger_receiver:TriggerPacketReceiver", "--config", str(cfg)],
+                          cores[0], {"RUNTIME_DIRECTORY": tmp}, stderr=subprocess.DEVNULL)
+        ctl = f"{tmp}/trigger.ctl"
+        try:
+            _wait_ping(ctl)
+            sub = _spawn([sys.executable, "-m", "bench.trigger", "subscribe", str(pub_port), str(count)],
+                         cores[1], stdout=subprocess.PIPE)
+            assert sub.stdout is not None and sub.stdout.readline().strip() == "ready"
+            time.sleep(0.5)  # the subscription reaches the PUB
+            cpu0 = _cpu_s(receiver.pid)
+            sent = _send(port, rate, count, cores[1])
+            cpu = _cpu_s(receiver.pid) - cpu0
+            got = json.loads(sub.communicate(timeout=60)[0].splitlines()[-1])
+            counters = request(ctl, "status")["result"]["counters"]
+        finally:
+            receiver.terminate()
+            receiver.wait(10)
+    return {"received": got["received"], "gaps": got["gaps"], "drops": counters["kernel_drops"],
+            "sent": sent["sent"], "elapsed_s": sent["elapsed_s"], "cpu_s": cpu,
+            "lost": sent["sent"] - got["received"], "published": counters["published"]}
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ping(ctl: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if request(ctl, "ping", 1.0)["ok"]:
+                return
+        except NoAnswer:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def _row(name: str, r: dict) -> str:
+    rate = r["received"] / r["elapsed_s"]
+    share = r["cpu_s"] / r["elapsed_s"]
+    per = 1e6 * r["cpu_s"] / max(r["received"], 1)
+    return (f"  {name:<24} {r['sent']:>8} {r['received']:>9} {r['lost']:>6} {r['drops']:>7}"
+            f" {rate:>10.0f} {share:>6.0%} {per:>8.2f}")
+
+
+def run() -> dict:
+    """Run every stage at RATE for SECONDS, then the receiver unpaced; print and return figures."""
+    cores = _cores()
+    count = int(RATE * SECONDS)
+    print(f"trigger relay: V1 packets ({V1_SIZE} B), {RATE} packets/s offered for {SECONDS:g} s; "
+          f"receiving process on CPU {cores[0]}, sender and subscriber on CPU {cores[1]}")
+    print(f"  {'stage':<24} {'sent':>8} {'received':>9} {'lost':>6} {'k.drops':>7}"
+          f" {'packets/s':>10} {'CPU':>6} {'µs/pkt':>8}")
+    results = {
+        "raw recvfrom_into": _raw_stage("recvfrom_into", RATE, count, cores),
+        "reader (recvmmsg)": _raw_stage("recvmmsg", RATE, count, cores),
+        "TriggerPacketReceiver": _receiver_stage(RATE, count, cores),
+    }
+    for name, r in results.items():
+        print(_row(name, r))
+    raw, recv = results["raw recvfrom_into"], results["TriggerPacketReceiver"]
+    ratio = (recv["cpu_s"] / max(recv["received"], 1)) / (raw["cpu_s"] / max(raw["received"], 1))
+    print(f"  receiver CPU per packet = {ratio:.1f} x the raw recvfrom_into loop's; "
+          f"subscriber saw {recv['gaps']} gaps")
+    results["unpaced"] = _receiver_stage(0, count, cores)
+    print("  sender unpaced (as fast as one Python sender goes):")
+    print(_row("TriggerPacketReceiver", results["unpaced"]))
+    ok = recv["lost"] == 0 and recv["drops"] == 0 and recv["received"] / recv["elapsed_s"] >= 0.99 * RATE
+    print(f"  target >= {RATE} packets/s with 0 loss on one core: {'met' if ok else 'NOT met'}")
+    return results
+
+
+def _child(args: list[str]) -> None:
+    if args[0] == "raw":
+        _raw_child(args[1])
+    else:
+        _subscribe_child(int(args[1]), int(args[2]))
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:]) if len(sys.argv) > 1 else run()
