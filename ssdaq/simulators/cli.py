@@ -14,6 +14,9 @@ from ssdaq.core.errors import EX_UNAVAILABLE, EX_USAGE
 
 SIMULATORS = (
     "ssdaq.simulators.tm",
+    "ssdaq.simulators.trigger",
+    "ssdaq.simulators.timing",
+    "ssdaq.simulators.log",
 )
 
 
