@@ -46,11 +46,12 @@ def _cores() -> tuple[int, int]:
     return (cpus[1], cpus[0]) if len(cpus) > 1 else (cpus[0], cpus[0])
 
 
-def _spawn(argv: list[str], core: int, env: dict[str, str] | None = None,
-           **kw: object) -> subprocess.Popen:
+def _spawn(
+    argv: list[str], core: int, env: dict[str, str] | None = None, **kw: object
+) -> subprocess.Popen:
+    """Run ``argv`` on CPU ``core`` (taskset pins it before exec, so every thread inherits it)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **(env or {})}
-    return subprocess.Popen(argv, env=env, text=True, preexec_fn=lambda: os.sched_setaffinity(0, {core}),
-                            **kw)  # type: ignore[arg-type]
+    return subprocess.Popen(["taskset", "-c", str(core), *argv], env=env, text=True, **kw)  # type: ignore[arg-type]
 
 
 def _cpu_s(pid: int) -> float:
@@ -69,13 +70,29 @@ def _udp_socket(port: int = 0) -> socket.socket:
 
 
 def _send(port: int, rate: float, count: int, core: int) -> dict:
-    sim = _spawn([sys.executable, "-m", "ssdaq.simulators.cli", "trigger", "--rate", str(rate),
-                  "--count", str(count), "--port", str(port), "--json"], core, stdout=subprocess.PIPE)
+    sim = _spawn(
+        [
+            sys.executable,
+            "-m",
+            "ssdaq.simulators.cli",
+            "trigger",
+            "--rate",
+            str(rate),
+            "--count",
+            str(count),
+            "--port",
+            str(port),
+            "--json",
+        ],
+        core,
+        stdout=subprocess.PIPE,
+    )
     out, _ = sim.communicate(timeout=60)
     return json.loads(out)
 
 
 # ------------------------------------------------------------------------- child processes
+
 
 def _raw_child(kind: str) -> None:
     """Receive until STOP; print {"received", "drops"} (run in its own pinned process)."""
@@ -141,8 +158,11 @@ def _subscribe_child(port: int, expected: int) -> None:
 
 # ------------------------------------------------------------------------- stages
 
+
 def _raw_stage(kind: str, rate: float, count: int, cores: tuple[int, int]) -> dict:
-    child = _spawn([sys.executable, "-m", "bench.trigger", "raw", kind], cores[0], stdout=subprocess.PIPE)
+    child = _spawn(
+        [sys.executable, "-m", "bench.trigger", "raw", kind], cores[0], stdout=subprocess.PIPE
+    )
     port = int(child.stdout.readline())  # type: ignore[union-attr]
     cpu0 = _cpu_s(child.pid)
     sent = _send(port, rate, count, cores[1])
@@ -150,25 +170,45 @@ def _raw_stage(kind: str, rate: float, count: int, cores: tuple[int, int]) -> di
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(STOP, ("127.0.0.1", port))
     got = json.loads(child.communicate(timeout=30)[0].splitlines()[-1])
-    return {**got, "sent": sent["sent"], "elapsed_s": sent["elapsed_s"], "cpu_s": cpu,
-            "lost": sent["sent"] - got["received"]}
+    return {
+        **got,
+        "sent": sent["sent"],
+        "elapsed_s": sent["elapsed_s"],
+        "cpu_s": cpu,
+        "lost": sent["sent"] - got["received"],
+    }
 
 
 def _receiver_stage(rate: float, count: int, cores: tuple[int, int]) -> dict:
     with tempfile.TemporaryDirectory(prefix="ssdaq-bench-", dir="/tmp") as tmp:
         port, pub_port = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
         cfg = Path(tmp, "trigger.toml")
-        cfg.write_text(f"start_hold_s = 0.0\n[monitor]\nenabled = false\n[sockets.data]\n"
-                       f'ip = "127.0.0.1"\nport = {port}\n[[publishers]]\nip = "127.0.0.1"\n'
-                       f"port = {pub_port}\nsndhwm = {count}\n")
-        receiver = _spawn([sys.executable, "-m", "ssdaq.core.main",
-                           "ssdaq.receivers.trigger_receiver:TriggerPacketReceiver", "--config", str(cfg)],
-                          cores[0], {"RUNTIME_DIRECTORY": tmp}, stderr=subprocess.DEVNULL)
+        cfg.write_text(
+            f"start_hold_s = 0.0\n[monitor]\nenabled = false\n[sockets.data]\n"
+            f'ip = "127.0.0.1"\nport = {port}\n[[publishers]]\nip = "127.0.0.1"\n'
+            f"port = {pub_port}\nsndhwm = {count}\n"
+        )
+        receiver = _spawn(
+            [
+                sys.executable,
+                "-m",
+                "ssdaq.core.main",
+                "ssdaq.receivers.trigger_receiver:TriggerPacketReceiver",
+                "--config",
+                str(cfg),
+            ],
+            cores[0],
+            {"RUNTIME_DIRECTORY": tmp},
+            stderr=subprocess.DEVNULL,
+        )
         ctl = f"{tmp}/trigger.ctl"
         try:
             _wait_ping(ctl)
-            sub = _spawn([sys.executable, "-m", "bench.trigger", "subscribe", str(pub_port), str(count)],
-                         cores[1], stdout=subprocess.PIPE)
+            sub = _spawn(
+                [sys.executable, "-m", "bench.trigger", "subscribe", str(pub_port), str(count)],
+                cores[1],
+                stdout=subprocess.PIPE,
+            )
             assert sub.stdout is not None and sub.stdout.readline().strip() == "ready"
             time.sleep(0.5)  # the subscription reaches the PUB
             cpu0 = _cpu_s(receiver.pid)
@@ -179,9 +219,16 @@ def _receiver_stage(rate: float, count: int, cores: tuple[int, int]) -> dict:
         finally:
             receiver.terminate()
             receiver.wait(10)
-    return {"received": got["received"], "gaps": got["gaps"], "drops": counters["kernel_drops"],
-            "sent": sent["sent"], "elapsed_s": sent["elapsed_s"], "cpu_s": cpu,
-            "lost": sent["sent"] - got["received"], "published": counters["published"]}
+    return {
+        "received": got["received"],
+        "gaps": got["gaps"],
+        "drops": counters["kernel_drops"],
+        "sent": sent["sent"],
+        "elapsed_s": sent["elapsed_s"],
+        "cpu_s": cpu,
+        "lost": sent["sent"] - got["received"],
+        "published": counters["published"],
+    }
 
 
 def _free_port(kind: int) -> int:
@@ -206,18 +253,24 @@ def _row(name: str, r: dict) -> str:
     rate = r["received"] / r["elapsed_s"]
     share = r["cpu_s"] / r["elapsed_s"]
     per = 1e6 * r["cpu_s"] / max(r["received"], 1)
-    return (f"  {name:<24} {r['sent']:>8} {r['received']:>9} {r['lost']:>6} {r['drops']:>7}"
-            f" {rate:>10.0f} {share:>6.0%} {per:>8.2f}")
+    return (
+        f"  {name:<24} {r['sent']:>8} {r['received']:>9} {r['lost']:>6} {r['drops']:>7}"
+        f" {rate:>10.0f} {share:>6.0%} {per:>8.2f}"
+    )
 
 
 def run() -> dict:
     """Run every stage at RATE for SECONDS, then the receiver unpaced; print and return figures."""
     cores = _cores()
     count = int(RATE * SECONDS)
-    print(f"trigger relay: V1 packets ({V1_SIZE} B), {RATE} packets/s offered for {SECONDS:g} s; "
-          f"receiving process on CPU {cores[0]}, sender and subscriber on CPU {cores[1]}")
-    print(f"  {'stage':<24} {'sent':>8} {'received':>9} {'lost':>6} {'k.drops':>7}"
-          f" {'packets/s':>10} {'CPU':>6} {'µs/pkt':>8}")
+    print(
+        f"trigger relay: V1 packets ({V1_SIZE} B), {RATE} packets/s offered for {SECONDS:g} s; "
+        f"receiving process on CPU {cores[0]}, sender and subscriber on CPU {cores[1]}"
+    )
+    print(
+        f"  {'stage':<24} {'sent':>8} {'received':>9} {'lost':>6} {'k.drops':>7}"
+        f" {'packets/s':>10} {'CPU':>6} {'µs/pkt':>8}"
+    )
     results = {
         "raw recvfrom_into": _raw_stage("recvfrom_into", RATE, count, cores),
         "reader (recvmmsg)": _raw_stage("recvmmsg", RATE, count, cores),
@@ -227,12 +280,18 @@ def run() -> dict:
         print(_row(name, r))
     raw, recv = results["raw recvfrom_into"], results["TriggerPacketReceiver"]
     ratio = (recv["cpu_s"] / max(recv["received"], 1)) / (raw["cpu_s"] / max(raw["received"], 1))
-    print(f"  receiver CPU per packet = {ratio:.1f} x the raw recvfrom_into loop's; "
-          f"subscriber saw {recv['gaps']} gaps")
+    print(
+        f"  receiver CPU per packet = {ratio:.1f} x the raw recvfrom_into loop's; "
+        f"subscriber saw {recv['gaps']} gaps"
+    )
     results["unpaced"] = _receiver_stage(0, count, cores)
     print("  sender unpaced (as fast as one Python sender goes):")
     print(_row("TriggerPacketReceiver", results["unpaced"]))
-    ok = recv["lost"] == 0 and recv["drops"] == 0 and recv["received"] / recv["elapsed_s"] >= 0.99 * RATE
+    ok = (
+        recv["lost"] == 0
+        and recv["drops"] == 0
+        and recv["received"] / recv["elapsed_s"] >= 0.99 * RATE
+    )
     print(f"  target >= {RATE} packets/s with 0 loss on one core: {'met' if ok else 'NOT met'}")
     return results
 

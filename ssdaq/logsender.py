@@ -33,9 +33,18 @@ _BATCH_BYTES = 64 * 1024  # records joined into one send
 class LogSender(logging.Handler):
     """Sends records to a LogReceiver at ``host:port`` from a background thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 10001, *, capacity: int = 10000,
-                 retry_min_s: float = 0.1, retry_max_s: float = 10.0, timeout_s: float = 5.0,
-                 close_timeout_s: float = 2.0, level: int = logging.NOTSET) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 10001,
+        *,
+        capacity: int = 10000,
+        retry_min_s: float = 0.1,
+        retry_max_s: float = 10.0,
+        timeout_s: float = 5.0,
+        close_timeout_s: float = 2.0,
+        level: int = logging.NOTSET,
+    ) -> None:
         super().__init__(level)
         self.address = (host, port)
         self.capacity, self.timeout_s, self.close_timeout_s = capacity, timeout_s, close_timeout_s
@@ -48,7 +57,9 @@ class LogSender(logging.Handler):
         self._wake = threading.Event()
         self._closing = False
         self._stop = threading.Event()  # set by close(): cuts a retry wait short
-        self._thread = threading.Thread(target=self._run, name=f"LogSender-{host}:{port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"LogSender-{host}:{port}", daemon=True
+        )
         self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -108,7 +119,7 @@ class LogSender(logging.Handler):
             self._wake.wait()
 
     def _send_while_open(self, sock: socket.socket) -> None:
-        """Send batches until the connection breaks (raises OSError) or closing empties the buffer."""
+        """Send batches until the connection breaks (OSError) or closing has emptied the buffer."""
         while self._wait_for_records():
             if select.select([sock], [], [], 0)[0] and not sock.recv(1):
                 raise ConnectionResetError("the receiver closed the connection")
@@ -145,8 +156,14 @@ class LogSender(logging.Handler):
             return
         self._reported_drops = self.dropped
         note = LogData(
-            systemType=0, severity=LogData.WARNING, sender="ssdaq.logsender", time=time.time_ns(),
+            systemType=0,
+            severity=LogData.WARNING,
+            sender="ssdaq.logsender",
+            time=time.time_ns(),
             message=f"{lost} log records dropped: the log receiver at {self.address[0]}:"
-                    f"{self.address[1]} was unreachable and the buffer ({self.capacity}) full",
-            pid=os.getpid(), sourceFile=__file__, line=0)
+            f"{self.address[1]} was unreachable and the buffer ({self.capacity}) full",
+            pid=os.getpid(),
+            sourceFile=__file__,
+            line=0,
+        )
         self._queue.appendleft(encode_delimited(note))

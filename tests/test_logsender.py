@@ -93,8 +93,9 @@ def test_records_arrive_framed_with_their_arguments_and_traceback(port: int, log
     assert "ValueError: bad pixel" in second.message
 
 
-def test_emit_never_waits_for_an_absent_receiver_and_counts_what_does_not_fit(port: int,
-                                                                            logger) -> None:
+def test_emit_never_waits_for_an_absent_receiver_and_counts_what_does_not_fit(
+    port: int, logger
+) -> None:
     log, handler = logger
     t0 = time.monotonic()
     for k in range(100):
@@ -107,7 +108,9 @@ def test_emit_never_waits_for_an_absent_receiver_and_counts_what_does_not_fit(po
     finally:
         collector.close()
     assert records[0].severity == LogData.WARNING
-    assert records[0].message.startswith(f"90 log records dropped: the log receiver at 127.0.0.1:{port}")
+    assert records[0].message.startswith(
+        f"90 log records dropped: the log receiver at 127.0.0.1:{port}"
+    )
     assert [r.message for r in records[1:]] == [f"record {k}" for k in range(10)]
 
 

@@ -8,10 +8,10 @@ behind its varint length), which :class:`ssdaq.logsender.LogSender` writes. ``fr
 Each record is published as one unframed LogData per zmq message (what subscribers expect) on
 :9001, with ``seqid`` set to this receiver's own sequence number (1, 2, …, 2**31 - 1, then 1),
 so a subscriber can tell lost messages from a quiet sender (what a sender put in ``seqid`` is
-replaced); a restart of the receiver starts again at 1. Each record also goes into the journal: its severity as ``PRIORITY``, the sender's
-logger name, pid, source file and line as ``SSDAQ_LOG_SENDER``, ``SSDAQ_LOG_PID``,
-``SSDAQ_LOG_FILE``, ``SSDAQ_LOG_LINE`` (and ``CODE_FILE``/``CODE_LINE``), the peer address as
-``SSDAQ_PEER``.
+replaced); a restart of the receiver starts again at 1. Each record also goes into the journal:
+its severity as ``PRIORITY``, the sender's logger name, pid, source file and line as
+``SSDAQ_LOG_SENDER``, ``SSDAQ_LOG_PID``, ``SSDAQ_LOG_FILE``, ``SSDAQ_LOG_LINE`` (and
+``CODE_FILE``/``CODE_LINE``), the peer address as ``SSDAQ_PEER``.
 
 Per connection at most ``max_record_bytes`` are buffered. A longer record, a garbage length
 prefix, or a legacy buffer that never parses is counted (``bad_frame``) and the connection is
@@ -28,7 +28,13 @@ from typing import Any
 from ssdaq.core.config import setting, table, tables
 from ssdaq.core.errors import FormatError
 from ssdaq.core.receiver_server import ReceiverServer
-from ssdaq.core.settings import DataSocket, ListenSettings, PublisherSettings, ReceiverConfig, zmq_publisher
+from ssdaq.core.settings import (
+    DataSocket,
+    ListenSettings,
+    PublisherSettings,
+    ReceiverConfig,
+    zmq_publisher,
+)
 from ssdaq.data.messages import DelimitedDecoder, LogData, log_record, parse
 
 _SEQ_MASK = 0x7FFFFFFF  # seqid is an int32
@@ -47,14 +53,19 @@ class LogConfig(ReceiverConfig):
         choices=("delimited", "legacy"),
     )
     max_record_bytes: int = setting(
-        65536, help="Longest record; a longer one (or legacy bytes that never parse) closes the\n"
-        "connection (counted as bad_frame)", min=64)
-    max_connections: int = setting(64, help="Senders connected at once; more are refused (counted)",
-                                   min=1)
+        65536,
+        help="Longest record; a longer one (or legacy bytes that never parse) closes the\n"
+        "connection (counted as bad_frame)",
+        min=64,
+    )
+    max_connections: int = setting(
+        64, help="Senders connected at once; more are refused (counted)", min=1
+    )
     journal: bool = setting(True, help="Write every record into the journal too")
     sockets: DataSocket = table(DataSocket, data=ListenSettings(port=10001))
     publishers: tuple[PublisherSettings, ...] = tables(
-        zmq_publisher(9001), help="Publishers: every record goes to each of them, as one LogData")
+        zmq_publisher(9001), help="Publishers: every record goes to each of them, as one LogData"
+    )
 
 
 class LegacyDecoder:
@@ -79,8 +90,9 @@ class LegacyDecoder:
             parse(LogData, self._buffer)
         except FormatError:
             if len(self._buffer) > self.max_size:
-                raise FormatError("bad_frame", f"{len(self._buffer)} unframed bytes do not parse "
-                                  "as a LogData") from None
+                raise FormatError(
+                    "bad_frame", f"{len(self._buffer)} unframed bytes do not parse as a LogData"
+                ) from None
             return iter(())
         record, self._buffer = self._buffer, b""
         return iter((record,))
@@ -93,8 +105,10 @@ class LogConnection(asyncio.Protocol):
         self.receiver = receiver
         config = receiver.config
         self.decoder: DelimitedDecoder | LegacyDecoder = (
-            LegacyDecoder(config.max_record_bytes) if config.framing == "legacy"
-            else DelimitedDecoder(config.max_record_bytes))
+            LegacyDecoder(config.max_record_bytes)
+            if config.framing == "legacy"
+            else DelimitedDecoder(config.max_record_bytes)
+        )
         self.peer = "?"
         self.records = 0
         self.broken = False  # framing lost: what is buffered was counted as bad_frame
@@ -115,8 +129,12 @@ class LogConnection(asyncio.Protocol):
         except FormatError as e:
             self.broken = True
             self.receiver.counters.report("bad_frame", detail=str(e), peer=self.peer)
-            self.receiver.log.warning("closing the log connection from %s: %s", self.peer, e,
-                                      extra={"SSDAQ_PEER": self.peer})
+            self.receiver.log.warning(
+                "closing the log connection from %s: %s",
+                self.peer,
+                e,
+                extra={"SSDAQ_PEER": self.peer},
+            )
             assert self.transport is not None
             self.transport.abort()
 
@@ -129,21 +147,33 @@ class LogReceiver(ReceiverServer):
 
     config_class = LogConfig
     service_name = "log"
-    loss_counters = ReceiverServer.loss_counters + ("bad_message", "bad_frame", "truncated",
-                                                    "refused_connections")
+    loss_counters = ReceiverServer.loss_counters + (
+        "bad_message",
+        "bad_frame",
+        "truncated",
+        "refused_connections",
+    )
 
-    def __init__(self, ip: str = "0.0.0.0", port: int = 10001, publishers: list | None = None,
-                 name: str = "LogReceiver") -> None:
+    def __init__(
+        self,
+        ip: str = "0.0.0.0",
+        port: int = 10001,
+        publishers: list | None = None,
+        name: str = "LogReceiver",
+    ) -> None:
         super().__init__(ip, port, publishers, name)
-        self.counters.declare(("bad_message", "bad_frame", "truncated", "refused_connections",
-                               "connections"))
+        self.counters.declare(
+            ("bad_message", "bad_frame", "truncated", "refused_connections", "connections")
+        )
         self.connections: set[LogConnection] = set()
         self._seqid = 0
         self.setup_stream(lambda: LogConnection(self))
 
     def opened(self, conn: LogConnection) -> None:
         if len(self.connections) >= self.config.max_connections:
-            self.counters.report("refused_connections", detail="too many senders connected", peer=conn.peer)
+            self.counters.report(
+                "refused_connections", detail="too many senders connected", peer=conn.peer
+            )
             assert conn.transport is not None
             conn.transport.abort()
             return
@@ -156,10 +186,17 @@ class LogReceiver(ReceiverServer):
             return
         self.connections.discard(conn)
         if conn.decoder.pending and not conn.broken:
-            self.counters.report("truncated", detail=f"connection ended {conn.decoder.pending} bytes "
-                                 "into a record", peer=conn.peer)
-        self.log.info("log sender %s disconnected after %d records", conn.peer, conn.records,
-                      extra={"SSDAQ_PEER": conn.peer})
+            self.counters.report(
+                "truncated",
+                detail=f"connection ended {conn.decoder.pending} bytes into a record",
+                peer=conn.peer,
+            )
+        self.log.info(
+            "log sender %s disconnected after %d records",
+            conn.peer,
+            conn.records,
+            extra={"SSDAQ_PEER": conn.peer},
+        )
 
     def on_record(self, payload: bytes, peer: str) -> None:
         """Publish one record with the next seqid and write it into the journal."""
@@ -178,9 +215,13 @@ class LogReceiver(ReceiverServer):
     def _journal(self, record: LogData, peer: str) -> None:
         entry = log_record(record)
         entry.msg = f"{record.sender}: {record.message}"
-        for key, value in (("SSDAQ_PEER", peer), ("SSDAQ_LOG_SENDER", record.sender),
-                           ("SSDAQ_LOG_PID", record.pid), ("SSDAQ_LOG_FILE", record.sourceFile),
-                           ("SSDAQ_LOG_LINE", record.line)):
+        for key, value in (
+            ("SSDAQ_PEER", peer),
+            ("SSDAQ_LOG_SENDER", record.sender),
+            ("SSDAQ_LOG_PID", record.pid),
+            ("SSDAQ_LOG_FILE", record.sourceFile),
+            ("SSDAQ_LOG_LINE", record.line),
+        ):
             setattr(entry, key, value)
         # handle(), not log(): the receiver's own log level must not filter what senders logged
         self.log.handle(entry)
@@ -193,11 +234,18 @@ class LogReceiver(ReceiverServer):
 
     def status_fields(self) -> dict[str, Any]:
         now = time.monotonic()
-        return {"framing": self.config.framing, "last_seqid": self._seqid,
-                "connections": [{"peer": c.peer, "records": c.records, "for_s": round(now - c.since, 3)}
-                                for c in sorted(self.connections, key=lambda c: c.since)]}
+        return {
+            "framing": self.config.framing,
+            "last_seqid": self._seqid,
+            "connections": [
+                {"peer": c.peer, "records": c.records, "for_s": round(now - c.since, 3)}
+                for c in sorted(self.connections, key=lambda c: c.since)
+            ],
+        }
 
     def status_line(self) -> str:
         rates = self.counters.rates
-        return (f"{len(self.connections)} senders, {rates.get('published', 0.0):.1f} records/s, "
-                f"{self.lost_summary()}")
+        return (
+            f"{len(self.connections)} senders, {rates.get('published', 0.0):.1f} records/s, "
+            f"{self.lost_summary()}"
+        )

@@ -1,4 +1,4 @@
-"""MonitorReceiver (``ssdaq-receiver monitor``): every receiver's MonitorData, republished and tabled.
+"""MonitorReceiver (``ssdaq-receiver monitor``): receivers' MonitorData, republished and tabled.
 
 Each receiver pushes a ``chec.MonitorData`` once a second (``[monitor] endpoint``, by default
 tcp://127.0.0.101:10002). This receiver binds the PULL end, republishes every message verbatim
@@ -32,7 +32,8 @@ class PullSettings:
     endpoint: str = setting(
         "tcp://127.0.0.101:10002",
         help="zmq endpoint to bind; the receivers' [monitor] endpoint must reach it (tcp://0.0.0.0:10002\n"
-        "takes MonitorData from other hosts too)")
+        "takes MonitorData from other hosts too)",
+    )
     rcvhwm: int = setting(10000, help="Messages queued in zmq before senders are held back", min=1)
 
 
@@ -42,11 +43,14 @@ class MonitorConfig(ReceiverConfig):
 
     pull: PullSettings = table(PullSettings)
     stale_after_s: float = setting(
-        3.0, help="A receiver not heard from for this long is shown as stale (they report every second)",
-        min=0.1)
+        3.0,
+        help="A receiver not heard from for this long is shown as stale (they report every second)",
+        min=0.1,
+    )
     max_receivers: int = setting(256, help="Receiver names remembered in the table", min=1)
     publishers: tuple[PublisherSettings, ...] = tables(
-        zmq_publisher(9005), help="Publishers: every MonitorData goes to each of them, verbatim")
+        zmq_publisher(9005), help="Publishers: every MonitorData goes to each of them, verbatim"
+    )
 
 
 @dataclass
@@ -70,8 +74,13 @@ class MonitorReceiver(ReceiverServer):
     service_name = "monitor"
     loss_counters = ReceiverServer.loss_counters + ("bad_message",)
 
-    def __init__(self, ip: str | None = None, port: int | None = None, publishers: list | None = None,
-                 name: str = "MonitorReceiver") -> None:
+    def __init__(
+        self,
+        ip: str | None = None,
+        port: int | None = None,
+        publishers: list | None = None,
+        name: str = "MonitorReceiver",
+    ) -> None:
         super().__init__(ip or "", port or 0, publishers, name)
         self.endpoint = f"tcp://{ip}:{port}" if ip else self.config.pull.endpoint
         self.counters.declare(("bad_message", "forgotten"))
@@ -97,13 +106,16 @@ class MonitorReceiver(ReceiverServer):
         try:
             message = parse(MonitorData, payload)
         except FormatError as e:
-            self.counters.report("bad_message", detail=f"{e} ({len(payload)} bytes)", peer=self.endpoint)
+            self.counters.report(
+                "bad_message", detail=f"{e} ({len(payload)} bytes)", peer=self.endpoint
+            )
             return
         self.publish_nowait(payload)
         name = message.reciver.name
         previous = self.seen.pop(name, None)  # re-inserted last: the dict stays in arrival order
-        self.seen[name] = Seen(message, time.time(), time.monotonic(),
-                               previous.messages + 1 if previous else 1)
+        self.seen[name] = Seen(
+            message, time.time(), time.monotonic(), previous.messages + 1 if previous else 1
+        )
         if len(self.seen) > self.config.max_receivers:
             del self.seen[next(iter(self.seen))]
             self.counters.add("forgotten")
@@ -115,11 +127,20 @@ class MonitorReceiver(ReceiverServer):
         for name, seen in sorted(self.seen.items()):
             r = seen.message.reciver
             age = now - seen.mono_s
-            rows.append({
-                "name": name, "pid": r.pid, "rate": round(r.data_rate, 3), "receiving": r.recv_data,
-                "last_seen": datetime.fromtimestamp(seen.wall_s, UTC).isoformat(timespec="milliseconds"),
-                "age_s": round(age, 3), "stale": age > stale, "messages": seen.messages,
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "pid": r.pid,
+                    "rate": round(r.data_rate, 3),
+                    "receiving": r.recv_data,
+                    "last_seen": datetime.fromtimestamp(seen.wall_s, UTC).isoformat(
+                        timespec="milliseconds"
+                    ),
+                    "age_s": round(age, 3),
+                    "stale": age > stale,
+                    "messages": seen.messages,
+                }
+            )
         return rows
 
     def cmd_receivers(self) -> list[dict[str, Any]]:
@@ -132,5 +153,8 @@ class MonitorReceiver(ReceiverServer):
     def status_line(self) -> str:
         rows = self.receivers()
         stale = sum(r["stale"] for r in rows)
-        return (f"{len(rows)} receivers ({stale} stale), {self.counters.rates.get('received', 0.0):.1f} "
-                f"messages/s, {self.lost_summary()}")
+        return (
+            f"{len(rows)} receivers ({stale} stale), "
+            f"{self.counters.rates.get('received', 0.0):.1f} "
+            f"messages/s, {self.lost_summary()}"
+        )

@@ -41,15 +41,21 @@ POLL_FAILURES = ("db_errors", "no_data", "bad_row", "timeouts")
 class TelDataConfig(ReceiverConfig):
     """Settings of the telescope data receiver."""
 
-    source: str = setting("static", help="static: the fixed pointing of [static]; mysql: the query of\n"
-                          "[mysql] on the telescope database", choices=("static", "mysql"))
+    source: str = setting(
+        "static",
+        help="static: the fixed pointing of [static]; mysql: the query of\n"
+        "[mysql] on the telescope database",
+        choices=("static", "mysql"),
+    )
     interval_s: float = setting(15.0, help="Seconds between two polls", min=0.1)
-    timeout_s: float = setting(5.0, help="A poll taking longer is abandoned and counted (timeouts)",
-                               min=0.1)
+    timeout_s: float = setting(
+        5.0, help="A poll taking longer is abandoned and counted (timeouts)", min=0.1
+    )
     static: StaticSettings = table(StaticSettings)
     mysql: MySQLSettings = table(MySQLSettings)
     publishers: tuple[PublisherSettings, ...] = tables(
-        zmq_publisher(9006), help="Publishers: every pointing goes to each of them, as chec.TelData")
+        zmq_publisher(9006), help="Publishers: every pointing goes to each of them, as chec.TelData"
+    )
 
 
 class TelDataReceiver(ReceiverServer):
@@ -59,8 +65,13 @@ class TelDataReceiver(ReceiverServer):
     service_name = "teldata"
     loss_counters = ReceiverServer.loss_counters + POLL_FAILURES
 
-    def __init__(self, ip: str = "", port: int = 0, publishers: list | None = None,
-                 name: str = "TelDataReceiver") -> None:
+    def __init__(
+        self,
+        ip: str = "",
+        port: int = 0,
+        publishers: list | None = None,
+        name: str = "TelDataReceiver",
+    ) -> None:
         super().__init__(ip, port, publishers, name)
         self.counters.declare(POLL_FAILURES)
         self._setup = True
@@ -93,7 +104,11 @@ class TelDataReceiver(ReceiverServer):
 
     async def on_reload(self, old: ReceiverConfig, new: ReceiverConfig) -> None:
         if self.source is None or (old.source, old.static, old.mysql, old.timeout_s) != (
-                new.source, new.static, new.mysql, new.timeout_s):
+            new.source,
+            new.static,
+            new.mysql,
+            new.timeout_s,
+        ):
             self._close_source()
             self._open_source()
 
@@ -134,14 +149,29 @@ class TelDataReceiver(ReceiverServer):
         self._close_source()
 
     def status_fields(self) -> dict[str, Any]:
-        last = None if self.last is None else {
-            "time": datetime.fromtimestamp(self.last.time_ns / 1e9, UTC).isoformat(timespec="milliseconds"),
-            "ra_deg": self.last.ra, "dec_deg": self.last.dec}
-        return {"source": self.source.describe() if self.source else None, "problem": self.problem or None,
-                "last_pointing": last}
+        last = (
+            None
+            if self.last is None
+            else {
+                "time": datetime.fromtimestamp(self.last.time_ns / 1e9, UTC).isoformat(
+                    timespec="milliseconds"
+                ),
+                "ra_deg": self.last.ra,
+                "dec_deg": self.last.dec,
+            }
+        )
+        return {
+            "source": self.source.describe() if self.source else None,
+            "problem": self.problem or None,
+            "last_pointing": last,
+        }
 
     def status_line(self) -> str:
         if self.source is None:
             return f"idle: {self.problem}"
-        last = "no pointing yet" if self.last is None else f"ra {self.last.ra:.4f}, dec {self.last.dec:.4f}"
+        last = (
+            "no pointing yet"
+            if self.last is None
+            else f"ra {self.last.ra:.4f}, dec {self.last.dec:.4f}"
+        )
         return f"{self.source.describe()}: {last}; {self.lost_summary()}"

@@ -59,29 +59,40 @@ class MySQLSettings:
     port: int = setting(3306, help="Database port", min=1, max=65535)
     user: str = setting("ssdaq", help="Database user (needs SELECT on the tables queried)")
     database: str = setting("monitoring", help="Database (schema) name")
-    query: str = setting(ASTRI_QUERY, help="Returns one row: time, ra (degrees), dec (degrees); the\n"
-                         "default reads the newest rows of the ASTRI TCU_ACTUAL_RA/DEC tables")
-    time_unit: str = setting("gregorian_100ns", choices=TIME_UNITS,
-                             help="Unit of the time column: 100 ns ticks since 1582-10-15 (ASTRI), or\n"
-                             "seconds since 1970-01-01")
+    query: str = setting(
+        ASTRI_QUERY,
+        help="Returns one row: time, ra (degrees), dec (degrees); the\n"
+        "default reads the newest rows of the ASTRI TCU_ACTUAL_RA/DEC tables",
+    )
+    time_unit: str = setting(
+        "gregorian_100ns",
+        choices=TIME_UNITS,
+        help="Unit of the time column: 100 ns ticks since 1582-10-15 (ASTRI), or\n"
+        "seconds since 1970-01-01",
+    )
     credential: str = setting(
         "teldata-db-password",
         help="Name of the systemd credential holding the password (LoadCredential=NAME:/path in\n"
-        "the unit; read from $CREDENTIALS_DIRECTORY/NAME)")
+        "the unit; read from $CREDENTIALS_DIRECTORY/NAME)",
+    )
 
 
 def read_credential(name: str) -> str:
-    """The credential ``name`` from ``$CREDENTIALS_DIRECTORY``; SourceError saying what is missing."""
+    """Credential ``name`` from ``$CREDENTIALS_DIRECTORY``; a SourceError says what is missing."""
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     if not directory:
-        raise SourceError("no_credential", f"no credential {name!r}: $CREDENTIALS_DIRECTORY is not "
-                          f"set (the unit needs LoadCredential={name}:/path/to/password)")
+        raise SourceError(
+            "no_credential",
+            f"no credential {name!r}: $CREDENTIALS_DIRECTORY is not "
+            f"set (the unit needs LoadCredential={name}:/path/to/password)",
+        )
     path = Path(directory, name)
     try:
         return path.read_text().rstrip("\r\n")
     except OSError as e:
-        raise SourceError("no_credential", f"no credential {name!r}: cannot read {path}: "
-                          f"{e.strerror}") from None
+        raise SourceError(
+            "no_credential", f"no credential {name!r}: cannot read {path}: {e.strerror}"
+        ) from None
 
 
 def unix_ns(value: Any, unit: str) -> int:
@@ -133,7 +144,9 @@ class MySQLSource:
         try:
             import pymysql  # imported here: the package works without PyMySQL unless this is used
         except ImportError:
-            raise SourceError("no_driver", "the mysql source needs PyMySQL (Debian: python3-pymysql)") from None
+            raise SourceError(
+                "no_driver", "the mysql source needs PyMySQL (Debian: python3-pymysql)"
+            ) from None
         self._pymysql = pymysql
         self.settings, self._password, self.timeout_s = settings, password, timeout_s
         self._conn: Any = None
@@ -147,9 +160,16 @@ class MySQLSource:
         try:
             if self._conn is None:
                 self._conn = self._pymysql.connect(
-                    host=s.host, port=s.port, user=s.user, password=self._password, database=s.database,
-                    connect_timeout=self.timeout_s, read_timeout=self.timeout_s,
-                    write_timeout=self.timeout_s, autocommit=True)
+                    host=s.host,
+                    port=s.port,
+                    user=s.user,
+                    password=self._password,
+                    database=s.database,
+                    connect_timeout=self.timeout_s,
+                    read_timeout=self.timeout_s,
+                    write_timeout=self.timeout_s,
+                    autocommit=True,
+                )
             with self._conn.cursor() as cursor:
                 cursor.execute(s.query)
                 row = cursor.fetchone()
@@ -162,6 +182,6 @@ class MySQLSource:
         if self._conn is not None:
             try:
                 self._conn.close()
-            except Exception:  # already broken: nothing more to release
+            except (self._pymysql.MySQLError, OSError):  # already broken: nothing to release
                 pass
             self._conn = None

@@ -34,14 +34,21 @@ class TimingBoardSettings:
     """The timing board's zmq PUB, which the receiver connects to."""
 
     endpoint: str = setting("tcp://192.168.101.102:6666", help="zmq endpoint of the board's PUB")
-    reconnect_ivl_s: float = setting(0.1, help="First reconnection attempt after the connection is lost",
-                                     min=0.01)
+    reconnect_ivl_s: float = setting(
+        0.1, help="First reconnection attempt after the connection is lost", min=0.01
+    )
     reconnect_ivl_max_s: float = setting(
-        5.0, help="Reconnection attempts back off (doubling) up to this interval", min=0.01)
+        5.0, help="Reconnection attempts back off (doubling) up to this interval", min=0.01
+    )
     keepalive_idle_s: int = setting(
-        10, help="TCP keepalive: probe a silent connection after this long; a board that vanished\n"
-        "without closing it is noticed about 3 probes (5 s apart) later", min=1)
-    rcvhwm: int = setting(100000, help="Bunches queued in zmq before the board's PUB drops them", min=1)
+        10,
+        help="TCP keepalive: probe a silent connection after this long; a board that vanished\n"
+        "without closing it is noticed about 3 probes (5 s apart) later",
+        min=1,
+    )
+    rcvhwm: int = setting(
+        100000, help="Bunches queued in zmq before the board's PUB drops them", min=1
+    )
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,9 @@ class TimestampConfig(ReceiverConfig):
 
     timing_board: TimingBoardSettings = table(TimingBoardSettings)
     publishers: tuple[PublisherSettings, ...] = tables(
-        zmq_publisher(9003), help="Publishers: every TriggerMessage goes to each of them, serialized")
+        zmq_publisher(9003),
+        help="Publishers: every TriggerMessage goes to each of them, serialized",
+    )
 
 
 class TimestampReceiver(ReceiverServer):
@@ -64,19 +73,31 @@ class TimestampReceiver(ReceiverServer):
     service_name = "timestamp"
     loss_counters = ReceiverServer.loss_counters + ("bad_message", "missed_bunches")
 
-    def __init__(self, ip: str | None = None, port: int | None = None, publishers: list | None = None,
-                 name: str = "TimestampReceiver") -> None:
+    def __init__(
+        self,
+        ip: str | None = None,
+        port: int | None = None,
+        publishers: list | None = None,
+        name: str = "TimestampReceiver",
+    ) -> None:
         super().__init__(ip or "", port or 0, publishers, name)
         board = self.config.timing_board
         self.endpoint = f"tcp://{ip}:{port}" if ip else board.endpoint
-        self.counters.declare(("triggers", "bad_message", "missed_bunches", "connects", "disconnects"))
+        self.counters.declare(
+            ("triggers", "bad_message", "missed_bunches", "connects", "disconnects")
+        )
         self._sub = self._context.socket(zmq.SUB)
-        for option, value in ((zmq.SUBSCRIBE, b""), (zmq.RCVHWM, board.rcvhwm),
-                              (zmq.RECONNECT_IVL, round(board.reconnect_ivl_s * 1000)),
-                              (zmq.RECONNECT_IVL_MAX, round(board.reconnect_ivl_max_s * 1000)),
-                              (zmq.TCP_KEEPALIVE, 1), (zmq.TCP_KEEPALIVE_IDLE, board.keepalive_idle_s),
-                              (zmq.TCP_KEEPALIVE_INTVL, 5), (zmq.TCP_KEEPALIVE_CNT, 3),
-                              (zmq.LINGER, 0)):
+        for option, value in (
+            (zmq.SUBSCRIBE, b""),
+            (zmq.RCVHWM, board.rcvhwm),
+            (zmq.RECONNECT_IVL, round(board.reconnect_ivl_s * 1000)),
+            (zmq.RECONNECT_IVL_MAX, round(board.reconnect_ivl_max_s * 1000)),
+            (zmq.TCP_KEEPALIVE, 1),
+            (zmq.TCP_KEEPALIVE_IDLE, board.keepalive_idle_s),
+            (zmq.TCP_KEEPALIVE_INTVL, 5),
+            (zmq.TCP_KEEPALIVE_CNT, 3),
+            (zmq.LINGER, 0),
+        ):
             self._sub.setsockopt(option, value)
         self._monitor = self._sub.get_monitor_socket(_EVENTS)
         self._sub.connect(self.endpoint)
@@ -92,7 +113,7 @@ class TimestampReceiver(ReceiverServer):
         return cls()
 
     async def ct_subscribe(self) -> None:
-        # zmq queues the board's bunches meanwhile: subscribers of a previous process reconnect first
+        # zmq queues the bunches meanwhile: subscribers of a previous process reconnect first
         await asyncio.sleep(self.config.start_hold_s)
         while True:
             self.on_message(await self._sub.recv())
@@ -104,7 +125,9 @@ class TimestampReceiver(ReceiverServer):
         try:
             bunch = parse(TriggerBunch, payload)
         except FormatError as e:
-            self.counters.report("bad_message", detail=f"{e} ({len(payload)} bytes)", peer=self.endpoint)
+            self.counters.report(
+                "bad_message", detail=f"{e} ({len(payload)} bytes)", peer=self.endpoint
+            )
             return
         self._check_counter(bunch)
         for message in bunch.triggers:
@@ -119,10 +142,16 @@ class TimestampReceiver(ReceiverServer):
         if last is None:
             return
         if k > last + 1:
-            self.counters.report("missed_bunches", k - last - 1, detail=f"bunch counter {last} -> {k}",
-                                 peer=self.endpoint)
+            self.counters.report(
+                "missed_bunches",
+                k - last - 1,
+                detail=f"bunch counter {last} -> {k}",
+                peer=self.endpoint,
+            )
         elif k <= last:
-            self.log.info("bunch counter went back from %d to %d: the timing board restarted", last, k)
+            self.log.info(
+                "bunch counter went back from %d to %d: the timing board restarted", last, k
+            )
 
     async def ct_connection(self) -> None:
         """Follow the socket monitor: connection state for ``status``, a log line per change."""
@@ -137,19 +166,31 @@ class TimestampReceiver(ReceiverServer):
                 self.log.info("connected to the timing board at %s", self.endpoint)
             else:
                 self.counters.add("disconnects")
-                self.log.warning("lost the timing board at %s; reconnecting", self.endpoint,
-                                 extra={"SSDAQ_PEER": self.endpoint})
+                self.log.warning(
+                    "lost the timing board at %s; reconnecting",
+                    self.endpoint,
+                    extra={"SSDAQ_PEER": self.endpoint},
+                )
 
     def status_fields(self) -> dict[str, Any]:
         now = time.monotonic()
         age = None if self._last_message is None else round(now - self._last_message, 3)
-        return {"timing_board": {"endpoint": self.endpoint, "connected": self.connected,
-                                 "state_for_s": round(now - self._since, 3), "last_message_age_s": age,
-                                 "last_bunch_counter": self._last_bunch}}
+        return {
+            "timing_board": {
+                "endpoint": self.endpoint,
+                "connected": self.connected,
+                "state_for_s": round(now - self._since, 3),
+                "last_message_age_s": age,
+                "last_bunch_counter": self._last_bunch,
+            }
+        }
 
     def status_line(self) -> str:
         state = "connected to" if self.connected else "waiting for"
         rates = self.counters.rates
-        return (f"{state} {self.endpoint} ({time.monotonic() - self._since:.0f} s): "
-                f"{rates.get('received', 0.0):.1f} bunches/s, {rates.get('triggers', 0.0):.1f} triggers/s, "
-                f"{self.lost_summary()}")
+        return (
+            f"{state} {self.endpoint} ({time.monotonic() - self._since:.0f} s): "
+            f"{rates.get('received', 0.0):.1f} bunches/s, "
+            f"{rates.get('triggers', 0.0):.1f} triggers/s, "
+            f"{self.lost_summary()}"
+        )

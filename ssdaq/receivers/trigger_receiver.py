@@ -25,7 +25,13 @@ from ssdaq.core.config import setting, table, tables
 from ssdaq.core.datagrams import DatagramBatch
 from ssdaq.core.errors import FormatError
 from ssdaq.core.receiver_server import ReceiverServer
-from ssdaq.core.settings import DataSocket, ListenSettings, PublisherSettings, ReceiverConfig, zmq_publisher
+from ssdaq.core.settings import (
+    DataSocket,
+    ListenSettings,
+    PublisherSettings,
+    ReceiverConfig,
+    zmq_publisher,
+)
 from ssdaq.data import trigger
 
 # The largest UDP payload (over IPv4): the format allows longer V2 packets than UDP can carry.
@@ -38,11 +44,14 @@ class TriggerConfig(ReceiverConfig):
 
     batch: int = setting(64, help="Datagrams read per recvmmsg call", min=1, max=1024)
     batch_scheduling: bool = setting(
-        True, help="Run every thread under SCHED_BATCH: zmq's I/O thread then sends what a batch\n"
-        "published when the reader waits, instead of preempting it for each packet")
+        True,
+        help="Run every thread under SCHED_BATCH: zmq's I/O thread then sends what a batch\n"
+        "published when the reader waits, instead of preempting it for each packet",
+    )
     sockets: DataSocket = table(DataSocket, data=ListenSettings(port=8307))
     publishers: tuple[PublisherSettings, ...] = tables(
-        zmq_publisher(9002), help="Publishers: every valid trigger packet goes to each of them, unchanged"
+        zmq_publisher(9002),
+        help="Publishers: every valid trigger packet goes to each of them, unchanged",
     )
 
 
@@ -53,10 +62,17 @@ class TriggerPacketReceiver(ReceiverServer):
     service_name = "trigger"
     loss_counters = ReceiverServer.loss_counters + ("bad_magic", "unknown_type", "bad_size")
 
-    def __init__(self, ip: str = "0.0.0.0", port: int = 8307, publishers: list | None = None,
-                 name: str = "TriggerPacketReceiver") -> None:
+    def __init__(
+        self,
+        ip: str = "0.0.0.0",
+        port: int = 8307,
+        publishers: list | None = None,
+        name: str = "TriggerPacketReceiver",
+    ) -> None:
         super().__init__(ip, port, publishers, name)
-        reader = self.setup_datagrams(self._on_batch, max_bytes=MAX_PACKET_BYTES, batch=self.config.batch)
+        reader = self.setup_datagrams(
+            self._on_batch, max_bytes=MAX_PACKET_BYTES, batch=self.config.batch
+        )
         self._schedule(self.config.batch_scheduling)
         # One flat view made once: a payload is then a memoryview slice, no numpy call per packet.
         self._flat = memoryview(reader.batch.data.reshape(-1))
@@ -71,16 +87,23 @@ class TriggerPacketReceiver(ReceiverServer):
             except ProcessLookupError:  # a thread that just ended
                 continue
             except OSError as e:
-                self.log.warning("cannot set the scheduling policy (%s): expect more CPU per packet", e)
+                self.log.warning(
+                    "cannot set the scheduling policy (%s): expect more CPU per packet", e
+                )
                 return
 
     async def on_reload(self, old: ReceiverConfig, new: ReceiverConfig) -> None:
         self._schedule(new.batch_scheduling)
 
     def _on_batch(self, batch: DatagramBatch) -> None:
-        flat, row, publish, validate = self._flat, self._row_bytes, self.publish_nowait, trigger.validate
-        for i, length in enumerate(batch.lengths[:batch.count].tolist()):
-            payload = flat[i * row:i * row + length]
+        flat, row, publish, validate = (
+            self._flat,
+            self._row_bytes,
+            self.publish_nowait,
+            trigger.validate,
+        )
+        for i, length in enumerate(batch.lengths[: batch.count].tolist()):
+            payload = flat[i * row : i * row + length]
             try:
                 validate(payload)
             except FormatError as e:

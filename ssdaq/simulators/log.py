@@ -42,15 +42,24 @@ class LogSimSummary:
     elapsed_s: float = 0.0
 
     def line(self) -> str:
-        return (f"log: sent {self.sent} records ({self.framing}, {self.bytes} B) to {self.address} "
-                f"in {self.elapsed_s:.2f} s")
+        return (
+            f"log: sent {self.sent} records ({self.framing}, {self.bytes} B) to {self.address} "
+            f"in {self.elapsed_s:.2f} s"
+        )
 
 
 def record(cfg: LogSimConfig, k: int) -> LogData:
     """Record ``k``: a 1 ms time step, severities in turn, line ``k + 1``."""
-    return LogData(systemType=0, severity=SEVERITIES[k % len(SEVERITIES)], sender=cfg.sender,
-                   message=f"simulated record {k} of {cfg.count}", time=cfg.t0_ns + k * 1_000_000,
-                   pid=cfg.pid, sourceFile="ssdaq/simulators/log.py", line=k + 1)
+    return LogData(
+        systemType=0,
+        severity=SEVERITIES[k % len(SEVERITIES)],
+        sender=cfg.sender,
+        message=f"simulated record {k} of {cfg.count}",
+        time=cfg.t0_ns + k * 1_000_000,
+        pid=cfg.pid,
+        sourceFile="ssdaq/simulators/log.py",
+        line=k + 1,
+    )
 
 
 def encode(cfg: LogSimConfig, k: int) -> bytes:
@@ -77,8 +86,11 @@ def simulate(cfg: LogSimConfig, host: str, port: int) -> LogSimSummary:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(NAME, help="a log sender (LogReceiver input), framed or legacy",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        NAME,
+        help="a log sender (LogReceiver input), framed or legacy",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("--framing", choices=("delimited", "legacy"), default="delimited")
     p.add_argument("--count", type=int, default=10, help="records to send (10)")
     p.add_argument("--rate", type=float, default=100.0, help="records/s (100)")
@@ -93,8 +105,14 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.rate < float("inf"):
         print(f"ssdaq-sim log: --rate must be a number > 0, got {args.rate}", file=sys.stderr)
         return EX_USAGE
-    cfg = LogSimConfig(count=args.count, rate=args.rate, framing=args.framing, sender=args.sender,
-                       t0_ns=time.time_ns(), pid=os.getpid())
+    cfg = LogSimConfig(
+        count=args.count,
+        rate=args.rate,
+        framing=args.framing,
+        sender=args.sender,
+        t0_ns=time.time_ns(),
+        pid=os.getpid(),
+    )
     summary = simulate(cfg, args.host, args.port)
     print(json.dumps(asdict(summary)) if args.json else summary.line(), flush=True)
     return 0

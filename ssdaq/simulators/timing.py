@@ -45,8 +45,10 @@ class TimingSimSummary:
 
     def line(self) -> str:
         rate = self.bunches / self.elapsed_s if self.elapsed_s else 0.0
-        return (f"timing: published {self.bunches} TriggerBunch messages ({self.triggers} triggers) "
-                f"on {self.bind} in {self.elapsed_s:.2f} s ({rate:.1f} bunches/s)")
+        return (
+            f"timing: published {self.bunches} TriggerBunch messages ({self.triggers} triggers) "
+            f"on {self.bind} in {self.elapsed_s:.2f} s ({rate:.1f} bunches/s)"
+        )
 
 
 def bunch(cfg: TimingSimConfig, k: int) -> TriggerBunch:
@@ -55,8 +57,12 @@ def bunch(cfg: TimingSimConfig, k: int) -> TriggerBunch:
     for j in range(cfg.triggers):
         event = k * cfg.triggers + j
         ps = cfg.trigger_time_ps(event)
-        t = out.triggers.add(telescope=cfg.telescope, event_counter=event, pps_counter=ps // _PS,
-                             clock_counter=ps % _PS // 100_000)
+        t = out.triggers.add(
+            telescope=cfg.telescope,
+            event_counter=event,
+            pps_counter=ps // _PS,
+            clock_counter=ps % _PS // 100_000,
+        )
         t.time.seconds, t.time.pico_seconds = divmod(ps, _PS)
     last = cfg.trigger_time_ps(k * cfg.triggers + cfg.triggers - 1)
     out.arrival_time.seconds, out.arrival_time.pico_seconds = divmod(last, _PS)
@@ -81,7 +87,9 @@ def simulate(cfg: TimingSimConfig, bind: str, wait_subscriber_s: float = 0.0) ->
     try:
         sock.bind(bind)
         if wait_subscriber_s and not _wait_subscriber(sock, wait_subscriber_s):
-            print(f"timing: no subscriber within {wait_subscriber_s:g} s; sending anyway", flush=True)
+            print(
+                f"timing: no subscriber within {wait_subscriber_s:g} s; sending anyway", flush=True
+            )
         start = time.monotonic()
         for k in range(cfg.count):
             if (delay := start + k / cfg.rate - time.monotonic()) > 0:
@@ -97,8 +105,11 @@ def simulate(cfg: TimingSimConfig, bind: str, wait_subscriber_s: float = 0.0) ->
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(NAME, help="timing board: a PUB of CDTS TriggerBunch (TimestampReceiver input)",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        NAME,
+        help="timing board: a PUB of CDTS TriggerBunch (TimestampReceiver input)",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("--bind", default=DEFAULT_BIND, help=f"zmq endpoint to bind ({DEFAULT_BIND})")
     p.add_argument("--rate", type=_positive, default=10.0, help="bunches/s (10)")
     amount = p.add_mutually_exclusive_group()
@@ -106,8 +117,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     amount.add_argument("--duration", type=_positive, metavar="S", help="send for S seconds")
     p.add_argument("--triggers", type=int, default=10, help="TriggerMessages per bunch (10)")
     p.add_argument("--telescope", type=int, default=1)
-    p.add_argument("--wait-subscriber", type=float, default=0.0, metavar="S",
-                   help="wait up to S seconds for a subscriber before sending (0: do not wait)")
+    p.add_argument(
+        "--wait-subscriber",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S seconds for a subscriber before sending (0: do not wait)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=run)
 
@@ -121,8 +137,13 @@ def _positive(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     count = round(args.duration * args.rate) if args.duration else args.count or 100
-    cfg = TimingSimConfig(rate=args.rate, count=count, triggers=args.triggers,
-                          telescope=args.telescope, t0_ns=time.time_ns())
+    cfg = TimingSimConfig(
+        rate=args.rate,
+        count=count,
+        triggers=args.triggers,
+        telescope=args.telescope,
+        t0_ns=time.time_ns(),
+    )
     summary = simulate(cfg, args.bind, args.wait_subscriber)
     print(json.dumps(asdict(summary)) if args.json else summary.line(), flush=True)
     return 0

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ssdaq.core.mmsg import MMSG_BYTES, IOVec, MMsgHdr, sendmmsg
 from ssdaq.core.errors import EX_USAGE
+from ssdaq.core.mmsg import MMSG_BYTES, IOVec, MMsgHdr, sendmmsg
 from ssdaq.data import trigger
 
 NAME = "trigger"
@@ -59,8 +59,10 @@ class TriggerSimSummary:
 
     def line(self) -> str:
         rate = self.sent / self.elapsed_s if self.elapsed_s else 0.0
-        return (f"trigger: sent {self.sent} V{self.version} packets ({self.packet_bytes} B) in "
-                f"{self.elapsed_s:.2f} s ({rate:.0f}/s); send errors {self.send_errors}")
+        return (
+            f"trigger: sent {self.sent} V{self.version} packets ({self.packet_bytes} B) in "
+            f"{self.elapsed_s:.2f} s ({rate:.0f}/s); send errors {self.send_errors}"
+        )
 
 
 def templates(cfg: TriggerSimConfig) -> tuple[bytes, bytes]:
@@ -71,11 +73,19 @@ def templates(cfg: TriggerSimConfig) -> tuple[bytes, bytes]:
     union = np.zeros(trigger.N_SP, bool)
     union[rng.choice(trigger.N_SP, cfg.sps, replace=False)] = True
     patterns &= union  # every triggered SP is in the union, as V3 requires
-    common = dict(tack_time=cfg.tack0, phase=1 << (cfg.seed % 8), pps_count=1, clock_count=2,
-                  trigger_patterns=patterns, trigg_union=union)
+    common = {
+        "tack_time": cfg.tack0,
+        "phase": 1 << (cfg.seed % 8),
+        "pps_count": 1,
+        "clock_count": 2,
+        "trigger_patterns": patterns,
+        "trigg_union": union,
+    }
     if cfg.version == 1:
-        return (trigger.NominalTriggerPacketV1(**common).pack(),
-                trigger.BusyTriggerPacketV1(**common).pack())
+        return (
+            trigger.NominalTriggerPacketV1(**common).pack(),
+            trigger.BusyTriggerPacketV1(**common).pack(),
+        )
     cls = trigger.TriggerPacketV2 if cfg.version == 2 else trigger.TriggerPacketV3
     return cls(**common).pack(), cls(**common, message_type=1).pack()
 
@@ -94,8 +104,8 @@ class PacketMaker:
         v1 = cfg.version == 1
         tack_at = _V1_TACK_AT if v1 else _V2_TACK_AT
         count_at = _V1_COUNT_AT if v1 else _V2_COUNT_AT
-        self._tack = self.rows[:, tack_at:tack_at + 8].view("<u8")[:, 0]
-        self._count = self.rows[:, count_at:count_at + 4].view("<u4")[:, 0]
+        self._tack = self.rows[:, tack_at : tack_at + 8].view("<u8")[:, 0]
+        self._count = self.rows[:, count_at : count_at + 4].view("<u4")[:, 0]
 
     def fill(self, k: int, n: int) -> np.ndarray:
         cfg = self.cfg
@@ -170,19 +180,34 @@ def simulate(cfg: TriggerSimConfig, host: str, port: int) -> TriggerSimSummary:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(NAME, help="backplane trigger packets (TriggerPacketReceiver input)",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        NAME,
+        help="backplane trigger packets (TriggerPacketReceiver input)",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("--version", type=int, choices=(1, 2, 3), default=1, help="packet format (1)")
-    p.add_argument("--rate", type=_rate, default=10.0, help="packets/s; 0: as fast as possible (10)")
+    p.add_argument(
+        "--rate", type=_rate, default=10.0, help="packets/s; 0: as fast as possible (10)"
+    )
     amount = p.add_mutually_exclusive_group()
     amount.add_argument("--count", type=int, help="packets to send (default 100)")
     amount.add_argument("--duration", type=float, metavar="S", help="send for S seconds at --rate")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8307)
-    p.add_argument("--samples", type=_samples, default=trigger.V2_DEFAULT_SAMPLES,
-                   help="V2/V3 readout length, a multiple of 8 (128)")
-    p.add_argument("--sps", type=int, default=16, choices=range(trigger.N_SP + 1), metavar="0..512",
-                   help="super-pixels in the union (16)")
+    p.add_argument(
+        "--samples",
+        type=_samples,
+        default=trigger.V2_DEFAULT_SAMPLES,
+        help="V2/V3 readout length, a multiple of 8 (128)",
+    )
+    p.add_argument(
+        "--sps",
+        type=int,
+        default=16,
+        choices=range(trigger.N_SP + 1),
+        metavar="0..512",
+        help="super-pixels in the union (16)",
+    )
     p.add_argument("--busy-every", type=int, default=0, metavar="N", help="every N-th is busy")
     p.add_argument("--tack0", type=int, default=None, metavar="NS", help="TACK of packet 0 (now)")
     p.add_argument("--seed", type=int, default=0)
@@ -213,9 +238,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         count = 100 if args.count is None else args.count
     cfg = TriggerSimConfig(
-        version=args.version, rate=args.rate, count=count,
-        tack0=time.time_ns() if args.tack0 is None else args.tack0, samples=args.samples,
-        sps=args.sps, busy_every=args.busy_every, seed=args.seed,
+        version=args.version,
+        rate=args.rate,
+        count=count,
+        tack0=time.time_ns() if args.tack0 is None else args.tack0,
+        samples=args.samples,
+        sps=args.sps,
+        busy_every=args.busy_every,
+        seed=args.seed,
     )
     summary = simulate(cfg, args.host, args.port)
     print(json.dumps(asdict(summary)) if args.json else summary.line(), flush=True)

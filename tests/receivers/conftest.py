@@ -53,8 +53,10 @@ class Running:
         deadline = time.monotonic() + timeout
         while (value := self.counter(name)) < at_least:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: {name} = {value} < {at_least} after {timeout} s; "
-                                     f"{self.status()['counters']}")
+                raise AssertionError(
+                    f"{self.name}: {name} = {value} < {at_least} after {timeout} s; "
+                    f"{self.status()['counters']}"
+                )
             time.sleep(0.05)
         return value
 
@@ -65,8 +67,9 @@ class Running:
 
 
 @pytest.fixture
-def start_receiver(tmp_path: Path, runtime_dir: Path,
-                   notify: NotifyListener) -> Iterator[Callable[..., Running]]:
+def start_receiver(
+    tmp_path: Path, runtime_dir: Path, notify: NotifyListener
+) -> Iterator[Callable[..., Running]]:
     """``start_receiver(name, config_text, prefix=(), **env)``: a receiver once it sent READY=1.
 
     ``prefix`` is put before the command (a wrapper that execs it).
@@ -76,9 +79,12 @@ def start_receiver(tmp_path: Path, runtime_dir: Path,
     def start(name: str, config: str, prefix: Sequence[str] = (), **env: str) -> Running:
         path = tmp_path / f"{name}.toml"
         path.write_text(config)
-        proc = subprocess.Popen([*prefix, *receiver_argv(CLASSES[name], "--config", str(path))],
-                                env=child_env(NOTIFY_SOCKET=notify.path, **env),
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [*prefix, *receiver_argv(CLASSES[name], "--config", str(path))],
+            env=child_env(NOTIFY_SOCKET=notify.path, **env),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         running = Running(name, proc, runtime_dir)
         started.append(running)
         notify.wait_for("READY", "1", timeout=15)

@@ -45,18 +45,41 @@ class MariaDB:
         pytest.importorskip("pymysql", reason="PyMySQL not installed (Debian: python3-pymysql)")
         data, log = directory / "data", directory / "server.log"
         user = ["--user=root"] if os.geteuid() == 0 else []
-        subprocess.run([install, "--no-defaults", f"--datadir={data}", "--skip-test-db",
-                        "--auth-root-authentication-method=normal", *user],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={data}",
+                "--skip-test-db",
+                "--auth-root-authentication-method=normal",
+                *user,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         sock = str(directory / "server.sock")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         proc = subprocess.Popen(
-            [binary, "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
-             "--bind-address=127.0.0.1", "--skip-networking=0", f"--log-error={log}",
-             f"--pid-file={directory / 'server.pid'}", "--skip-log-bin", "--innodb-buffer-pool-size=16M",
-             *user], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "--no-defaults",
+                f"--datadir={data}",
+                f"--socket={sock}",
+                f"--port={port}",
+                "--bind-address=127.0.0.1",
+                "--skip-networking=0",
+                f"--log-error={log}",
+                f"--pid-file={directory / 'server.pid'}",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=16M",
+                *user,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         server = cls(proc, port, sock, log)
         deadline = time.monotonic() + timeout_s
         # The socket file appears once the server is ready; connecting earlier would make PyMySQL
@@ -71,6 +94,7 @@ class MariaDB:
 
     def root(self, **kw: Any) -> Any:
         import pymysql
+
         return pymysql.connect(unix_socket=self.socket, user="root", autocommit=True, **kw)
 
     def stop(self) -> None:

@@ -1,4 +1,4 @@
-"""LogReceiver as a process: framed and legacy records to the bus with seqids, and into the journal."""
+"""LogReceiver as a process: framed and legacy records to the bus with seqids, and the journal."""
 
 import logging
 import os
@@ -17,22 +17,33 @@ from ssdaq.simulators.log import LogSimConfig, record, simulate
 from tests.conftest import free_port
 from tests.receivers.conftest import QUIET, nothing_more, publisher_config, subscribe
 
-SYSLOG_PRIORITY = {LogData.DEBUG: "7", LogData.INFO: "6", LogData.WARNING: "4", LogData.ERROR: "3",
-                   LogData.FATAL: "2"}
+SYSLOG_PRIORITY = {
+    LogData.DEBUG: "7",
+    LogData.INFO: "6",
+    LogData.WARNING: "4",
+    LogData.ERROR: "3",
+    LogData.FATAL: "2",
+}
 
 
 def log_config(port: int, pub_port: int, extra: str = "") -> str:
-    return (extra + QUIET + publisher_config(pub_port)
-            + f'[sockets.data]\nip = "127.0.0.1"\nport = {port}\n')
+    return (
+        extra
+        + QUIET
+        + publisher_config(pub_port)
+        + f'[sockets.data]\nip = "127.0.0.1"\nport = {port}\n'
+    )
 
 
 @pytest.fixture
 def logs(start_receiver, zmq_context):
     """``logs(extra_config)`` -> (receiver, its port, a subscriber)."""
+
     def start(extra: str = "", **kw):
         port, pub_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
         running = start_receiver("log", log_config(port, pub_port, extra), **kw)
         return running, port, subscribe(zmq_context, pub_port)
+
     return start
 
 
@@ -65,7 +76,7 @@ def test_framed_records_cut_anyhow_by_tcp_come_out_one_per_message_with_seqids(l
         at = 0
         while at < len(stream):  # pieces from 1 byte (a split varint) to several records
             step = rng.choice((1, 2, 7, 40, 300))
-            s.sendall(stream[at:at + step])
+            s.sendall(stream[at : at + step])
             at += step
             time.sleep(0.0005 * rng.random())
     assert published(sub, 200) == [with_seqid(m, k + 1) for k, m in enumerate(sent)]
@@ -76,7 +87,7 @@ def test_framed_records_cut_anyhow_by_tcp_come_out_one_per_message_with_seqids(l
 
 
 def test_legacy_framing_takes_unframed_records_sent_one_write_each(logs) -> None:
-    running, port, sub = logs('framing = "legacy"\n')
+    _, port, sub = logs('framing = "legacy"\n')
     cfg = LogSimConfig(count=20, rate=200, framing="legacy")
     assert simulate(cfg, "127.0.0.1", port).sent == 20
     assert published(sub, 20) == [with_seqid(record(cfg, k), k + 1) for k in range(20)]
@@ -84,7 +95,7 @@ def test_legacy_framing_takes_unframed_records_sent_one_write_each(logs) -> None
 
 
 def test_legacy_bytes_that_never_parse_close_the_connection(logs) -> None:
-    running, port, sub = logs('framing = "legacy"\nmax_record_bytes = 100\n')
+    running, port, _ = logs('framing = "legacy"\nmax_record_bytes = 100\n')
     with connect(port) as s:
         s.sendall(b"\xff" * 60)
         s.sendall(b"\xff" * 60)
@@ -97,11 +108,18 @@ def test_malformed_input_is_counted_and_only_broken_framing_closes_the_connectio
     good = record(LogSimConfig(), 0)
     partial = LogData(sender="no required fields").SerializePartialToString()
     with connect(port) as s:  # bad records inside intact framing: counted, the stream goes on
-        s.sendall(encode_delimited(good) + b"\x03\xff\xff\xff" + bytes([len(partial)]) + partial
-                  + encode_delimited(good))
+        s.sendall(
+            encode_delimited(good)
+            + b"\x03\xff\xff\xff"
+            + bytes([len(partial)])
+            + partial
+            + encode_delimited(good)
+        )
         assert published(sub, 2) == [with_seqid(good, 1), with_seqid(good, 2)]
-    for garbage in (b"\xe9\x07" + b"x" * 10,  # a length of 1001 > max_record_bytes
-                    b"\xff\xff\xff\xff\xff\xff"):  # a length prefix that never ends
+    for garbage in (
+        b"\xe9\x07" + b"x" * 10,  # a length of 1001 > max_record_bytes
+        b"\xff\xff\xff\xff\xff\xff",
+    ):  # a length prefix that never ends
         with connect(port) as s:
             s.sendall(encode_delimited(good) + garbage)
             assert s.recv(10) == b""
@@ -114,11 +132,13 @@ def test_malformed_input_is_counted_and_only_broken_framing_closes_the_connectio
     assert (counters["bad_message"], counters["bad_frame"], counters["truncated"]) == (2, 2, 1)
     assert counters["handler_errors"] == 0
     err = running.stop()
-    assert "closing the log connection from 127.0.0.1:" in err and "exceeds the 1000-byte limit" in err
+    assert (
+        "closing the log connection from 127.0.0.1:" in err and "exceeds the 1000-byte limit" in err
+    )
 
 
 def test_senders_beyond_max_connections_are_refused(logs) -> None:
-    running, port, sub = logs("max_connections = 2\n")
+    running, port, _ = logs("max_connections = 2\n")
     first, second = connect(port), connect(port)
     running.wait_counter("connections", 2)
     with connect(port) as third:
@@ -129,7 +149,7 @@ def test_senders_beyond_max_connections_are_refused(logs) -> None:
 
 
 def test_the_shipped_logging_handler_feeds_the_receiver(logs) -> None:
-    running, port, sub = logs()
+    _, port, sub = logs()
     handler = LogSender("127.0.0.1", port)
     log = logging.getLogger("test.log_receiver.handler")
     log.propagate = False
@@ -142,11 +162,13 @@ def test_the_shipped_logging_handler_feeds_the_receiver(logs) -> None:
         handler.close()
     got = published(sub, 30)
     assert [(m.message, m.seqid, m.severity) for m in got] == [
-        (f"event {k} of run 7", k + 1, LogData.ERROR) for k in range(30)]
+        (f"event {k} of run 7", k + 1, LogData.ERROR) for k in range(30)
+    ]
     assert {m.pid for m in got} == {os.getpid()}
 
 
 # ------------------------------------------------------------------------------- the journal
+
 
 def journal_fields(datagram: bytes) -> dict[str, str]:
     """Fields of one native-protocol journal datagram (KEY=value lines, or KEY\\n<len><value>)."""
@@ -158,8 +180,8 @@ def journal_fields(datagram: bytes) -> dict[str, str]:
             key, value = line.split(b"=", 1)
             at = end + 1
         else:
-            key, size = line, int.from_bytes(datagram[end + 1:end + 9], "little")
-            value = datagram[end + 9:end + 9 + size]
+            key, size = line, int.from_bytes(datagram[end + 1 : end + 9], "little")
+            value = datagram[end + 9 : end + 9 + size]
             at = end + 9 + size + 1
         fields[key.decode()] = value.decode()
     return fields
@@ -179,16 +201,18 @@ def journal(short_dir: Path) -> Iterator[tuple[socket.socket, list[str]]]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(directory / "socket"))
     sock.settimeout(5)
-    script = (f"mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && "
-              f"mount --bind {directory} /run/systemd/journal && "
-              'export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) && exec "$@"')
+    script = (
+        f"mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && "
+        f"mount --bind {directory} /run/systemd/journal && "
+        'export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) && exec "$@"'
+    )
     yield sock, ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
     sock.close()
 
 
 def test_each_record_goes_into_the_journal_with_its_priority_and_origin(logs, journal) -> None:
     sock, wrapper = journal
-    running, port, sub = logs(prefix=wrapper)
+    _, port, sub = logs(prefix=wrapper)
     cfg = LogSimConfig(count=5, t0_ns=1_700_000_000 * 10**9, sender="camera.ctl", pid=777)
     simulate(cfg, "127.0.0.1", port)
     published(sub, 5)
@@ -203,7 +227,10 @@ def test_each_record_goes_into_the_journal_with_its_priority_and_origin(logs, jo
         assert entry["MESSAGE"] == f"camera.ctl: simulated record {k} of 5"
         assert entry["PRIORITY"] == SYSLOG_PRIORITY[sent.severity]
         assert (entry["SSDAQ_LOG_SENDER"], entry["SSDAQ_LOG_PID"]) == ("camera.ctl", "777")
-        assert (entry["SSDAQ_LOG_FILE"], entry["SSDAQ_LOG_LINE"]) == ("ssdaq/simulators/log.py", str(k + 1))
+        assert (entry["SSDAQ_LOG_FILE"], entry["SSDAQ_LOG_LINE"]) == (
+            "ssdaq/simulators/log.py",
+            str(k + 1),
+        )
         assert entry["CODE_FILE"] == "ssdaq/simulators/log.py" and entry["CODE_LINE"] == str(k + 1)
         assert entry["SSDAQ_RECEIVER"] == "log" and entry["SSDAQ_PEER"].startswith("127.0.0.1:")
     assert len(entries) == 5

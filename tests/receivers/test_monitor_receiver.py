@@ -1,4 +1,4 @@
-"""MonitorReceiver as a process: MonitorData republished verbatim, the newest per receiver tabled."""
+"""MonitorReceiver as a process: MonitorData republished verbatim, the newest per receiver kept."""
 
 import socket
 import time
@@ -12,16 +12,21 @@ from tests.receivers.conftest import QUIET, nothing_more, publisher_config, subs
 
 
 def monitor_config(pull_port: int, pub_port: int, top: str = "") -> str:
-    return top + QUIET + publisher_config(pub_port) + (
-        f'[pull]\nendpoint = "tcp://127.0.0.1:{pull_port}"\n')
+    return (
+        top
+        + QUIET
+        + publisher_config(pub_port)
+        + (f'[pull]\nendpoint = "tcp://127.0.0.1:{pull_port}"\n')
+    )
 
 
 @pytest.fixture
 def monitor(start_receiver, zmq_context):
     """(receiver, a PUSH socket to it, a subscriber to what it publishes, its PULL port)."""
     pull_port, pub_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
-    running = start_receiver("monitor", monitor_config(pull_port, pub_port,
-                                                       "stale_after_s = 0.5\nmax_receivers = 3\n"))
+    running = start_receiver(
+        "monitor", monitor_config(pull_port, pub_port, "stale_after_s = 0.5\nmax_receivers = 3\n")
+    )
     push = zmq_context.socket(zmq.PUSH)
     push.connect(f"tcp://127.0.0.1:{pull_port}")
     yield running, push, subscribe(zmq_context, pub_port), pull_port
@@ -34,8 +39,12 @@ def table(running) -> dict[str, dict]:
 
 def test_monitor_data_is_republished_byte_for_byte_and_the_newest_is_tabled(monitor) -> None:
     running, push, sub, _ = monitor
-    sent = [monitor_data("TriggerPacketReceiver", 1234, k % 2 == 0, 10.0 * k, 1_700_000_000 * 10**9 + k)
-            .SerializeToString() for k in range(5)]
+    sent = [
+        monitor_data(
+            "TriggerPacketReceiver", 1234, k % 2 == 0, 10.0 * k, 1_700_000_000 * 10**9 + k
+        ).SerializeToString()
+        for k in range(5)
+    ]
     for payload in sent:
         push.send(payload)
     assert [sub.recv() for _ in sent] == sent
@@ -46,7 +55,8 @@ def test_monitor_data_is_republished_byte_for_byte_and_the_newest_is_tabled(moni
     assert table(running)["TriggerPacketReceiver"]["stale"] is True
     in_status = running.status()["receivers"]
     assert [(r["name"], r["last_seen"], r["stale"]) for r in in_status] == [
-        ("TriggerPacketReceiver", row["last_seen"], True)]
+        ("TriggerPacketReceiver", row["last_seen"], True)
+    ]
     assert "1 receivers (1 stale)" in running.status()["status_line"]
 
 
@@ -75,12 +85,16 @@ def test_the_receiver_heard_from_longest_ago_is_forgotten_beyond_max_receivers(m
 
 
 def test_receivers_report_to_it_with_their_own_monitor_sender(monitor, start_receiver) -> None:
-    running, push, sub, pull_port = monitor
+    running, _, sub, pull_port = monitor
     udp = free_port()
-    trigger = start_receiver("trigger", (
-        f'[monitor]\nendpoint = "tcp://127.0.0.1:{pull_port}"\ninterval_s = 0.2\n'
-        + publisher_config(free_port(socket.SOCK_STREAM))
-        + f'[sockets.data]\nip = "127.0.0.1"\nport = {udp}\n'))
+    trigger = start_receiver(
+        "trigger",
+        (
+            f'[monitor]\nendpoint = "tcp://127.0.0.1:{pull_port}"\ninterval_s = 0.2\n'
+            + publisher_config(free_port(socket.SOCK_STREAM))
+            + f'[sockets.data]\nip = "127.0.0.1"\nport = {udp}\n'
+        ),
+    )
     deadline = time.monotonic() + 10
     while "TriggerPacketReceiver" not in table(running):
         assert time.monotonic() < deadline, table(running)

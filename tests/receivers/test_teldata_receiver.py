@@ -1,5 +1,6 @@
-"""TelDataReceiver as a process: static pointing, and a real MariaDB on loopback as the telescope DB."""
+"""TelDataReceiver as a process: a static pointing, and a real MariaDB on loopback."""
 
+import itertools
 import shutil
 import socket
 import struct
@@ -38,7 +39,9 @@ def database() -> Iterator[MariaDB]:
         with server.root() as conn, conn.cursor() as c:
             c.execute("CREATE DATABASE monitoring")
             for table in ("TCU_ACTUAL_RA", "TCU_ACTUAL_DEC"):
-                c.execute(f"CREATE TABLE monitoring.{table} (timetag BIGINT UNSIGNED, value DOUBLE)")
+                c.execute(
+                    f"CREATE TABLE monitoring.{table} (timetag BIGINT UNSIGNED, value DOUBLE)"
+                )
             c.execute("CREATE USER 'ssdaq'@'127.0.0.1' IDENTIFIED BY %s", (PASSWORD,))
             c.execute("GRANT SELECT ON monitoring.* TO 'ssdaq'@'127.0.0.1'")
         yield server
@@ -50,8 +53,12 @@ def database() -> Iterator[MariaDB]:
 def point_at(db: MariaDB, unix_ns: int, ra: float, dec: float) -> None:
     """Add newer rows to both tables, as the telescope control unit does."""
     with db.root() as conn, conn.cursor() as c:
-        c.execute("INSERT INTO monitoring.TCU_ACTUAL_RA VALUES (%s, %s)", (astri_timetag(unix_ns), ra))
-        c.execute("INSERT INTO monitoring.TCU_ACTUAL_DEC VALUES (%s, %s)", (astri_timetag(unix_ns), dec))
+        c.execute(
+            "INSERT INTO monitoring.TCU_ACTUAL_RA VALUES (%s, %s)", (astri_timetag(unix_ns), ra)
+        )
+        c.execute(
+            "INSERT INTO monitoring.TCU_ACTUAL_DEC VALUES (%s, %s)", (astri_timetag(unix_ns), dec)
+        )
 
 
 def clear(db: MariaDB) -> None:
@@ -66,8 +73,11 @@ def teldata_config(pub_port: int, top: str, tables: str) -> str:
 
 
 def mysql_config(pub_port: int, db: MariaDB, extra: str = "", timeout_s: float = 2.0) -> str:
-    return teldata_config(pub_port, f'source = "mysql"\ninterval_s = 0.2\ntimeout_s = {timeout_s}\n',
-                          f'[mysql]\nhost = "127.0.0.1"\nport = {db.port}\n{extra}')
+    return teldata_config(
+        pub_port,
+        f'source = "mysql"\ninterval_s = 0.2\ntimeout_s = {timeout_s}\n',
+        f'[mysql]\nhost = "127.0.0.1"\nport = {db.port}\n{extra}',
+    )
 
 
 @pytest.fixture
@@ -83,28 +93,38 @@ def recv_teldata(sub) -> TelData:
     return TelData.FromString(sub.recv())
 
 
-def test_static_source_publishes_the_configured_pointing_every_interval(start_receiver,
-                                                                        zmq_context) -> None:
+def test_static_source_publishes_the_configured_pointing_every_interval(
+    start_receiver, zmq_context
+) -> None:
     pub_port = free_port(socket.SOCK_STREAM)
-    running = start_receiver("teldata", teldata_config(
-        pub_port, "interval_s = 0.2\n", "[static]\nra_deg = 83.633\ndec_deg = 22.0145\n"))
+    running = start_receiver(
+        "teldata",
+        teldata_config(
+            pub_port, "interval_s = 0.2\n", "[static]\nra_deg = 83.633\ndec_deg = 22.0145\n"
+        ),
+    )
     sub = subscribe(zmq_context, pub_port)
     got = [recv_teldata(sub) for _ in range(4)]
     assert {(m.ra, m.dec) for m in got} == {(float32(83.633), float32(22.0145))}
-    gaps = [(ns_from_time_utc(b.time) - ns_from_time_utc(a.time)) / 1e9 for a, b in zip(got, got[1:])]
+    gaps = [
+        (ns_from_time_utc(b.time) - ns_from_time_utc(a.time)) / 1e9
+        for a, b in itertools.pairwise(got)
+    ]
     assert all(0.1 < g < 0.4 for g in gaps), gaps
     assert abs(ns_from_time_utc(got[-1].time) / 1e9 - time.time()) < 2
     assert running.status()["last_pointing"]["ra_deg"] == pytest.approx(83.633)
 
 
 def test_mysql_source_publishes_the_newest_rows_and_follows_new_ones(
-        database: MariaDB, credentials: Path, start_receiver, zmq_context) -> None:
+    database: MariaDB, credentials: Path, start_receiver, zmq_context
+) -> None:
     clear(database)
     point_at(database, T0_S * 10**9, 10.0, -5.0)
     point_at(database, T0_S * 10**9 + 123_456_700, 83.633, 22.0145)
     pub_port = free_port(socket.SOCK_STREAM)
-    running = start_receiver("teldata", mysql_config(pub_port, database),
-                             CREDENTIALS_DIRECTORY=str(credentials))
+    running = start_receiver(
+        "teldata", mysql_config(pub_port, database), CREDENTIALS_DIRECTORY=str(credentials)
+    )
     sub = subscribe(zmq_context, pub_port)
     first = recv_teldata(sub)
     assert (first.time.sec, first.time.nsec) == (T0_S, 123_456_700)
@@ -119,12 +139,14 @@ def test_mysql_source_publishes_the_newest_rows_and_follows_new_ones(
     assert status["counters"]["db_errors"] == 0 and status["health"] == "ok"
 
 
-def test_poll_failures_are_counted_and_polling_recovers(database: MariaDB, credentials: Path,
-                                                        start_receiver, zmq_context) -> None:
+def test_poll_failures_are_counted_and_polling_recovers(
+    database: MariaDB, credentials: Path, start_receiver, zmq_context
+) -> None:
     clear(database)
     pub_port = free_port(socket.SOCK_STREAM)
-    running = start_receiver("teldata", mysql_config(pub_port, database),
-                             CREDENTIALS_DIRECTORY=str(credentials))
+    running = start_receiver(
+        "teldata", mysql_config(pub_port, database), CREDENTIALS_DIRECTORY=str(credentials)
+    )
     sub = subscribe(zmq_context, pub_port)
     running.wait_counter("no_data", 2)  # empty tables
     with database.root() as conn, conn.cursor() as c:
@@ -137,28 +159,46 @@ def test_poll_failures_are_counted_and_polling_recovers(database: MariaDB, crede
     assert "no_data: 1 since last report" in err and "TCU_ACTUAL_RA' doesn't exist" in err
 
 
-@pytest.mark.parametrize("extra, counter, says", [
-    ('query = "SELECT 1, 2"\n', "bad_row", "must return time, ra, dec; got 2 columns"),
-    ('query = "SELECT 1, \'north\', 3"\n', "bad_row", "could not convert string to float"),
-    ('user = "nobody"\n', "db_errors", "Access denied for user 'nobody'"),
-])
+@pytest.mark.parametrize(
+    "extra, counter, says",
+    [
+        ('query = "SELECT 1, 2"\n', "bad_row", "must return time, ra, dec; got 2 columns"),
+        ("query = \"SELECT 1, 'north', 3\"\n", "bad_row", "could not convert string to float"),
+        ('user = "nobody"\n', "db_errors", "Access denied for user 'nobody'"),
+    ],
+)
 def test_a_query_or_login_that_cannot_give_a_pointing_is_counted(
-        database: MariaDB, credentials: Path, start_receiver, zmq_context,
-        extra: str, counter: str, says: str) -> None:
+    database: MariaDB,
+    credentials: Path,
+    start_receiver,
+    zmq_context,
+    extra: str,
+    counter: str,
+    says: str,
+) -> None:
     pub_port = free_port(socket.SOCK_STREAM)
-    running = start_receiver("teldata", mysql_config(pub_port, database, extra),
-                             CREDENTIALS_DIRECTORY=str(credentials))
+    running = start_receiver(
+        "teldata", mysql_config(pub_port, database, extra), CREDENTIALS_DIRECTORY=str(credentials)
+    )
     sub = subscribe(zmq_context, pub_port)
     running.wait_counter(counter, 2)
     assert nothing_more(sub, 0.1)
     assert says in running.stop()
 
 
-def test_a_slow_query_times_out_without_stalling_the_receiver(database: MariaDB, credentials: Path,
-                                                              start_receiver) -> None:
-    running = start_receiver("teldata", mysql_config(
-        free_port(socket.SOCK_STREAM), database, 'query = "SELECT SLEEP(3), 1, 2"\n', timeout_s=0.5),
-        CREDENTIALS_DIRECTORY=str(credentials))
+def test_a_slow_query_times_out_without_stalling_the_receiver(
+    database: MariaDB, credentials: Path, start_receiver
+) -> None:
+    running = start_receiver(
+        "teldata",
+        mysql_config(
+            free_port(socket.SOCK_STREAM),
+            database,
+            'query = "SELECT SLEEP(3), 1, 2"\n',
+            timeout_s=0.5,
+        ),
+        CREDENTIALS_DIRECTORY=str(credentials),
+    )
     running.wait_counter("timeouts", 1)
     t0 = time.monotonic()
     assert running.command("ping") == "pong"
@@ -167,18 +207,22 @@ def test_a_slow_query_times_out_without_stalling_the_receiver(database: MariaDB,
 
 
 def test_a_missing_credential_is_one_error_line_then_idle_until_a_reload_finds_it(
-        database: MariaDB, tmp_path: Path, start_receiver, zmq_context, notify) -> None:
+    database: MariaDB, tmp_path: Path, start_receiver, zmq_context, notify
+) -> None:
     clear(database)
     point_at(database, T0_S * 10**9, 5.0, 6.0)
     empty = tmp_path / "no-credentials"
     empty.mkdir()
     pub_port = free_port(socket.SOCK_STREAM)
-    running = start_receiver("teldata", mysql_config(pub_port, database),
-                             CREDENTIALS_DIRECTORY=str(empty))
+    running = start_receiver(
+        "teldata", mysql_config(pub_port, database), CREDENTIALS_DIRECTORY=str(empty)
+    )
     sub = subscribe(zmq_context, pub_port)
     status = running.status()
     assert status["health"] == "ok" and status["source"] is None
-    assert status["status_line"].startswith("idle: no credential 'teldata-db-password': cannot read")
+    assert status["status_line"].startswith(
+        "idle: no credential 'teldata-db-password': cannot read"
+    )
     assert notify.wait_for("STATUS")["STATUS"].startswith("idle: no credential")
     assert nothing_more(sub, 0.6)
 

@@ -32,10 +32,17 @@ def test_a_row_becomes_a_pointing() -> None:
     assert pointing_from_row(row, "gregorian_100ns") == Pointing(0, 83.633, -5.0)
 
 
-@pytest.mark.parametrize("row, reason", [
-    (None, "no_data"), ((1, 2), "bad_row"), ((1, "north", 3), "bad_row"), ((None, 1, 2), "bad_row"),
-    ((1, float("nan"), 2), "bad_row"), (("x", 1, 2), "bad_row"),
-])
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        (None, "no_data"),
+        ((1, 2), "bad_row"),
+        ((1, "north", 3), "bad_row"),
+        ((None, 1, 2), "bad_row"),
+        ((1, float("nan"), 2), "bad_row"),
+        (("x", 1, 2), "bad_row"),
+    ],
+)
 def test_rows_that_give_no_pointing_say_why(row: tuple | None, reason: str) -> None:
     with pytest.raises(SourceError) as err:
         pointing_from_row(row, "unix_s")
@@ -47,8 +54,9 @@ def test_the_static_source_stamps_its_pointing_now() -> None:
     assert (point.ra, point.dec) == (1.5, -2.5) and point.time_ns > 1_700_000_000 * 10**9
 
 
-def test_the_credential_is_read_without_its_final_newline(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_credential_is_read_without_its_final_newline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "db").write_text(" pass word \n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert read_credential("db") == " pass word "

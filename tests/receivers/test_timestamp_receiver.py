@@ -1,4 +1,4 @@
-"""TimestampReceiver as a process: bunches in, each trigger out on its own, through board restarts."""
+"""TimestampReceiver as a process: bunches in, each trigger out alone, across board restarts."""
 
 import socket
 import subprocess
@@ -15,9 +15,14 @@ from tests.receivers.conftest import QUIET, nothing_more, publisher_config, subs
 
 
 def timestamp_config(board_port: int, pub_port: int) -> str:
-    return QUIET + publisher_config(pub_port) + (
-        f'[timing_board]\nendpoint = "tcp://127.0.0.1:{board_port}"\n'
-        "reconnect_ivl_s = 0.05\nreconnect_ivl_max_s = 0.3\n")
+    return (
+        QUIET
+        + publisher_config(pub_port)
+        + (
+            f'[timing_board]\nendpoint = "tcp://127.0.0.1:{board_port}"\n'
+            "reconnect_ivl_s = 0.05\nreconnect_ivl_max_s = 0.3\n"
+        )
+    )
 
 
 @pytest.fixture
@@ -34,9 +39,26 @@ def expected(cfg: TimingSimConfig) -> list[bytes]:
 def run_board(port: int, count: int) -> subprocess.Popen:
     """``ssdaq-sim timing`` as its own process, sending once the receiver subscribed."""
     return subprocess.Popen(
-        [sys.executable, "-m", "ssdaq.simulators.cli", "timing", "--bind", f"tcp://127.0.0.1:{port}",
-         "--rate", "200", "--count", str(count), "--triggers", "3", "--wait-subscriber", "10"],
-        env=child_env(), stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "ssdaq.simulators.cli",
+            "timing",
+            "--bind",
+            f"tcp://127.0.0.1:{port}",
+            "--rate",
+            "200",
+            "--count",
+            str(count),
+            "--triggers",
+            "3",
+            "--wait-subscriber",
+            "10",
+        ],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_each_trigger_of_each_bunch_is_published_on_its_own(board) -> None:

@@ -4,7 +4,6 @@ import os
 import socket
 
 import pytest
-import zmq
 
 from ssdaq.data import trigger
 from ssdaq.simulators.trigger import PacketMaker, TriggerSimConfig, simulate
@@ -32,8 +31,9 @@ def send(port: int, *payloads: bytes) -> None:
 @pytest.mark.parametrize("version, sps", [(1, 16), (2, 512), (3, 3), (3, 0)])
 def test_valid_packets_are_relayed_byte_for_byte_in_order(relay, version: int, sps: int) -> None:
     running, port, sub = relay
-    cfg = TriggerSimConfig(version=version, rate=2000, count=200, tack0=10**18, samples=64, sps=sps,
-                           busy_every=7)
+    cfg = TriggerSimConfig(
+        version=version, rate=2000, count=200, tack0=10**18, samples=64, sps=sps, busy_every=7
+    )
     simulate(cfg, "127.0.0.1", port)
     got = [sub.recv() for _ in range(cfg.count)]
     make = PacketMaker(cfg)
@@ -55,8 +55,14 @@ def test_every_kind_of_malformed_packet_is_counted_per_reason_and_dropped(relay)
         "bad_magic": [b"\xfe\xcb" + v1[2:], b"\x00" * trigger.V1_SIZE, b"hello world"],
         "unknown_type": [v1[:2] + b"\x04" + v1[3:], v1[:2] + b"\xff"],
         "bad_size": [
-            b"", b"\xfe", v1[:-1], v1 + b"\x00", v2[:-1], v2 + b"\x00",
-            v3[:-1], v3 + v3[-16:],  # V3 whose length disagrees with its union
+            b"",
+            b"\xfe",
+            v1[:-1],
+            v1 + b"\x00",
+            v2[:-1],
+            v2 + b"\x00",
+            v3[:-1],
+            v3 + v3[-16:],  # V3 whose length disagrees with its union
             v2[:50],  # too short to read the V2 readout length
             v2[:7] + b"\x00" + v2[8:],  # readout length 0
             b"\xfe\xca\x02" + b"\x00" * 65000,  # longer than any V2 packet
@@ -91,6 +97,8 @@ def test_every_thread_runs_under_sched_batch_unless_configured_otherwise(start_r
     batch = start_receiver("trigger", trigger_config(free_port(), free_port(socket.SOCK_STREAM)))
     assert policies(batch) == {os.SCHED_BATCH}
     assert len(os.listdir(f"/proc/{batch.proc.pid}/task")) >= 2  # zmq's I/O thread too
-    normal = start_receiver("trigger", "batch_scheduling = false\n" + trigger_config(
-        free_port(), free_port(socket.SOCK_STREAM)))
+    normal = start_receiver(
+        "trigger",
+        "batch_scheduling = false\n" + trigger_config(free_port(), free_port(socket.SOCK_STREAM)),
+    )
     assert policies(normal) == {os.SCHED_OTHER}

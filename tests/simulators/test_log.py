@@ -15,9 +15,21 @@ def run_sim(*args: str) -> tuple[subprocess.CompletedProcess, bytes]:
     """Run the simulator against a listener; return its result and every byte it sent."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         server.settimeout(10)
-        sim = subprocess.Popen([sys.executable, "-m", "ssdaq.simulators.cli", "log", "--port",
-                                str(server.getsockname()[1]), *args],
-                               env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        sim = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ssdaq.simulators.cli",
+                "log",
+                "--port",
+                str(server.getsockname()[1]),
+                *args,
+            ],
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         conn, _ = server.accept()
         with conn:
             data = b"".join(iter(lambda: conn.recv(65536), b""))
@@ -31,7 +43,9 @@ def test_delimited_records_cycle_through_the_severities() -> None:
     records = [parse(LogData, r) for r in DelimitedDecoder().feed(data)]
     assert [r.message for r in records] == [f"simulated record {k} of 12" for k in range(12)]
     assert [r.severity for r in records[:6]] == [10, 20, 30, 40, 50, 10]
-    assert {r.sender for r in records} == {"sim"} and [r.line for r in records] == list(range(1, 13))
+    assert {r.sender for r in records} == {"sim"} and [r.line for r in records] == list(
+        range(1, 13)
+    )
 
 
 def test_legacy_records_are_bare_protobufs_back_to_back() -> None:
@@ -50,6 +64,11 @@ def test_encode_gives_the_bytes_of_record_k(framing: str) -> None:
 
 
 def test_a_rate_of_zero_is_a_usage_error() -> None:
-    done = subprocess.run([sys.executable, "-m", "ssdaq.simulators.cli", "log", "--rate", "0"],
-                          env=child_env(), capture_output=True, text=True, timeout=10)
+    done = subprocess.run(
+        [sys.executable, "-m", "ssdaq.simulators.cli", "log", "--rate", "0"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert done.returncode == 64 and "--rate must be a number > 0" in done.stderr

@@ -14,10 +14,27 @@ from tests.conftest import child_env, free_port
 
 def test_cli_publishes_the_asked_bunches_once_subscribed() -> None:
     port = free_port(socket.SOCK_STREAM)
-    sim = subprocess.Popen([sys.executable, "-m", "ssdaq.simulators.cli", "timing", "--bind",
-                            f"tcp://127.0.0.1:{port}", "--rate", "100", "--count", "30",
-                            "--triggers", "5", "--wait-subscriber", "10"],
-                           env=child_env(), stdout=subprocess.PIPE, text=True)
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ssdaq.simulators.cli",
+            "timing",
+            "--bind",
+            f"tcp://127.0.0.1:{port}",
+            "--rate",
+            "100",
+            "--count",
+            "30",
+            "--triggers",
+            "5",
+            "--wait-subscriber",
+            "10",
+        ],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     ctx = zmq.Context()
     try:
         sub = ctx.socket(zmq.SUB)
@@ -49,8 +66,23 @@ def test_bunches_are_reproducible_and_their_times_follow_the_rate() -> None:
 
 def test_without_a_subscriber_it_says_so_and_sends_anyway() -> None:
     port = free_port(socket.SOCK_STREAM)
-    done = subprocess.run([sys.executable, "-m", "ssdaq.simulators.cli", "timing", "--bind",
-                           f"tcp://127.0.0.1:{port}", "--count", "2", "--wait-subscriber", "0.2"],
-                          env=child_env(), capture_output=True, text=True, timeout=20)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssdaq.simulators.cli",
+            "timing",
+            "--bind",
+            f"tcp://127.0.0.1:{port}",
+            "--count",
+            "2",
+            "--wait-subscriber",
+            "0.2",
+        ],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert done.returncode == 0
     assert "no subscriber within 0.2 s" in done.stdout and "published 2 TriggerBunch" in done.stdout

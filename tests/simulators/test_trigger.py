@@ -24,16 +24,38 @@ def listener() -> socket.socket:
 
 
 def sim(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssdaq.simulators.cli", "trigger", *args],
-                          env=child_env(), capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "ssdaq.simulators.cli", "trigger", *args],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 @pytest.mark.parametrize("version, size", [(1, 1115), (2, 93 + 64 * 32), (3, 93 + 7 * 32 // 8)])
-def test_cli_sends_the_asked_packets_and_says_so(listener: socket.socket, version: int,
-                                                 size: int) -> None:
+def test_cli_sends_the_asked_packets_and_says_so(
+    listener: socket.socket, version: int, size: int
+) -> None:
     port = listener.getsockname()[1]
-    done = sim("--version", str(version), "--count", "50", "--rate", "1000", "--port", str(port),
-               "--samples", "32", "--sps", "7", "--tack0", "5000", "--busy-every", "10")
+    done = sim(
+        "--version",
+        str(version),
+        "--count",
+        "50",
+        "--rate",
+        "1000",
+        "--port",
+        str(port),
+        "--samples",
+        "32",
+        "--sps",
+        "7",
+        "--tack0",
+        "5000",
+        "--busy-every",
+        "10",
+    )
     assert done.returncode == 0, done.stderr
     assert f"sent 50 V{version} packets ({size} B)" in done.stdout
     packets = [trigger.unpack(listener.recv(70000)) for _ in range(50)]
@@ -59,8 +81,10 @@ def test_duration_sets_the_count(listener: socket.socket) -> None:
     assert "sent 20 V1 packets" in done.stdout
 
 
-@pytest.mark.parametrize("args", [["--samples", "12"], ["--version", "4"], ["--rate", "-1"],
-                                  ["--duration", "1", "--rate", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--samples", "12"], ["--version", "4"], ["--rate", "-1"], ["--duration", "1", "--rate", "0"]],
+)
 def test_bad_arguments_are_a_usage_error(args: list[str]) -> None:
     done = sim(*args, "--port", "9")
     assert done.returncode == EX_USAGE, done.stderr
