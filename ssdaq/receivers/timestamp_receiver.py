@@ -26,7 +26,17 @@ from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import PublisherSettings, ReceiverConfig, zmq_publisher
 from ssdaq.data.messages import TriggerBunch, parse
 
-_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+_FAILURES = {
+    zmq.EVENT_DISCONNECTED: "the connection closed before the zmq handshake",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "zmq handshake failed",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "zmq handshake failed: protocol error",
+}
+_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,14 @@ class TimestampReceiver(ReceiverServer):
         board = self.config.timing_board
         self.endpoint = f"tcp://{ip}:{port}" if ip else board.endpoint
         self.counters.declare(
-            ("triggers", "bad_message", "missed_bunches", "connects", "disconnects")
+            (
+                "triggers",
+                "bad_message",
+                "missed_bunches",
+                "connects",
+                "disconnects",
+                "connect_failures",
+            )
         )
         self._sub = self._context.socket(zmq.SUB)
         for option, value in (
@@ -154,22 +171,28 @@ class TimestampReceiver(ReceiverServer):
             )
 
     async def ct_connection(self) -> None:
-        """Follow the socket monitor: connection state for ``status``, a log line per change."""
+        """Follow the socket monitor: connection state for ``status``, a log line per change.
+
+        Connected means the zmq handshake succeeded: a TCP peer that is not the board's PUB
+        (a proxy, another service on the port) is a failed attempt, counted and rate-limited.
+        """
         while True:
             event = parse_monitor_message(await self._monitor.recv_multipart())["event"]
-            if event not in (zmq.EVENT_CONNECTED, zmq.EVENT_DISCONNECTED):
-                continue
-            self.connected = event == zmq.EVENT_CONNECTED
-            self._since = time.monotonic()
-            if self.connected:
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.connected, self._since = True, time.monotonic()
                 self.counters.add("connects")
                 self.log.info("connected to the timing board at %s", self.endpoint)
-            else:
+            elif self.connected:  # disconnected after a handshake
+                self.connected, self._since = False, time.monotonic()
                 self.counters.add("disconnects")
                 self.log.warning(
                     "lost the timing board at %s; reconnecting",
                     self.endpoint,
                     extra={"SSDAQ_PEER": self.endpoint},
+                )
+            else:
+                self.counters.report(
+                    "connect_failures", detail=_FAILURES.get(event, str(event)), peer=self.endpoint
                 )
 
     def status_fields(self) -> dict[str, Any]:

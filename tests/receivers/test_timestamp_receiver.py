@@ -132,3 +132,24 @@ def test_the_board_restarted_mid_run_is_reconnected_and_nothing_after_is_lost(bo
     assert status["counters"]["triggers"] == 210
     err = running.stop()
     assert "lost the timing board" in err and err.count("connected to the timing board") == 2
+
+
+def test_a_peer_that_is_not_the_board_is_a_failed_attempt_not_a_connection(board) -> None:
+    """Something accepting TCP on the board's port and closing again (seen behind proxies)."""
+    running, port, _ = board
+    with socket.create_server(("127.0.0.1", port)) as server:
+        server.settimeout(5)
+        for _ in range(5):
+            server.accept()[0].close()
+    status = running.status()
+    assert status["timing_board"]["connected"] is False
+    assert status["counters"]["connect_failures"] >= 5 and status["counters"]["connects"] == 0
+    err = running.stop()
+    assert "connected to the timing board" not in err and "lost the timing board" not in err
+    assert err.count("connect_failures:") == 1, err  # rate-limited
+    assert (
+        f"connect_failures: 1 since last report (total 1); last: zmq handshake failed from "
+        f"tcp://127.0.0.1:{port}"
+        in err
+        or "closed before the zmq handshake" in err
+    )
