@@ -32,6 +32,9 @@ from ssdaq.data.tack_match import NEW, ClosedHistory, group, nearest
 ROW_WORDS = SSREADOUT_BYTES // 8  # 2052 float64: the header's 4 u64 then 32 x 64 mV
 HEADER_WORDS = HEADER.size // 8
 _NS = 1_000_000_000
+# A record as one opaque 144-byte scalar: fancy indexing then copies it whole, where a row of
+# 72 words costs a strided copy per record.
+_RECORD = np.dtype((np.void, RECORD_BYTES))
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ class _Records(NamedTuple):
 
     tack: np.ndarray
     slot: np.ndarray
-    words: np.ndarray
+    record: np.ndarray  # _RECORD
     cpu_ns: np.ndarray
 
     def part(self, sel: slice) -> "_Records":
@@ -167,7 +170,7 @@ class EventBuilder:
         self._quorum = min(2, len(s.expected_slots))
         cap = s.max_open_readouts
         # Open readouts: raw records per (readout, slot), converted to mV only when published.
-        self._raw = np.zeros((cap, N_TM, RECORD_BYTES // 2), ">u2")
+        self._raw = np.zeros((cap, N_TM), _RECORD)
         self._present = np.zeros((cap, N_TM), bool)
         self._mark = np.zeros(cap * N_TM, np.intp)  # per (readout, slot): see ``_accept``
         self._hit = np.zeros(cap, bool)  # readouts fed by the records being stored
@@ -214,7 +217,8 @@ class EventBuilder:
             return Published.empty()
         wall = wall_ns if np.ndim(wall_ns) == 0 else np.asarray(wall_ns)[batch.datagram]
         out: list[Published] = []
-        self._add(_Records(batch.tack, batch.slot, batch.words, wall - batch.age_ns), now, out)
+        record = np.ascontiguousarray(batch.words).view(_RECORD).reshape(-1)
+        self._add(_Records(batch.tack, batch.slot, record, wall - batch.age_ns), now, out)
         return Published.concat(out)
 
     def expire(self, now: float) -> Published:
@@ -258,8 +262,7 @@ class EventBuilder:
                 return
         take, cell = self._accept(ro, n_lost, dup_closed, rec.slot)
         # (readout, slot) flattened: 1-D fancy indexing costs less than 2-D on every record
-        self._raw.reshape(-1, RECORD_BYTES // 2)[cell] = (
-            rec.words if len(take) == len(rec.words) else rec.words[take])
+        self._raw.reshape(-1)[cell] = rec.record if len(take) == len(ro) else rec.record[take]
         self._present.reshape(-1)[cell] = True
         self._hit[ro[take]] = True
         touched = self._ids[self._hit[self._ids]]
@@ -375,7 +378,7 @@ class EventBuilder:
             return Published.empty()
         ids = ids[np.argsort(self._seq[ids])]
         present = self._present[ids]
-        raw = self._raw[ids]
+        raw = self._raw[ids].view(">u2").reshape(len(ids), N_TM, -1)  # 72 words per record
         complete = (present | ~self._expected).all(axis=1)
         published = Published(np.empty((len(ids), ROW_WORDS)), complete, present.sum(axis=1))
         records_to_mv(raw, published.data)
