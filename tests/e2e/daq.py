@@ -31,14 +31,10 @@ SITE_RECEIVER = Path(__file__).with_name("site_receivers.py")
 
 
 def active(c: Container, unit: str) -> bool:
-    return c.show(unit, "ActiveState", "SubState") == {
-        "ActiveState": "active",
-        "SubState": _running_substate(unit),
-    }
-
-
-def _running_substate(unit: str) -> str:
-    return "listening" if unit.endswith(".socket") else "running"
+    """Up: a service running, a socket listening (or "running": its service has it)."""
+    props = c.show(unit, "ActiveState", "SubState")
+    up = ("listening", "running") if unit.endswith(".socket") else ("running",)
+    return props["ActiveState"] == "active" and props["SubState"] in up
 
 
 def ensure_listening(c: Container) -> None:

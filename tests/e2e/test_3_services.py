@@ -11,7 +11,16 @@ import time
 import pytest
 
 from tests.e2e.container import Container
-from tests.e2e.daq import SIM, SITE_RECEIVER, active, collected, record, subscribe
+from tests.e2e.daq import (
+    RECEIVERS,
+    SIM,
+    SITE_RECEIVER,
+    SOCKETS,
+    active,
+    collected,
+    record,
+    subscribe,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -105,3 +114,24 @@ def test_writer_records_readouts_under_var_lib_ssdaq_data(machine: Container) ->
     files = machine.run("find", "/var/lib/ssdaq/data", "-type", "f").stdout.split()
     assert files, machine.run("journalctl", "-u", "ssdaq-writer@readout", "--no-pager").stdout
     record("writer output", " ".join(files))
+
+
+# ------------------------------------------------------------------------------- upgrade
+
+
+def test_upgrade_restarts_running_receivers_behind_open_sockets(machine: Container) -> None:
+    """Reinstalling (an upgrade to the same version) runs the new code with no socket closed."""
+    machine.run("systemctl", "start", "ssdaq-readout.service")
+    pid = machine.prop("ssdaq-readout.service", "MainPID")
+    socket_since = machine.prop("ssdaq-readout.socket", "ActiveEnterTimestampMonotonic")
+    deb = machine.run("sh", "-c", "ls /root/*.deb").stdout.strip()
+    t0 = time.monotonic()
+    machine.run("apt-get", "install", "--reinstall", "-y", "-q", deb, timeout=300)
+    record("upgrade (apt-get install --reinstall)", f"{time.monotonic() - t0:.1f} s")
+    assert active(machine, "ssdaq-readout.service")
+    assert machine.prop("ssdaq-readout.service", "MainPID") != pid
+    for name in SOCKETS:
+        assert active(machine, f"ssdaq-{name}.socket")
+    assert machine.prop("ssdaq-readout.socket", "ActiveEnterTimestampMonotonic") == socket_since
+    for name in RECEIVERS[1:]:  # not running before: not started by the upgrade either
+        assert machine.prop(f"ssdaq-{name}.service", "ActiveState") == "inactive"
