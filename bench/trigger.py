@@ -8,10 +8,11 @@ same run, so the figures compare directly:
 * ``raw recvfrom_into``: a plain Python loop receiving into one buffer (the floor);
 * ``reader (recvmmsg)``: the framework's batched reader under asyncio, counting only;
 * ``TriggerPacketReceiver``: validation and zmq publishing included; "lost" is what the
-  subscriber did not get (its gaps in the readout counter), "kernel drops" the socket's.
+  subscriber did not get (it also counts gaps in the readout counter), "k.drops" what the
+  kernel dropped on the socket. Then once more at 1.2 x the rate, to show the headroom.
 
 CPU is the receiving process's user+system time (all threads) over the send, as a share of its
-core and per packet. Bounded: about 25 s in all.
+core and per packet. Bounded: about 35 s in all.
 """
 
 import asyncio
@@ -260,12 +261,13 @@ def _row(name: str, r: dict) -> str:
 
 
 def run() -> dict:
-    """Run every stage at RATE for SECONDS, then the receiver unpaced; print and return figures."""
+    """Run every stage at RATE for SECONDS, then the receiver at 1.2 x RATE; print and return."""
     cores = _cores()
     count = int(RATE * SECONDS)
     print(
         f"trigger relay: V1 packets ({V1_SIZE} B), {RATE} packets/s offered for {SECONDS:g} s; "
-        f"receiving process on CPU {cores[0]}, sender and subscriber on CPU {cores[1]}"
+        f"receiving process on CPU {cores[0]}, sender and subscriber on CPU {cores[1]}; "
+        f"load average {os.getloadavg()[0]:.2f} (other work on the machine skews the figures)"
     )
     print(
         f"  {'stage':<24} {'sent':>8} {'received':>9} {'lost':>6} {'k.drops':>7}"
@@ -284,15 +286,16 @@ def run() -> dict:
         f"  receiver CPU per packet = {ratio:.1f} x the raw recvfrom_into loop's; "
         f"subscriber saw {recv['gaps']} gaps"
     )
-    results["unpaced"] = _receiver_stage(0, count, cores)
-    print("  sender unpaced (as fast as one Python sender goes):")
-    print(_row("TriggerPacketReceiver", results["unpaced"]))
-    ok = (
-        recv["lost"] == 0
-        and recv["drops"] == 0
-        and recv["received"] / recv["elapsed_s"] >= 0.99 * RATE
+    headroom = int(1.2 * RATE)
+    results["headroom"] = _receiver_stage(headroom, int(headroom * SECONDS), cores)
+    print(_row(f"... at {headroom}/s", results["headroom"]))
+    achieved = recv["received"] / recv["elapsed_s"]
+    ok = recv["lost"] == 0 and recv["drops"] == 0 and achieved >= 0.99 * RATE
+    print(
+        f"  target >= {RATE} packets/s with 0 loss on one core: "
+        f"{'met' if ok else 'NOT met'} ({achieved:.0f}/s, lost {recv['lost']}); "
+        f"load average now {os.getloadavg()[0]:.2f}"
     )
-    print(f"  target >= {RATE} packets/s with 0 loss on one core: {'met' if ok else 'NOT met'}")
     return results
 
 
