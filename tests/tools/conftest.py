@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -71,9 +72,47 @@ def writer_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "ssdaq.tools.writer", *args]
 
 
+class NotifyDrain:
+    """Keeps reading the notify socket, as PID 1 does, into ``notify.log``.
+
+    sd_notify blocks once the socket's queue is full (net.unix.max_dgram_qlen, 10 by default),
+    so a daemon whose STATUS= lines nobody reads would hang after ten seconds.
+    """
+
+    def __init__(self, notify: NotifyListener) -> None:
+        self.notify = notify
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            try:
+                self.notify.recv(0.1)
+            except TimeoutError:
+                pass
+
+    def wait_for(self, key: str, value: str, pid: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(p == pid and f.get(key) == value for _, p, f in list(self.notify.log)):
+            assert time.monotonic() < deadline, f"no {key}={value} from {pid} in {timeout} s"
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join()
+
+
 @pytest.fixture
-def start_daemon(tmp_path: Path, runtime_dir: Path,
-                 notify: NotifyListener) -> Iterator[Callable[..., subprocess.Popen]]:
+def notified(notify: NotifyListener) -> Iterator[NotifyDrain]:
+    drain = NotifyDrain(notify)
+    yield drain
+    drain.close()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path, runtime_dir: Path, notify: NotifyListener,
+                 notified: NotifyDrain) -> Iterator[Callable[..., subprocess.Popen]]:
     """``start_daemon(argv)``: a process of ours once it sent READY=1 (stopped at the end)."""
     started: list[subprocess.Popen] = []
 
@@ -81,7 +120,7 @@ def start_daemon(tmp_path: Path, runtime_dir: Path,
         proc = subprocess.Popen(argv, env=child_env(NOTIFY_SOCKET=notify.path),
                                 stderr=subprocess.PIPE, text=True, cwd=ROOT)
         started.append(proc)
-        notify.wait_for("READY", "1", timeout=30)
+        notified.wait_for("READY", "1", proc.pid, timeout=30)
         return proc
 
     yield start

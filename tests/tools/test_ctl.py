@@ -3,6 +3,7 @@
 import json
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,13 +45,17 @@ def test_status_shows_rates_last_data_and_absent_modules_of_live_receivers(
     port, pub_port = free_port(), free_port(socket.SOCK_STREAM)
     rx = start_receiver("readout", readout_config(port, pub_port))
     pub = publisher()
-    writer = start_writer("readout", {"readout": pub.endpoint, "teldata": ""})
+    writer = start_writer("readout", {"readout": pub.endpoint, "teldata": ""}, flush_interval_s=0.1)
     pub.wait_subscriber()
     pub.send(readout(1).pack())
-    writer.wait(lambda s: s["counters"]["received"] == 1)
-    simulate(TMSimConfig(modules=30, rate=20, records_per_packet=2, duration=2.5), "127.0.0.1", port)
+    writer.wait(lambda s: s["counters"]["written"] == 1)
+    sim = TMSimConfig(modules=30, rate=20, records_per_packet=2, duration=8.0)
+    feeder = threading.Thread(target=simulate, args=(sim, "127.0.0.1", port))
+    feeder.start()  # still sending while status is asked
     rx.wait(lambda s: s["absent_modules"] == [30, 31] and s["rates"]["received"] > 0)
     done = run_ctl("status", "--json")
+    text = run_ctl("status").stdout
+    feeder.join()
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["systemd"] is False
@@ -63,7 +68,6 @@ def test_status_shows_rates_last_data_and_absent_modules_of_live_receivers(
     assert states["writer-readout"]["unit"] == "ssdaq-writer@readout.service"
     assert states["writer-readout"]["status"]["counters"]["written"] == 1
     assert not states["trigger"]["running"] and states["trigger"]["health"] == "not running"
-    text = run_ctl("status").stdout
     [line] = [x for x in text.splitlines() if x.startswith("readout ")]
     assert "running" in line and " ok " in line and "30,31" in line and "ro/s" in line
 

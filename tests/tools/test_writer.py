@@ -16,7 +16,6 @@ from ssdaq.io.files import DAMAGED, PART
 from ssdaq.io.layouts import TIMESTAMP_PATH, TRIGGER_PATH
 from tests.conftest import child_env
 from tests.livepub import readout
-from tests.sdnotify import NotifyListener
 from tests.tools.conftest import writer_argv
 
 
@@ -79,7 +78,7 @@ def test_readouts_are_stored_exactly_and_every_reader_gets_them_back(
 
 
 def test_stop_writes_everything_received_however_long_the_flush_interval(
-        publisher, start_writer, notify: NotifyListener) -> None:
+        publisher, start_writer, notified) -> None:
     pub = publisher()
     w = start_writer("readout", {"readout": pub.endpoint, "teldata": ""}, flush_interval_s=60.0)
     pub.wait_subscriber()
@@ -87,7 +86,7 @@ def test_stop_writes_everything_received_however_long_the_flush_interval(
     status = w.wait(lambda s: s["counters"]["received"] == 25)
     assert status["counters"]["written"] == 0 and status["pending_rows"] == 25
     w.proc.send_signal(signal.SIGTERM)
-    notify.wait_for("STOPPING", "1")
+    notified.wait_for("STOPPING", "1", w.proc.pid)
     w.stop()
     assert_rows_equal(stored(w.directory), sent)
 
