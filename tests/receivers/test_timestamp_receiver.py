@@ -2,7 +2,6 @@
 
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -12,6 +11,7 @@ from ssdaq.data.messages import TriggerBunch, TriggerMessage
 from ssdaq.simulators.timing import TimingSimConfig, bunch, simulate
 from tests.conftest import child_env, free_port
 from tests.receivers.conftest import QUIET, nothing_more, publisher_config, subscribe
+from tests.simulators import sim_argv
 
 
 def timestamp_config(board_port: int, pub_port: int) -> str:
@@ -39,22 +39,14 @@ def expected(cfg: TimingSimConfig) -> list[bytes]:
 def run_board(port: int, count: int) -> subprocess.Popen:
     """``ssdaq-sim timing`` as its own process, sending once the receiver subscribed."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ssdaq.simulators.cli",
+        sim_argv(
             "timing",
             "--bind",
             f"tcp://127.0.0.1:{port}",
-            "--rate",
-            "200",
             "--count",
             str(count),
-            "--triggers",
-            "3",
-            "--wait-subscriber",
-            "10",
-        ],
+            *"--rate 200 --triggers 3 --wait-subscriber 10".split(),
+        ),
         env=child_env(),
         stdout=subprocess.PIPE,
         text=True,

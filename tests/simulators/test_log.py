@@ -2,13 +2,13 @@
 
 import socket
 import subprocess
-import sys
 
 import pytest
 
 from ssdaq.data.messages import DelimitedDecoder, LogData, parse
 from ssdaq.simulators.log import LogSimConfig, encode, record
 from tests.conftest import child_env
+from tests.simulators import sim_argv
 
 
 def run_sim(*args: str) -> tuple[subprocess.CompletedProcess, bytes]:
@@ -16,15 +16,7 @@ def run_sim(*args: str) -> tuple[subprocess.CompletedProcess, bytes]:
     with socket.create_server(("127.0.0.1", 0)) as server:
         server.settimeout(10)
         sim = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ssdaq.simulators.cli",
-                "log",
-                "--port",
-                str(server.getsockname()[1]),
-                *args,
-            ],
+            sim_argv("log", "--port", str(server.getsockname()[1]), *args),
             env=child_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -65,7 +57,7 @@ def test_encode_gives_the_bytes_of_record_k(framing: str) -> None:
 
 def test_a_rate_of_zero_is_a_usage_error() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "ssdaq.simulators.cli", "log", "--rate", "0"],
+        sim_argv("log", "--rate", "0"),
         env=child_env(),
         capture_output=True,
         text=True,

@@ -2,7 +2,6 @@
 
 import socket
 import subprocess
-import sys
 import time
 
 import zmq
@@ -10,27 +9,18 @@ import zmq
 from ssdaq.data.messages import TriggerBunch
 from ssdaq.simulators.timing import TimingSimConfig, bunch
 from tests.conftest import child_env, free_port
+from tests.simulators import sim_argv
 
 
 def test_cli_publishes_the_asked_bunches_once_subscribed() -> None:
     port = free_port(socket.SOCK_STREAM)
     sim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ssdaq.simulators.cli",
+        sim_argv(
             "timing",
             "--bind",
             f"tcp://127.0.0.1:{port}",
-            "--rate",
-            "100",
-            "--count",
-            "30",
-            "--triggers",
-            "5",
-            "--wait-subscriber",
-            "10",
-        ],
+            *"--rate 100 --count 30 --triggers 5 --wait-subscriber 10".split(),
+        ),
         env=child_env(),
         stdout=subprocess.PIPE,
         text=True,
@@ -67,18 +57,12 @@ def test_bunches_are_reproducible_and_their_times_follow_the_rate() -> None:
 def test_without_a_subscriber_it_says_so_and_sends_anyway() -> None:
     port = free_port(socket.SOCK_STREAM)
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ssdaq.simulators.cli",
+        sim_argv(
             "timing",
             "--bind",
             f"tcp://127.0.0.1:{port}",
-            "--count",
-            "2",
-            "--wait-subscriber",
-            "0.2",
-        ],
+            *"--count 2 --wait-subscriber 0.2".split(),
+        ),
         env=child_env(),
         capture_output=True,
         text=True,

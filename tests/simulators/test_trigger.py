@@ -2,7 +2,6 @@
 
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -11,6 +10,7 @@ from ssdaq.core.errors import EX_USAGE
 from ssdaq.data import trigger
 from ssdaq.simulators.trigger import PacketMaker, TriggerSimConfig, simulate
 from tests.conftest import child_env
+from tests.simulators import sim_argv
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def listener() -> socket.socket:
 
 def sim(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ssdaq.simulators.cli", "trigger", *args],
+        sim_argv("trigger", *args),
         env=child_env(),
         capture_output=True,
         text=True,
