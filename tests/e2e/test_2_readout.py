@@ -38,12 +38,14 @@ def test_first_datagram_starts_readout_and_subscriber_gets_complete_readouts(
     ensure_listening(machine)
     assert machine.prop("ssdaq-readout.service", "ActiveState") == "inactive"
     sub = subscribe(machine, READOUT_PUB, seconds=30)
-    t0 = time.monotonic()
     sim = machine.run(*SIM, "--duration", "4", timeout=30)
     result = collected(sub, timeout=40)
     assert active(machine, "ssdaq-readout.service"), "the first datagram did not start the service"
-    ready_us = int(machine.prop("ssdaq-readout.service", "ActiveEnterTimestampMonotonic"))
-    record("socket activation: first datagram -> READY=1", f"{ready_us / 1e6 - t0:.3f} s")
+    # from PID 1 starting the service (the datagram's trigger) to the receiver's READY=1
+    unit = "ssdaq-readout.service"
+    start_us = int(machine.prop(unit, "InactiveExitTimestampMonotonic"))
+    ready_us = int(machine.prop(unit, "ActiveEnterTimestampMonotonic"))
+    record("socket activation: trigger -> READY=1", f"{(ready_us - start_us) / 1e6:.3f} s")
     got = readouts(result)
     complete = [r for r in got if r[4] == ALL_MODULES]
     assert len(complete) >= 2 * SIM_RATE_HZ, (sim.stdout, len(got), [hex(r[4]) for r in got[:5]])
