@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 
 from ssdaq.core.config import setting, table, tables
-from ssdaq.core.errors import FormatError
+from ssdaq.core.errors import FormatError, UnavailableError
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import PublisherSettings, ReceiverConfig, zmq_publisher
 from ssdaq.data.messages import MonitorData, parse
@@ -88,7 +88,12 @@ class MonitorReceiver(ReceiverServer):
         self._pull = self._context.socket(zmq.PULL)
         self._pull.setsockopt(zmq.RCVHWM, self.config.pull.rcvhwm)
         self._pull.setsockopt(zmq.LINGER, 0)
-        self._pull.bind(self.endpoint)
+        try:
+            self._pull.bind(self.endpoint)
+        except zmq.ZMQError as e:
+            raise UnavailableError(
+                f"cannot bind the MonitorData endpoint {self.endpoint}: {e}"
+            ) from None
         self._setup = True
         self.log.info("taking MonitorData on %s", self.endpoint)
 

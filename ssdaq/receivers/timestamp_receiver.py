@@ -21,7 +21,7 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from ssdaq.core.config import setting, table, tables
-from ssdaq.core.errors import FormatError
+from ssdaq.core.errors import ConfigError, FormatError
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import PublisherSettings, ReceiverConfig, zmq_publisher
 from ssdaq.data.messages import TriggerBunch, parse
@@ -117,7 +117,11 @@ class TimestampReceiver(ReceiverServer):
         ):
             self._sub.setsockopt(option, value)
         self._monitor = self._sub.get_monitor_socket(_EVENTS)
-        self._sub.connect(self.endpoint)
+        try:
+            self._sub.connect(self.endpoint)
+        except zmq.ZMQError as e:
+            where = self.config_file or "<defaults>"
+            raise ConfigError(where, "timing_board.endpoint", f"{self.endpoint!r}: {e}") from None
         self._setup = True
         self.connected = False
         self._since = time.monotonic()

@@ -1,14 +1,15 @@
 """MonitorReceiver as a process: MonitorData republished verbatim, the newest per receiver kept."""
 
 import socket
+import subprocess
 import time
 
 import pytest
 import zmq
 
 from ssdaq.data.messages import MonitorData, monitor_data
-from tests.conftest import free_port
-from tests.receivers.conftest import QUIET, nothing_more, publisher_config, subscribe
+from tests.conftest import child_env, free_port, receiver_argv
+from tests.receivers.conftest import CLASSES, QUIET, nothing_more, publisher_config, subscribe
 
 
 def monitor_config(pull_port: int, pub_port: int, top: str = "") -> str:
@@ -103,3 +104,19 @@ def test_receivers_report_to_it_with_their_own_monitor_sender(monitor, start_rec
     assert row["pid"] == trigger.proc.pid and not row["stale"]
     got = MonitorData.FromString(sub.recv())
     assert got.reciver.name == "TriggerPacketReceiver"
+
+
+def test_an_endpoint_that_cannot_be_bound_is_exit_69_naming_it(tmp_path, runtime_dir) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = tmp_path / "monitor.toml"
+        config.write_text(monitor_config(port, free_port(socket.SOCK_STREAM)))
+        done = subprocess.run(
+            receiver_argv(CLASSES["monitor"], "--config", str(config)),
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 69, done.stderr
+    assert f"cannot bind the MonitorData endpoint tcp://127.0.0.1:{port}" in done.stderr

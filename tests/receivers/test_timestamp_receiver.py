@@ -9,8 +9,8 @@ import zmq
 
 from ssdaq.data.messages import TriggerBunch, TriggerMessage
 from ssdaq.simulators.timing import TimingSimConfig, bunch, simulate
-from tests.conftest import child_env, free_port
-from tests.receivers.conftest import QUIET, nothing_more, publisher_config, subscribe
+from tests.conftest import child_env, free_port, receiver_argv
+from tests.receivers.conftest import CLASSES, QUIET, nothing_more, publisher_config, subscribe
 from tests.simulators import sim_argv
 
 
@@ -145,3 +145,17 @@ def test_a_peer_that_is_not_the_board_is_a_failed_attempt_not_a_connection(board
         in err
         or "closed before the zmq handshake" in err
     )
+
+
+def test_an_endpoint_zmq_cannot_use_is_a_config_error(tmp_path, runtime_dir) -> None:
+    config = tmp_path / "timestamp.toml"
+    config.write_text('[timing_board]\nendpoint = "tcp://no port here"\n')
+    done = subprocess.run(
+        receiver_argv(CLASSES["timestamp"], "--config", str(config)),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 78, done.stderr
+    assert f"{config}: timing_board.endpoint: 'tcp://no port here'" in done.stderr
