@@ -245,18 +245,26 @@ class EventBuilder:
         return min(when, float(dies.min())) if len(dies) else when
 
     def _add(self, rec: _Records, now: float, out: list[Published]) -> None:
-        ro = self._match_open(rec.tack)
-        lost = (ro < 0).nonzero()[0]
+        n = len(rec.tack)
+        if len(self._ids):
+            ro = self._match_open(rec.tack)
+            lost = (ro < 0).nonzero()[0]
+        else:
+            ro, lost = np.full(n, -1), np.arange(n)
         n_lost = dup_closed = 0
         if len(lost):
-            cls = self._history.classify(rec.tack[lost], self.settings.readout_window_ns, self.ref,
+            every = len(lost) == n
+            cls = self._history.classify(rec.tack if every else rec.tack[lost],
+                                         self.settings.readout_window_ns, self.ref,
                                          self.settings.tack_reset_ns)
-            # read the history now: opening readouts may evict into it
-            dup_closed = self._history.holding(cls, rec.slot[lost])
-            new = lost[cls == NEW]
+            new = lost
+            if cls is not None:
+                # read the history now: opening readouts may evict into it
+                dup_closed = self._history.holding(cls, rec.slot if every else rec.slot[lost])
+                new = lost[cls == NEW]
             n_lost = len(lost) - len(new)
             if len(new) and not self._open_new(new, rec, ro, now, out):
-                half = len(rec.tack) // 2  # more new readouts than fit at once: take it in parts
+                half = n // 2  # more new readouts than fit at once: take it in parts
                 self._add(rec.part(slice(0, half)), now, out)
                 self._add(rec.part(slice(half, None)), now, out)
                 return
@@ -273,9 +281,8 @@ class EventBuilder:
         out.append(self._publish(touched[(present | ~need).all(axis=1)]))
 
     def _match_open(self, tack: np.ndarray) -> np.ndarray:
-        """Open readout id per TACK within the window of its nearest anchor, else -1."""
-        if not len(self._ids):
-            return np.full(len(tack), -1)
+        """Open readout id per TACK within the window of its nearest anchor, else -1 (some
+        readouts must be open)."""
         best, dist = nearest(self._anchors, tack)
         return np.where(dist < self.settings.readout_window_ns, self._ids[best], -1)
 
@@ -286,9 +293,10 @@ class EventBuilder:
         False if more readouts would have to be open than ``max_open_readouts`` allows, even
         after evicting every open readout this batch feeds no record to.
         """
-        tack = rec.tack[new]
+        every = len(new) == len(rec.tack)
+        tack = rec.tack if every else rec.tack[new]
         order = np.argsort(tack, kind="stable")
-        gid, anchors, starts = group(tack[order], self.settings.readout_window_ns)
+        anchors, bounds = group(tack[order], self.settings.readout_window_ns)
         n, free = len(anchors), self._n_free
         if n > free:
             feeds = np.unique(ro[ro >= 0])
@@ -297,7 +305,9 @@ class EventBuilder:
             out.append(self._evict(n - free, feeds))
         self._n_free -= n
         ids = self._free[self._n_free : self._n_free + n][::-1]
-        first = new[np.minimum.reduceat(order, starts)]  # each readout's earliest-arrived record
+        first = np.minimum.reduceat(order, bounds[:-1])  # each readout's earliest-arrived record
+        if not every:
+            first, order = new[first], new[order]
         self._cpu_ns[ids] = rec.cpu_ns[first]
         self._open[ids] = True
         self._stale[ids] = False
@@ -311,7 +321,7 @@ class EventBuilder:
         if len(self._ids) > n and self._anchors[-n - 1] > anchors[0]:  # not all past the others
             by_anchor = np.argsort(self._anchors)
             self._ids, self._anchors = self._ids[by_anchor], self._anchors[by_anchor]
-        ro[new[order]] = ids[gid]
+        ro[order] = np.repeat(ids, bounds[1:] - bounds[:-1])
         return True
 
     def _accept(self, ro: np.ndarray, n_lost: int, dup_closed: int,

@@ -47,24 +47,30 @@ class ClosedHistory:
         top = int(anchor.max())
         self.low = top if self.low is None else max(self.low, top)
 
-    def classify(self, tack: np.ndarray, window: int, ref: int | None, span: int) -> np.ndarray:
-        """``NEW``, ``LATE`` or a history entry for TACKs matching no open readout.
+    def classify(self, tack: np.ndarray, window: int, ref: int | None,
+                 span: int) -> np.ndarray | None:
+        """``NEW``, ``LATE`` or a history entry for TACKs matching no open readout; None if
+        every one is ``NEW`` (the usual case: newer than anything the history holds).
 
         ``ref`` is the builder's reference TACK and ``span`` its ``tack_reset_ns``: a TACK
         farther than ``span`` below ``ref`` may be a counter reset, so it is never late.
         """
-        cls = np.full(len(tack), NEW)
         if not self.len:
-            return cls
+            return None
         low = self.low
         if ref is not None and low is not None and low > ref + span:
             low = None  # forgotten before ``ref`` existed, and implausible now
-        ask = tack < (self.high if low is None else max(self.high, low)) + window
+        top = (self.high if low is None else max(self.high, low)) + window
+        if int(tack.min()) >= top:
+            return None
+        ask = tack < top
         if ref is not None:
             ask &= tack >= ref - span
         ask = np.flatnonzero(ask)
-        if len(ask):
-            cls[ask] = self.lookup(tack[ask], window, low)
+        if not len(ask):
+            return None
+        cls = np.full(len(tack), NEW)
+        cls[ask] = self.lookup(tack[ask], window, low)
         return cls
 
     def holding(self, cls: np.ndarray, slot: np.ndarray) -> int:
@@ -95,24 +101,25 @@ def nearest(sorted_values: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.where(d_lo <= d_hi, lo, hi), np.minimum(d_lo, d_hi)
 
 
-def group(tack: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def group(tack: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Split sorted TACKs into readouts: each anchored at its first TACK, spanning < window.
 
-    Returns the group of each TACK, the anchors and the index where each group starts. Gaps
-    >= window separate groups; a cluster chained wider than the window (jitter close to the
-    window) is split greedily in Python.
+    Returns the anchors and the bounds: readout j holds ``tack[bounds[j] : bounds[j + 1]]``.
+    Gaps >= window separate readouts; a cluster chained wider than the window (jitter close to
+    the window) is split greedily in Python.
     """
-    breaks = (np.diff(tack) >= window).nonzero()[0] + 1
-    starts = np.concatenate(([0], breaks))
-    if not np.count_nonzero(tack[np.append(breaks, len(tack)) - 1] - tack[starts] >= window):
-        gid = np.zeros(len(tack), np.intp)
-        gid[breaks] = 1
-        return np.cumsum(gid, out=gid), tack[starts], starts
-    gid, anchor, firsts = np.empty(len(tack), np.intp), int(tack[0]), [0]
+    n = len(tack)
+    cut = np.empty(n + 1, bool)  # True where a readout starts, and at the end
+    cut[0] = cut[n] = True
+    np.greater_equal(tack[1:] - tack[:-1], window, out=cut[1:n])
+    bounds = np.flatnonzero(cut)
+    anchors = tack[bounds[:-1]]
+    if not np.count_nonzero(tack[bounds[1:] - 1] - anchors >= window):
+        return anchors, bounds
+    anchor, firsts = int(tack[0]), [0]
     for i, t in enumerate(tack.tolist()):
         if t - anchor >= window:
             anchor = t
             firsts.append(i)
-        gid[i] = len(firsts) - 1
-    starts = np.array(firsts)
-    return gid, tack[starts], starts
+    bounds = np.array([*firsts, n])
+    return tack[bounds[:-1]], bounds

@@ -31,17 +31,20 @@ def test_nearest_picks_the_closer_neighbour_and_the_lower_on_a_tie():
 
 
 def test_group_splits_sorted_tacks_at_gaps_of_the_window():
-    gid, anchors, starts = group(ints(0, 5, 20, 29, 50), WINDOW)
-    assert gid.tolist() == [0, 0, 1, 1, 2]
+    anchors, bounds = group(ints(0, 5, 20, 29, 50), WINDOW)
     assert anchors.tolist() == [0, 20, 50]
-    assert starts.tolist() == [0, 2, 4]
+    assert bounds.tolist() == [0, 2, 4, 5]
 
 
 def test_group_splits_a_chain_wider_than_the_window_from_each_anchor():
-    gid, anchors, starts = group(ints(0, 6, 12, 18, 24, 40), WINDOW)
-    assert gid.tolist() == [0, 0, 1, 1, 2, 3]
+    anchors, bounds = group(ints(0, 6, 12, 18, 24, 40), WINDOW)
     assert anchors.tolist() == [0, 12, 24, 40]
-    assert starts.tolist() == [0, 2, 4, 5]
+    assert bounds.tolist() == [0, 2, 4, 5, 6]
+
+
+def test_group_of_one_tack_is_one_readout():
+    anchors, bounds = group(ints(7), WINDOW)
+    assert anchors.tolist() == [7] and bounds.tolist() == [0, 1]
 
 
 def test_history_finds_the_entry_within_the_window_and_newer_tacks_are_new():
@@ -49,6 +52,7 @@ def test_history_finds_the_entry_within_the_window_and_newer_tacks_are_new():
     cls = h.classify(ints(205, 295, 105, 150, 1000), WINDOW, ref=300, span=10_000)
     assert h.anchor[cls[:3]].tolist() == [200, 300, 100]
     assert cls[3:].tolist() == [NEW, NEW]
+    assert h.classify(ints(310, 1000), WINDOW, ref=300, span=10_000) is None  # all new
 
 
 def test_history_counts_records_whose_slot_its_entry_already_holds():
@@ -75,9 +79,10 @@ def test_tack_far_below_ref_may_be_a_reset_and_is_never_late():
     h = history(1, 100, 200)  # 100 is forgotten: records up to it (+ window) are late
     cls = h.classify(ints(95, 105), WINDOW, ref=10_000, span=9_900)  # 95 is below ref - span
     assert cls.tolist() == [NEW, LATE]
+    assert h.classify(ints(95), WINDOW, ref=10_000, span=9_900) is None
 
 
 def test_cleared_history_classifies_everything_new():
     h = history(1, 100, 200)
     h.clear()
-    assert h.classify(ints(100, 200), WINDOW, ref=None, span=10_000).tolist() == [NEW, NEW]
+    assert h.classify(ints(100, 200), WINDOW, ref=None, span=10_000) is None
