@@ -115,6 +115,9 @@ class NoAnswer(Exception):
 
 def request(path: str, line: str, timeout_s: float = 2.0) -> dict[str, Any]:
     """Send one command line to the socket at ``path`` and return the decoded JSON reply."""
+    directory = os.path.dirname(path) or "."
+    if os.path.isdir(directory) and not os.access(directory, os.X_OK):
+        raise NoAnswer(f"permission denied on {directory} (members of group ssdaq may send commands)")
     if not os.path.exists(path):
         raise NoAnswer(f"no command socket at {path} (is the receiver running?)")
     if not os.access(path, os.W_OK):

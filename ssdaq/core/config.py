@@ -76,19 +76,27 @@ def _type_name(tp: Any) -> str:
     return {bool: "true or false", int: "integer", float: "number", str: "string"}[tp]
 
 
-def load(cls: type[T], path: str | Path) -> T:
-    """Read ``path`` and build ``cls`` from it; a missing file is an error (the caller decides)."""
+def read(path: str | Path) -> dict[str, Any]:
+    """The TOML document at ``path``; unreadable or invalid files are a ``ConfigError``."""
     name = str(path)
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(name, "", "no such file") from None
     except PermissionError:
         raise ConfigError(name, "", "permission denied") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(name, "", f"not valid TOML: {e}") from None
-    return build(cls, data, name)
+
+
+def load(cls: type[T], path: str | Path, ignore: tuple[str, ...] = ()) -> T:
+    """Read ``path`` and build ``cls`` from it; a missing file is an error (the caller decides).
+
+    Top-level keys in ``ignore`` are left out (read by someone else, e.g. ``receiver_class``).
+    """
+    data = read(path)
+    return build(cls, {k: v for k, v in data.items() if k not in ignore}, str(path))
 
 
 def build(cls: type[T], data: Mapping[str, Any], file: str = "<defaults>", prefix: str = "") -> T:

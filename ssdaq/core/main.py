@@ -18,7 +18,6 @@ from ssdaq.core import logging as sslogging
 from ssdaq.core import systemd
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, EX_USAGE, ConfigError, SsdaqError
 from ssdaq.core.receiver_server import ReceiverServer, RunContext, _run_context, release_all
-from ssdaq.core.settings import GenericReceiverConfig
 
 CONFIG_DIR = Path("/etc/ssdaq")
 ENTRY_POINT_GROUP = "ssdaq.receivers"
@@ -58,17 +57,20 @@ def resolve(name: str, config_path: Path | None) -> tuple[str, type[ReceiverServ
     if not path.exists():
         raise ConfigError(str(path), "", f"{name!r} is not a registered receiver "
                           f"({', '.join(sorted(known))}) and has no config file naming its class")
-    generic = configlib.load(GenericReceiverConfig, path)
-    if not generic.receiver_class:
+    spec = configlib.read(path).get("receiver_class")
+    if not isinstance(spec, str) or ":" not in spec:
         raise ConfigError(str(path), "receiver_class", "must name the receiver as package.module:Class")
-    return name, import_class(generic.receiver_class, str(path)), path
+    return name, import_class(spec, str(path)), path
 
 
 def load_config(cls: type[ReceiverServer], path: Path, explicit: bool) -> tuple[object, str | None]:
-    """The receiver's configuration; the built-in defaults when the default file does not exist."""
+    """The receiver's configuration; the built-in defaults when the default file does not exist.
+
+    ``receiver_class`` (which names the class) is accepted in any receiver's file.
+    """
     if not path.exists() and not explicit:
         return cls.config_class(), None
-    return configlib.load(cls.config_class, path), str(path)
+    return configlib.load(cls.config_class, path, ignore=("receiver_class",)), str(path)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -60,3 +60,10 @@ def test_a_config_file_names_a_sites_own_receiver_class(tmp_path: Path) -> None:
     cfg.write_text('receiver_class = "json:dumps"\n')
     done = run("site", "--config", str(cfg))
     assert done.returncode == 78 and "receiver_class: 'json:dumps' is not a ReceiverServer subclass" in done.stderr
+
+
+def test_a_config_file_may_name_a_class_that_has_settings_of_its_own(tmp_path: Path) -> None:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text('receiver_class = "ssdaq.receivers.relay:UDPRelay"\nmax_datagram_bytes = 1500\n')
+    done = run("site", "--config", str(cfg), "--check-config")
+    assert done.returncode == 0, done.stderr
