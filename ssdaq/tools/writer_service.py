@@ -141,6 +141,32 @@ class StreamWriter(ReceiverServer):
             self.log.error("stopped with %d rows unwritten: the disk is full",
                            self._rows(self._pending))
 
+    async def on_reload(self, old: Any, new: Any) -> None:
+        """Everything applies live: a new directory or prefix starts a new file, a new endpoint
+        is subscribed instead of the old one (the other settings are read at each use)."""
+        directory = Path(new.output.directory) if new.output.directory else default_directory(
+            self.layout.stream)
+        prefix = new.output.prefix or self.layout.stream
+        if (directory, prefix) != (self.directory, self.prefix):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                self.log.error("cannot create %s (%s): still writing to %s", directory, e,
+                               self.directory)
+            else:
+                await self.flush(final=True)
+                self.directory, self.prefix = directory, prefix
+                self.log.info("writing to %s/%s_* from now on", directory, prefix)
+        for inp, sock in self._subscriptions:
+            before, after = (getattr(c.inputs, inp.stream).endpoint for c in (old, new))
+            if after != before:
+                if before:
+                    sock.disconnect(before)
+                if after:
+                    sock.connect(after)
+                self.log.info("%s: subscribed to %s instead of %s", inp.stream, after or "nothing",
+                              before or "nothing")
+
     # ------------------------------------------------------------------ receiving
 
     async def _receive(self, inp: Input, sock: zmq.asyncio.Socket) -> None:

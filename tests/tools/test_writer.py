@@ -129,6 +129,26 @@ def test_rotate_command_closes_the_file_now(publisher, start_writer) -> None:
     w.stop()
 
 
+def test_reload_moves_to_a_new_directory_and_endpoint_without_losing_rows(
+        publisher, start_writer, tmp_path: Path) -> None:
+    first, second = publisher(), publisher()
+    w = start_writer("readout", {"readout": first.endpoint, "teldata": ""}, flush_interval_s=60.0)
+    first.wait_subscriber()
+    sent = send_readouts(first, range(1, 6))
+    w.wait(lambda s: s["counters"]["received"] == 5)
+    config = tmp_path / "writer-readout.toml"
+    moved = tmp_path / "moved"
+    config.write_text(config.read_text().replace(str(w.directory), str(moved))
+                      .replace(first.endpoint, second.endpoint))
+    w.proc.send_signal(signal.SIGHUP)
+    second.wait_subscriber()
+    sent_later = send_readouts(second, range(6, 9))
+    w.wait(lambda s: s["counters"]["received"] == 8)
+    w.stop()
+    assert_rows_equal(stored(w.directory), sent)  # what came before the reload: the old place
+    assert_rows_equal(stored(moved), sent_later)
+
+
 def test_gaps_and_malformed_messages_are_counted_and_the_rest_stored(
         publisher, start_writer) -> None:
     pub = publisher()
