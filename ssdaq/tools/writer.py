@@ -11,7 +11,6 @@ This module holds the command line and the settings; the service itself is
 ``ssdaq.tools.writer_service`` (imported only to run, since it needs h5py).
 """
 
-import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.stream:
         parser().print_usage(sys.stderr)
         return EX_USAGE
-    if importlib.util.find_spec("h5py") is None:
+    try:
+        import h5py  # noqa: F401  (only to say clearly that it is missing)
+    except ImportError:
         print("ssdaq-writer: needs h5py (Debian: apt install python3-h5py; pip: ssdaq[tools])",
               file=sys.stderr)
         return EX_UNAVAILABLE
