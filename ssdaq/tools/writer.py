@@ -14,6 +14,7 @@ This module holds the command line and the settings; the service itself is
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ssdaq.core import config as configlib
 from ssdaq.core import main as receiver_main
@@ -39,7 +40,7 @@ class Subscription:
                       "drops them (counted as missed for readouts, by their numbers)", min=1)
 
 
-def subscription(stream: str, help: str = "") -> object:
+def subscription(stream: str, help: str = "") -> Any:
     return table(Subscription, help=help or f"The {stream} stream", endpoint=stream_endpoint(stream))
 
 

@@ -119,10 +119,10 @@ class StreamWriter(ReceiverServer):
 
     async def ct_flush(self) -> None:
         """Write on the timer, rotate by age, notice when space comes back."""
-        out = self.config.output
         while True:
-            await asyncio.sleep(min(0.2, out.flush_interval_s))
-            if time.monotonic() - self._last_flush >= out.flush_interval_s:
+            interval = self.config.output.flush_interval_s  # read each time: reload changes it
+            await asyncio.sleep(min(0.2, interval))
+            if time.monotonic() - self._last_flush >= interval:
                 await self.flush()
 
     async def on_stop(self) -> None:
@@ -223,7 +223,8 @@ class StreamWriter(ReceiverServer):
         async with self._lock:
             self._last_flush = time.monotonic()
             out = self.config.output
-            if self._pending and self._space_for(self._pending_bytes):
+            room = (self._pending or self._disk_full) and self._space_for(self._pending_bytes)
+            if self._pending and room:
                 batch, self._pending, self._pending_bytes = self._pending, [], 0
                 await self._in_thread(self._write, _merge(batch), in_flight=self._rows(batch))
             if self._file is not None and (

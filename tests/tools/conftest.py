@@ -92,9 +92,15 @@ class NotifyDrain:
             except TimeoutError:
                 pass
 
-    def wait_for(self, key: str, value: str, pid: int, timeout: float = 10.0) -> None:
+    def wait_for(self, key: str, value: str, pid: int, timeout: float = 10.0,
+                 part: bool = False) -> None:
+        """Until ``pid`` sent ``key=value`` (``part``: a value containing ``value``)."""
+        def match(fields: dict[str, str]) -> bool:
+            got = fields.get(key)
+            return got is not None and (value in got if part else got == value)
+
         deadline = time.monotonic() + timeout
-        while not any(p == pid and f.get(key) == value for _, p, f in list(self.notify.log)):
+        while not any(p == pid and match(f) for _, p, f in list(self.notify.log)):
             assert time.monotonic() < deadline, f"no {key}={value} from {pid} in {timeout} s"
             time.sleep(0.02)
 

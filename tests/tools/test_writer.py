@@ -317,7 +317,7 @@ def fill(mnt: Path, leave_bytes: int) -> Path:
 
 
 def test_a_full_disk_stops_writing_holds_data_and_resumes_without_loss(
-        publisher, start_writer, small_disk: Path) -> None:
+        publisher, start_writer, small_disk: Path, notified) -> None:
     pub = publisher()
     w = start_writer("readout", {"readout": pub.endpoint, "teldata": ""}, directory=small_disk,
                      flush_interval_s=0.1, compression_level=0, min_free_bytes=2_000_000)
@@ -331,6 +331,7 @@ def test_a_full_disk_stops_writing_holds_data_and_resumes_without_loss(
     assert status["file"] is None, "the file is closed when the disk fills"
     [complete] = reader.data_files(small_disk)
     assert reader.read_table(complete)["iro"][0] == 1, "what was written before is a complete file"
+    notified.wait_for("STATUS", "DISK FULL (", w.proc.pid, timeout=5, part=True)
     filler.unlink()
     w.wait(lambda s: not s["disk_full"] and s["counters"]["written"] == 200)
     log = w.stop()
