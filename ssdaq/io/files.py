@@ -5,8 +5,7 @@ A file is written as ``<prefix>_<YYYYmmdd_HHMMSS>.hdf5.part`` (created exclusive
 taken with ``link()``, which fails instead of replacing an existing file, so a name collision
 (two files in one second, a clock step) gets a ``_1``, ``_2`` … suffix. A ``*.hdf5`` file is
 therefore always complete. A ``.part`` file is one being written, or the leftover of a process
-that was killed: :func:`recover` verifies it in a separate process (a damaged HDF5 file can crash
-the library) and publishes it under its final name, or renames it ``.hdf5.damaged``.
+that was killed: ``ssdaq.io.recovery`` deals with those.
 
 HDF5 must never see a full disk: after a failed write (ENOSPC) the library's handles are unusable
 and closing them can crash the process. The writer keeps a reserve of free space and stops before
@@ -14,11 +13,7 @@ it (see ``ssdaq.tools.writer``); :class:`WriteFailed` covers the case where some
 the disk between the check and the write.
 """
 
-import argparse
-import logging
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,13 +21,11 @@ import h5py
 import numpy as np
 
 from ssdaq.io import hdf5
-from ssdaq.io.layouts import LAYOUTS, FileLayout, Rows
+from ssdaq.io.layouts import FileLayout, Rows
 
 EXT = ".hdf5"
 PART = EXT + ".part"
 DAMAGED = EXT + ".damaged"
-VERIFY_TIMEOUT_S = 300.0
-_VERIFY_BLOCK_ROWS = 4096
 
 
 class WriteFailed(Exception):
@@ -71,9 +64,9 @@ def publish(part: Path, ext: str = EXT) -> Path:
 class OpenFile:
     """One ``.part`` file being written: its datasets, rows written and age."""
 
-    def __init__(self, directory: Path, prefix: str, layout: FileLayout, compression_level: int
-                 ) -> None:
-        stamp = time.strftime("%Y%m%d_%H%M%S", time.gmtime())
+    def __init__(self, directory: Path, prefix: str, layout: FileLayout, compression_level: int,
+                 stamp: str | None = None) -> None:
+        stamp = stamp or time.strftime("%Y%m%d_%H%M%S", time.gmtime())
         for n in range(10_000):
             stem = directory / f"{prefix}_{stamp}{'' if n == 0 else f'_{n}'}"
             if (final := Path(f"{stem}{EXT}")).exists():
@@ -132,47 +125,6 @@ class OpenFile:
         return publish(self.part)
 
 
-def verify(path: str | Path, layout: FileLayout) -> int:
-    """Read every dataset of ``layout`` in ``path`` (checksums, decompression); rows of the first.
-
-    Raises on any damage. Run it in a separate process on files of unknown state (:func:`recover`).
-    """
-    with h5py.File(path, "r") as f:
-        for d in layout.datasets:
-            ds = f[d.path]
-            for start in range(0, ds.shape[0], _VERIFY_BLOCK_ROWS):
-                ds[start:start + _VERIFY_BLOCK_ROWS]
-        return int(f[layout.datasets[0].path].shape[0])
-
-
-def recover(directory: Path, prefix: str, layout: FileLayout, log: logging.Logger) -> list[Path]:
-    """Publish the verified ``.part`` leftovers of ``prefix`` in ``directory``; mark the others.
-
-    Returns the files published. Each file is verified in a child process.
-    """
-    published = []
-    for part in sorted(directory.glob(f"{prefix}_*{PART}")):
-        rows = _verify_in_child(part, layout.stream)
-        if rows is None:
-            dest = publish(part, DAMAGED)
-            log.error("%s is damaged (killed while writing?): kept as %s", part.name, dest.name)
-        else:
-            dest = publish(part)
-            published.append(dest)
-            log.warning("recovered %s with %d rows left by a process that did not stop cleanly",
-                        dest.name, rows)
-    return published
-
-
-def _verify_in_child(path: Path, stream: str) -> int | None:
-    try:
-        done = subprocess.run([sys.executable, "-m", "ssdaq.io.files", stream, str(path)],
-                              capture_output=True, text=True, timeout=VERIFY_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        return None
-    return int(done.stdout) if done.returncode == 0 and done.stdout.strip().isdigit() else None
-
-
 def free_bytes(directory: Path) -> int:
     """Bytes available to this (unprivileged) user in ``directory``'s filesystem."""
     st = os.statvfs(directory)
@@ -183,21 +135,3 @@ def rows_nbytes(rows: Rows) -> int:
     """Uncompressed size of a batch of rows: an upper bound of what writing it adds to a file."""
     return sum(v.nbytes if isinstance(v, np.ndarray) else sum(len(x) for x in v)
                for v in rows.values())
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m ssdaq.io.files STREAM FILE``: verify a file, print its rows (exit 1: damaged)."""
-    p = argparse.ArgumentParser(prog="python -m ssdaq.io.files", description=main.__doc__)
-    p.add_argument("stream", choices=sorted(LAYOUTS))
-    p.add_argument("file")
-    args = p.parse_args(argv)
-    try:
-        print(verify(args.file, LAYOUTS[args.stream]))
-    except Exception as e:
-        print(f"{args.file}: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -65,6 +65,8 @@ class FileLayout:
     inputs: tuple[Input, ...]
     #: (dataset path, column) whose values must rise by one (checked for gaps), if any
     sequence: tuple[str, str] | None = None
+    #: datasets whose row i belong together (always appended together)
+    lockstep: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------ slow signal
@@ -174,6 +176,7 @@ TRIGGERS = FileLayout(
         Dataset("Trigger", "raw", "Trigger packets as received, byte for byte"),
     ),
     inputs=(Input("trigger", trigger_rows),),
+    lockstep=(TRIGGER_PATH, TRIGGER_RAW_PATH),
 )
 
 # ------------------------------------------------------------------------ CDTS timestamps

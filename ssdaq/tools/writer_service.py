@@ -16,7 +16,8 @@ complete), says so in the journal and in STATUS=, holds rows in memory up to
 ``max_buffer_bytes`` (dropping the oldest beyond, counted as ``disk_full``), and resumes in a new
 file when space returns. Should a write fail anyway (the disk filled between check and write),
 the HDF5 library's state cannot be trusted: the process logs the loss and exits with 74
-(EX_IOERR); systemd restarts it, and the restarted writer verifies the ``.part`` file it left.
+(EX_IOERR); systemd restarts it, and the restarted writer salvages the ``.part`` file it left
+(``ssdaq.io.recovery``).
 """
 
 import asyncio
@@ -33,7 +34,7 @@ import zmq.asyncio
 from ssdaq.core import systemd
 from ssdaq.core.errors import UnavailableError
 from ssdaq.core.receiver_server import ReceiverServer
-from ssdaq.io import files
+from ssdaq.io import files, recovery
 from ssdaq.io.layouts import LAYOUTS, FileLayout, Input, Rows
 from ssdaq.subscribers import SequenceTracker
 from ssdaq.tools.writer import (
@@ -107,7 +108,7 @@ class StreamWriter(ReceiverServer):
             raise UnavailableError(f"cannot create the data directory {self.directory}: {e}") from None
         if not os.access(self.directory, os.W_OK | os.X_OK):
             raise UnavailableError(f"cannot write in the data directory {self.directory}")
-        for path in files.recover(self.directory, self.prefix, self.layout, self.log):
+        for path in recovery.recover(self.directory, self.prefix, self.layout, self.log):
             self._remember(path)
         self._free = files.free_bytes(self.directory)
         self.log.info("writing %s files to %s (%d MB free)", self.layout.stream, self.directory,

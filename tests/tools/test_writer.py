@@ -12,8 +12,9 @@ import pytest
 from ssdaq.core.commands import request
 from ssdaq.data import messages, trigger
 from ssdaq.io import reader
+from ssdaq.io import recovery
 from ssdaq.io.files import DAMAGED, PART
-from ssdaq.io.layouts import TIMESTAMP_PATH, TRIGGER_PATH
+from ssdaq.io.layouts import LAYOUTS, TIMESTAMP_PATH, TRIGGER_PATH
 from tests.conftest import child_env
 from tests.livepub import readout
 from tests.tools.conftest import writer_argv
@@ -288,6 +289,30 @@ def test_an_unwritable_directory_exits_69(tmp_path: Path, runtime_dir: Path) -> 
     done = subprocess.run(writer_argv("readout", "--config", str(cfg)), env=child_env(),
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 69 and f"cannot create the data directory {blocker}/data" in done.stderr
+
+
+def test_a_failed_write_exits_74_and_the_next_start_leaves_only_complete_files(
+        publisher, start_writer) -> None:
+    pub = publisher()
+    inputs = {"readout": pub.endpoint, "teldata": ""}
+    # a file size limit makes a write fail for real (EFBIG; Python ignores SIGXFSZ)
+    w = start_writer("readout", inputs, prefix=("prlimit", "--fsize=300000", "--"),
+                     flush_interval_s=0.05, compression_level=0)
+    pub.wait_subscriber()
+    sent = send_readouts(pub, range(1, 101), pause_s=0.01)
+    assert w.proc.wait(30) == 74
+    err = w.proc.stderr.read()
+    w.proc.stderr.close()
+    assert "cannot write" in err and "rows held in memory are lost" in err
+    again = start_writer("readout", inputs)
+    log = again.stop()
+    assert "rows saved in" in log
+    for path in reader.data_files(w.directory):
+        assert recovery.verify(path, LAYOUTS["readout"]) >= 0  # every published file reads whole
+    rows = stored(w.directory)
+    assert 0 < len(rows) < 100 and not list(w.directory.glob(f"*{PART}"))
+    assert_rows_equal(rows, sent[: len(rows)])  # salvaged: what was flushed before the failure
+    assert len(list(w.directory.glob(f"*{DAMAGED}"))) == 1
 
 
 # ---------------------------------------------------------------------------- disk full
