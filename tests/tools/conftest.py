@@ -5,7 +5,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,11 +119,12 @@ def notified(notify: NotifyListener) -> Iterator[NotifyDrain]:
 @pytest.fixture
 def start_daemon(tmp_path: Path, runtime_dir: Path, notify: NotifyListener,
                  notified: NotifyDrain) -> Iterator[Callable[..., subprocess.Popen]]:
-    """``start_daemon(argv)``: a process of ours once it sent READY=1 (stopped at the end)."""
+    """``start_daemon(argv, prefix=())``: a process of ours once it sent READY=1 (stopped at the
+    end); ``prefix`` is a wrapper that execs it, such as prlimit."""
     started: list[subprocess.Popen] = []
 
-    def start(argv: list[str]) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, env=child_env(NOTIFY_SOCKET=notify.path),
+    def start(argv: list[str], prefix: Sequence[str] = ()) -> subprocess.Popen:
+        proc = subprocess.Popen([*prefix, *argv], env=child_env(NOTIFY_SOCKET=notify.path),
                                 stderr=subprocess.PIPE, text=True, cwd=ROOT)
         started.append(proc)
         notified.wait_for("READY", "1", proc.pid, timeout=30)
@@ -154,7 +155,7 @@ def start_writer(tmp_path: Path, runtime_dir: Path,
     """``start_writer(stream, inputs={stream: endpoint}, directory=, **output)`` once READY=1."""
 
     def start(stream: str, inputs: dict[str, str], directory: Path | None = None,
-              **output: object) -> Writer:
+              prefix: Sequence[str] = (), **output: object) -> Writer:
         directory = directory or tmp_path / "data"
         settings = {"directory": str(directory), "min_free_bytes": 0, **output}
         lines = ["[monitor]", "enabled = false", "[output]"]
@@ -163,7 +164,7 @@ def start_writer(tmp_path: Path, runtime_dir: Path,
             lines += [f"[inputs.{name}]", f'endpoint = "{endpoint}"']
         config = tmp_path / f"writer-{stream}.toml"
         config.write_text("\n".join(lines) + "\n")
-        proc = start_daemon(writer_argv(stream, "--config", str(config)))
+        proc = start_daemon(writer_argv(stream, "--config", str(config)), prefix)
         return Writer(f"writer-{stream}", proc, runtime_dir, directory)
 
     return start
