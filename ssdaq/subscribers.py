@@ -14,6 +14,7 @@ without one (``None``: never). A message that does not decode is counted per rea
 behind, so the readout subscriber checks the readout numbers and reports gaps (``sequence``).
 """
 
+import collections
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +38,8 @@ DEFAULT_IP = "127.0.0.101"
 #: stream name -> PUB port of the receiver that publishes it (the original SSDAQ port table)
 PORTS = {"log": 9001, "trigger": 9002, "timestamp": 9003, "readout": 9004, "monitor": 9005,
          "teldata": 9006}
-_POLL_SLICE_MS = 200  # poll in slices so that Ctrl-C in a notebook or a script acts promptly
+_POLL_SLICE_MS = 200
+_BATCH = 1000  # messages taken from zmq at once (decoded together, handed out one by one)  # poll in slices so that Ctrl-C in a notebook or a script acts promptly
 
 log = logging.getLogger("ssdaq.subscribers")
 
@@ -107,6 +109,7 @@ class Subscriber(Generic[T]):
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"")
         (self._sock.bind if bind else self._sock.connect)(self.endpoint)
+        self._ready: collections.deque[T] = collections.deque()  # decoded, not yet handed out
 
     # ---------------------------------------------------------------- decoding (per stream)
 
@@ -160,19 +163,20 @@ class Subscriber(Generic[T]):
         """The next message that decodes; TimeoutError if none arrives in time."""
         wait = self.timeout_s if timeout_s is ... else timeout_s
         deadline = _deadline(wait)
-        while True:
-            decoded = self.decode_many(self._recv_raw(deadline, wait, 1))
-            if decoded:
-                return decoded[0]
+        while not self._ready:
+            self._ready.extend(self.decode_many(self._recv_raw(deadline, wait, _BATCH)))
+        return self._ready.popleft()
 
     def __iter__(self) -> Iterator[T]:
-        """Messages until ``timeout_s`` passes without one (forever if it is None)."""
+        """Messages until ``timeout_s`` passes without one (forever if it is None).
+
+        Leaving the loop early loses nothing: the next ``recv`` or loop continues where it left.
+        """
         while True:
             try:
-                payloads = self.recv_raw(max_messages=1000)
+                yield self.recv()
             except TimeoutError:
                 return
-            yield from self.decode_many(payloads)
 
     def take(self, count: int, timeout_s: Timeout = ...) -> list[T]:
         """Up to ``count`` messages; fewer if the stream stays silent for ``timeout_s``."""

@@ -73,6 +73,18 @@ def test_a_bad_message_is_counted_and_skipped_not_raised(pub: Publisher) -> None
     assert sub.counters["received"] == 3
 
 
+def test_leaving_a_loop_early_loses_no_message(pub: Publisher) -> None:
+    with subscribe(subscribers.ReadoutSubscriber, pub, timeout_s=0.5) as sub:
+        for i in range(1, 11):
+            pub.send(readout(i).pack())
+        time.sleep(0.2)  # all ten queued: the first receive takes them in one batch
+        for r in sub:
+            if r.iro == 3:
+                break
+        assert sub.recv().iro == 4
+        assert [r.iro for r in sub] == [5, 6, 7, 8, 9, 10]
+
+
 def test_recv_times_out_naming_the_endpoint(pub: Publisher) -> None:
     with subscribe(subscribers.MonitorSubscriber, pub) as sub, pytest.raises(
             TimeoutError, match=f"nothing from tcp://127.0.0.1:{pub.port} within 0.2 s"):

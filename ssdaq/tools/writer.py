@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ssdaq.core import config as configlib
+from ssdaq.core import logging as sslogging
 from ssdaq.core import main as receiver_main
 from ssdaq.core.config import setting, table
 from ssdaq.core.errors import EX_OK, EX_UNAVAILABLE, EX_USAGE
@@ -143,7 +144,7 @@ def parser() -> Parser:
     )
     p.add_argument("stream", nargs="?", choices=STREAMS, help="the stream to record")
     p.add_argument("--config", type=Path, help="configuration file (TOML)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-level", choices=sorted(sslogging.LEVELS), help="overrides [log] level")
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     p.add_argument("--print-config", action="store_true",
                    help="print the effective configuration as TOML and exit")
