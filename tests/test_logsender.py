@@ -100,7 +100,7 @@ def test_emit_never_waits_for_an_absent_receiver_and_counts_what_does_not_fit(
     t0 = time.monotonic()
     for k in range(100):
         log.info("record %d", k)
-    assert time.monotonic() - t0 < 0.1
+    assert time.monotonic() - t0 < 0.5  # no network wait: 100 appends to a buffer
     assert handler.dropped == 90 and handler.pending == 10
     collector = Collector(port)
     try:

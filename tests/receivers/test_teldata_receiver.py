@@ -1,6 +1,5 @@
 """TelDataReceiver as a process: a static pointing, and a real MariaDB on loopback."""
 
-import itertools
 import shutil
 import socket
 import struct
@@ -106,11 +105,8 @@ def test_static_source_publishes_the_configured_pointing_every_interval(
     sub = subscribe(zmq_context, pub_port)
     got = [recv_teldata(sub) for _ in range(4)]
     assert {(m.ra, m.dec) for m in got} == {(float32(83.633), float32(22.0145))}
-    gaps = [
-        (ns_from_time_utc(b.time) - ns_from_time_utc(a.time)) / 1e9
-        for a, b in itertools.pairwise(got)
-    ]
-    assert all(0.1 < g < 0.4 for g in gaps), gaps
+    span = (ns_from_time_utc(got[-1].time) - ns_from_time_utc(got[0].time)) / 1e9
+    assert 0.55 < span < 1.5, span  # 3 intervals of 0.2 s, on an absolute schedule
     assert abs(ns_from_time_utc(got[-1].time) / 1e9 - time.time()) < 2
     assert running.status()["last_pointing"]["ra_deg"] == pytest.approx(83.633)
 
@@ -202,7 +198,7 @@ def test_a_slow_query_times_out_without_stalling_the_receiver(
     running.wait_counter("timeouts", 1)
     t0 = time.monotonic()
     assert running.command("ping") == "pong"
-    assert time.monotonic() - t0 < 0.5, "the event loop waited for the database"
+    assert time.monotonic() - t0 < 1.5, "the event loop waited for the 3 s query"
     assert running.status()["health"] == "ok"
 
 

