@@ -167,6 +167,9 @@ class EventBuilder:
         self._heard = -np.inf  # when an expected module last sent
         self._expected = np.zeros(N_TM, bool)
         self._expected[list(s.expected_slots)] = True
+        self._unexpected = ~self._expected
+        # when a slot last counts as heard at the latest: expected slots at ``_start``
+        self._floor = np.where(self._expected, now, -np.inf)
         self._quorum = min(2, len(s.expected_slots))
         cap = s.max_open_readouts
         # Open readouts: raw records per (readout, slot), converted to mV only when published.
@@ -198,8 +201,12 @@ class EventBuilder:
         again when data resumes after every expected module was silent that long: a camera
         coming back must not publish its first module's records alone, as if the rest were
         absent."""
-        heard = np.where(self._expected, np.fmax(self.last_seen, self._start), self.last_seen)
-        return now - heard < self.settings.module_timeout_s  # NaN (never heard) compares False
+        return now - np.fmax(self.last_seen, self._floor) < self.settings.module_timeout_s
+
+    def _waived(self, now: float) -> np.ndarray:
+        """Slots a readout does not wait for: not expected, or not ``alive``."""
+        silent = now - np.fmax(self.last_seen, self._floor) >= self.settings.module_timeout_s
+        return silent | self._unexpected
 
     def add(self, batch: RecordBatch, now: float, wall_ns: int | np.ndarray) -> Published:
         """Take a decoded batch that arrived at ``wall_ns`` (one UTC ns value, or one per
@@ -209,6 +216,7 @@ class EventBuilder:
             if np.count_nonzero(self._expected[batch.datagram_slot]):
                 if now - max(self._heard, self._start) >= self.settings.module_timeout_s:
                     self._start = now  # the whole camera was silent: its return is a new start
+                    self._floor[self._expected] = now
                 self._heard = now
             self.packets += np.bincount(batch.datagram_slot, minlength=N_TM)
             self.records += np.bincount(batch.slot, minlength=N_TM)
@@ -225,8 +233,7 @@ class EventBuilder:
         """Publish readouts whose deadline passed or that no longer wait for an absent module."""
         self._now = now
         ids = self._ids
-        need = self._expected & self.alive(now)
-        due = (self._deadline[ids] <= now) | (self._present[ids] | ~need).all(axis=1)
+        due = (self._deadline[ids] <= now) | (self._present[ids] | self._waived(now)).all(axis=1)
         return self._publish(ids[due])
 
     def flush(self) -> Published:
@@ -239,19 +246,19 @@ class EventBuilder:
         if not len(ids):
             return None
         when = float(self._deadline[ids].min())
-        waited = self._expected & (~self._present[ids]).any(axis=0)
-        dies = np.fmax(self.last_seen, self._start)[waited] + self.settings.module_timeout_s
+        waited = self._expected & ~self._present[ids].all(axis=0)
+        dies = np.fmax(self.last_seen, self._floor)[waited] + self.settings.module_timeout_s
         dies = dies[dies > self._now]
         return min(when, float(dies.min())) if len(dies) else when
 
     def _add(self, rec: _Records, now: float, out: list[Published]) -> None:
-        n = len(rec.tack)
-        if len(self._ids):
+        n, n_open = len(rec.tack), len(self._ids)
+        if n_open:
             ro = self._match_open(rec.tack)
             lost = (ro < 0).nonzero()[0]
         else:
             ro, lost = np.full(n, -1), np.arange(n)
-        n_lost = dup_closed = 0
+        n_lost = n_new = dup_closed = 0
         if len(lost):
             every = len(lost) == n
             cls = self._history.classify(rec.tack if every else rec.tack[lost],
@@ -262,23 +269,26 @@ class EventBuilder:
                 # read the history now: opening readouts may evict into it
                 dup_closed = self._history.holding(cls, rec.slot if every else rec.slot[lost])
                 new = lost[cls == NEW]
-            n_lost = len(lost) - len(new)
-            if len(new) and not self._open_new(new, rec, ro, now, out):
+            n_new, n_lost = len(new), len(lost) - len(new)
+            if n_new and not self._open_new(new, rec, ro, now, out):
                 half = n // 2  # more new readouts than fit at once: take it in parts
                 self._add(rec.part(slice(0, half)), now, out)
                 self._add(rec.part(slice(half, None)), now, out)
                 return
-        take, cell = self._accept(ro, n_lost, dup_closed, rec.slot)
+        fresh = n_new == n  # every record opened a readout: no slot of theirs is filled yet
+        take, cell = self._accept(ro, n_lost, dup_closed, rec.slot, fresh)
         # (readout, slot) flattened: 1-D fancy indexing costs less than 2-D on every record
-        self._raw.reshape(-1)[cell] = rec.record if len(take) == len(ro) else rec.record[take]
+        self._raw.reshape(-1)[cell] = rec.record[take]
         self._present.reshape(-1)[cell] = True
-        self._hit[ro[take]] = True
-        touched = self._ids[self._hit[self._ids]]
-        self._hit[touched] = False
+        if fresh and not n_open:
+            touched = self._ids  # each readout open got its first record
+        else:
+            self._hit[ro[take]] = True
+            touched = self._ids[self._hit[self._ids]]
+            self._hit[touched] = False
         present = self._present[touched]
         self._move_ref(touched, present)
-        need = self._expected & self.alive(now)
-        out.append(self._publish(touched[(present | ~need).all(axis=1)]))
+        out.append(self._publish(touched[(present | self._waived(now)).all(axis=1)]))
 
     def _match_open(self, tack: np.ndarray) -> np.ndarray:
         """Open readout id per TACK within the window of its nearest anchor, else -1 (some
@@ -324,32 +334,30 @@ class EventBuilder:
         ro[order] = np.repeat(ids, bounds[1:] - bounds[:-1])
         return True
 
-    def _accept(self, ro: np.ndarray, n_lost: int, dup_closed: int,
-                slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _accept(self, ro: np.ndarray, n_lost: int, dup_closed: int, slot: np.ndarray,
+                fresh: bool) -> tuple[np.ndarray | slice, np.ndarray]:
         """The records to store, and their flat (readout, slot) cells. Count the others: the
         ``n_lost`` that match no open readout are late, or duplicate (``dup_closed`` of them),
-        and a record for a slot its readout already holds is a duplicate."""
+        and a record for a slot its readout already holds is a duplicate. ``fresh``: no
+        record's cell can be filled already."""
+        take: np.ndarray | slice = slice(None)
         if n_lost:
             take = (ro >= 0).nonzero()[0]
             self.counts.duplicate += dup_closed
             self.counts.late += n_lost - dup_closed
-            cell = ro[take] * N_TM + slot[take]
-        else:
-            take = np.arange(len(ro))
-            cell = ro * N_TM + slot
-        order = np.arange(len(take))
+        cell = ro[take] * N_TM + slot[take]
+        order = np.arange(len(cell))
         self._mark[cell] = order  # where a cell is written twice, one of the writes wins
         keep = self._mark[cell] == order
-        fresh = ~self._present.reshape(-1)[cell]
-        keep &= fresh
-        n_keep = np.count_nonzero(keep)
-        if n_keep < len(take):  # a duplicate: the first copy by arrival must be the one kept
-            keep[:] = False
-            keep[np.unique(cell, return_index=True)[1]] = True
-            keep &= fresh
-            n_keep = np.count_nonzero(keep)
-        self.counts.duplicate += len(take) - n_keep
-        return (take, cell) if n_keep == len(take) else (take[keep], cell[keep])
+        empty = True if fresh else ~self._present.reshape(-1)[cell]
+        keep &= empty
+        if np.count_nonzero(keep) == len(cell):
+            return take, cell
+        keep[:] = False  # a duplicate: the first copy by arrival must be the one kept
+        keep[np.unique(cell, return_index=True)[1]] = True
+        keep &= empty
+        self.counts.duplicate += len(cell) - np.count_nonzero(keep)
+        return order[keep] if isinstance(take, slice) else take[keep], cell[keep]
 
     def _evict(self, n: int, keep: np.ndarray) -> Published:
         """Publish the ``n`` oldest open readouts early, except those in ``keep``."""
