@@ -79,6 +79,7 @@ class StreamWriter(ReceiverServer):
         self._file: files.OpenFile | None = None
         self._finished: list[str] = []
         self._disk_full = False
+        self._recovery_waits = False
         self._free = 0
         self._lock = asyncio.Lock()
         self._writing_since: float | None = None
@@ -108,11 +109,26 @@ class StreamWriter(ReceiverServer):
             raise UnavailableError(f"cannot create the data directory {self.directory}: {e}") from None
         if not os.access(self.directory, os.W_OK | os.X_OK):
             raise UnavailableError(f"cannot write in the data directory {self.directory}")
-        for path in recovery.recover(self.directory, self.prefix, self.layout, self.log):
-            self._remember(path)
+        await self._recover()
         self._free = files.free_bytes(self.directory)
         self.log.info("writing %s files to %s (%d MB free)", self.layout.stream, self.directory,
                       self._free // MiB)
+
+    async def _recover(self) -> None:
+        """Publish or salvage the ``.part`` files a killed writer left, once there is room for
+        the copies a salvage makes (until then they wait; see ``ssdaq.io.recovery``)."""
+        parts = list(self.directory.glob(f"{self.prefix}_*{files.PART}"))
+        need = sum(p.stat().st_size for p in parts) + self.config.output.min_free_bytes
+        if parts and files.free_bytes(self.directory) < need + _SLACK_BYTES:
+            if not self._recovery_waits:
+                self.log.warning("%d unfinished files are left as they are until the disk has "
+                                 "room to recover them", len(parts))
+            self._recovery_waits = True
+            return
+        self._recovery_waits = False
+        for path in await asyncio.to_thread(recovery.recover, self.directory, self.prefix,
+                                            self.layout, self.log):
+            self._remember(path)
 
     async def ct_receive(self) -> None:
         """Receive every subscribed stream (one task each) until stopped."""
@@ -225,6 +241,8 @@ class StreamWriter(ReceiverServer):
             self._last_flush = time.monotonic()
             out = self.config.output
             room = (self._pending or self._disk_full) and self._space_for(self._pending_bytes)
+            if self._recovery_waits and not self._disk_full:
+                await self._recover()
             if self._pending and room:
                 batch, self._pending, self._pending_bytes = self._pending, [], 0
                 await self._in_thread(self._write, _merge(batch), in_flight=self._rows(batch))

@@ -381,3 +381,25 @@ def test_a_full_disk_drops_the_oldest_held_data_beyond_the_buffer_and_counts_it(
     w.stop()
     iro = stored(small_disk)["iro"]
     assert iro.tolist() == list(range(dropped + 1, 301)), "the oldest are dropped, the rest kept"
+
+
+def test_leftovers_wait_for_disk_space_before_they_are_recovered(
+        publisher, start_writer, small_disk: Path) -> None:
+    pub = publisher()
+    inputs = {"readout": pub.endpoint, "teldata": ""}
+    w = start_writer("readout", inputs, directory=small_disk, flush_interval_s=0.1,
+                     compression_level=0, min_free_bytes=2_000_000)
+    pub.wait_subscriber()
+    sent = send_readouts(pub, range(1, 21))
+    w.wait(lambda s: s["counters"]["written"] == 20)
+    w.proc.kill()
+    w.proc.wait()
+    filler = fill(small_disk, 1_000_000)
+    again = start_writer("readout", inputs, directory=small_disk, flush_interval_s=0.1,
+                         compression_level=0, min_free_bytes=2_000_000)
+    assert len(list(small_disk.glob(f"*{PART}"))) == 1, "no room yet: the leftover waits"
+    filler.unlink()
+    again.wait(lambda s: len(s["finished"]) == 1)
+    log = again.stop()
+    assert "left as they are until the disk has room" in log and "recovered" in log
+    assert_rows_equal(stored(small_disk), sent)
