@@ -392,17 +392,20 @@ class EventBuilder:
     def _publish(self, ids: np.ndarray) -> Published:
         """Close readouts ``ids`` in the order their first records arrived: convert to mV, NaN
         the absent rows, fill the headers."""
-        if not len(ids):
+        k = len(ids)
+        if not k:
             return Published.empty()
-        ids = ids[np.argsort(self._seq[ids])]
+        if k > 1:
+            ids = ids[np.argsort(self._seq[ids])]
         present = self._present[ids]
-        raw = self._raw[ids].view(">u2").reshape(len(ids), N_TM, -1)  # 72 words per record
-        complete = (present | ~self._expected).all(axis=1)
-        published = Published(np.empty((len(ids), ROW_WORDS)), complete, present.sum(axis=1))
+        raw = self._raw[ids].view(">u2").reshape(k, N_TM, -1)  # 72 words per record
+        complete = (present | self._unexpected).all(axis=1)
+        n_modules = present.sum(axis=1)
+        published = Published(np.empty((k, ROW_WORDS)), complete, n_modules)
         records_to_mv(raw, published.data)
-        if np.count_nonzero(present) < present.size:
+        if n_modules.min() < N_TM:
             published.data[~present] = np.nan
-        lowest = raw[np.arange(len(ids)), present.argmax(axis=1), :4]  # its TACK, 4 words
+        lowest = raw[np.arange(k), present.argmax(axis=1), :4]  # its TACK, 4 words
         cpu = np.maximum(self._cpu_ns[ids], 0)
         header = published.header
         header[:, 0] = 0
@@ -410,13 +413,16 @@ class EventBuilder:
         header[:, 2], header[:, 3] = np.divmod(cpu, _NS)
         n_complete = np.count_nonzero(complete)
         self.counts.complete += n_complete
-        self.counts.incomplete += len(ids) - n_complete
+        self.counts.incomplete += k - n_complete
         self._remember(ids, present)
         self._open[ids] = False
-        kept = self._open[self._ids]
-        self._ids, self._anchors = self._ids[kept], self._anchors[kept]
-        self._free[self._n_free : self._n_free + len(ids)] = ids
-        self._n_free += len(ids)
+        if k == len(self._ids):
+            self._ids, self._anchors = self._ids[:0], self._anchors[:0]
+        else:
+            kept = self._open[self._ids]
+            self._ids, self._anchors = self._ids[kept], self._anchors[kept]
+        self._free[self._n_free : self._n_free + k] = ids
+        self._n_free += k
         return published
 
     def _remember(self, ids: np.ndarray, present: np.ndarray) -> None:
@@ -424,9 +430,9 @@ class EventBuilder:
         one from before a reset): those would only make later lookups wrong."""
         anchors = self._anchor[ids]
         if self.ref is not None:
-            span = self.settings.tack_reset_ns
-            near = (anchors >= self.ref - span) & (anchors <= self.ref + span)
-            if np.count_nonzero(near) < len(near):
+            low, high = self.ref - self.settings.tack_reset_ns, self.ref + self.settings.tack_reset_ns
+            if anchors.min() < low or anchors.max() > high:
+                near = (anchors >= low) & (anchors <= high)
                 anchors, present = anchors[near], present[near]
         if len(anchors):
             self._history.add(anchors, present)

@@ -33,10 +33,16 @@ class ClosedHistory:
         if len(anchor) > self.size:
             self._forget(anchor[: -self.size])
             anchor, present = anchor[-self.size :], present[-self.size :]
-        at = (self.pos + np.arange(len(anchor))) % self.size
-        forgotten = at[self.size - self.len :]  # the first writes may go to free entries
-        if len(forgotten):
-            self._forget(self.anchor[forgotten])
+        end = self.pos + len(anchor)
+        if end <= self.size:  # no wrap: entries are in use up to ``pos``, or all of them
+            at: slice | np.ndarray = slice(self.pos, end)
+            if self.len == self.size:
+                self._forget(self.anchor[at])
+        else:
+            at = np.arange(self.pos, end) % self.size
+            forgotten = at[self.size - self.len :]  # the first writes may go to free entries
+            if len(forgotten):
+                self._forget(self.anchor[forgotten])
         self.anchor[at], self.present[at] = anchor, present
         self.pos = (self.pos + len(anchor)) % self.size
         self.len = min(self.size, self.len + len(anchor))

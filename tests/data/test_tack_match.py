@@ -86,3 +86,14 @@ def test_cleared_history_classifies_everything_new():
     h = history(1, 100, 200)
     h.clear()
     assert h.classify(ints(100, 200), WINDOW, ref=None, span=10_000) is None
+
+
+def test_ring_forgets_the_oldest_readouts_as_it_wraps():
+    h = history(3, 100, 200)
+    h.add(ints(300, 400), np.array([modules(1), modules(2)]))  # wraps: 100 is overwritten
+    assert sorted(h.anchor[: h.len].tolist()) == [200, 300, 400] and h.low == 100
+    h.add(ints(500), np.array([modules(3)]))
+    assert sorted(h.anchor[: h.len].tolist()) == [300, 400, 500] and h.low == 200
+    assert h.high == 500
+    entry = h.classify(ints(401), WINDOW, ref=500, span=10_000)
+    assert h.present[entry[0]].nonzero()[0].tolist() == [2]
