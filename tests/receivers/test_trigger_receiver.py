@@ -102,3 +102,19 @@ def test_every_thread_runs_under_sched_batch_unless_configured_otherwise(start_r
         "batch_scheduling = false\n" + trigger_config(free_port(), free_port(socket.SOCK_STREAM)),
     )
     assert policies(normal) == {os.SCHED_OTHER}
+
+
+def test_a_failing_publisher_is_counted_and_does_not_stop_the_others(
+    start_receiver, zmq_context
+) -> None:
+    port, pub_port = free_port(), free_port(socket.SOCK_STREAM)
+    full_disk = '[[publishers]]\nkind = "raw"\npath = "/dev/full"\n'
+    running = start_receiver("trigger", trigger_config(port, pub_port) + full_disk)
+    sub = subscribe(zmq_context, pub_port)
+    cfg = TriggerSimConfig(rate=1000, count=50)
+    simulate(cfg, "127.0.0.1", port)
+    make = PacketMaker(cfg)
+    assert [sub.recv() for _ in range(50)] == [make(k) for k in range(50)]
+    counters = running.status()["counters"]
+    assert counters["published"] == 50 and counters["pub_errors"] > 0
+    assert "pub_errors" in running.stop()
