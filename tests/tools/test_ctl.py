@@ -24,7 +24,7 @@ def run_ctl(*args: str) -> subprocess.CompletedProcess:
 
 
 def readout_config(port: int, pub_port: int) -> str:
-    return (f"start_hold_s = 0.0\n[monitor]\nenabled = false\n[assembler]\nmodule_timeout_s = 0.5\n"
+    return (f"start_hold_s = 0.0\n[monitor]\nenabled = false\n[assembler]\nmodule_timeout_s = 2.0\n"
             f'[sockets.data]\nip = "127.0.0.1"\nport = {port}\n'
             f'[[publishers]]\nip = "127.0.0.1"\nport = {pub_port}\n')
 
