@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import zmq
 
+from ssdaq.core.errors import UnavailableError
 from ssdaq.core.settings import PublisherSettings
 
 MODES = ("local", "outbound", "remote")
@@ -68,10 +69,15 @@ class ZMQTCPPublisher:
             self._sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
             self._sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)
             self._sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
-        if mode == "remote":
-            self._sock.connect(self.endpoint)
-        else:
-            self._sock.bind(self.endpoint)
+        try:
+            if mode == "remote":
+                self._sock.connect(self.endpoint)
+            else:
+                self._sock.bind(self.endpoint)
+        except zmq.ZMQError as e:
+            self._sock.close(linger=0)
+            verb = "connect to" if mode == "remote" else "bind"
+            raise UnavailableError(f"publisher {name}: cannot {verb} {self.endpoint}: {e}") from None
         self.log.info("publishing on %s (%s, SNDHWM %d)", self.endpoint, mode, sndhwm)
 
     @classmethod

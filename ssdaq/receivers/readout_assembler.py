@@ -150,8 +150,7 @@ class ReadoutAssembler(ReceiverServer):
                 self.counters.add("paused", len(out))
             else:
                 self.numbers.next = out.number(self.numbers.next)
-                for row in out.rows:
-                    self.publish_nowait(row)
+                self.publish_many(out.rows)
                 if self._debug is not None:
                     h = out.header
                     np.savetxt(self._debug, np.c_[h[:, :2], h[:, 2] * 10**9 + h[:, 3], out.n_modules],

@@ -107,20 +107,4 @@ class TriggerPacketReceiver(ReceiverServer):
                 self.counters.report(e.reason, detail=str(e), peer=f"{host}:{port}")
                 continue
             valid.append(payload)
-        self._publish_batch(valid)
-
-    def _publish_batch(self, payloads: list[memoryview]) -> None:
-        """``publish_nowait`` for a whole batch: one pass per publisher, not one call per packet.
-
-        Measured at 100 000 packets/s: 7.7 µs of CPU per packet instead of 8.9. The payloads
-        are views of the reader's buffer; zmq copies each one before the next batch is read.
-        """
-        for pub in self.publishers:
-            try:
-                refused = len(payloads) - sum(map(pub.send, payloads))
-            except Exception as e:  # as publish_nowait: a failing publisher must not stop others
-                self.counters.report("pub_errors", detail=f"{pub.name}: {e}")
-                continue
-            if refused:
-                self.counters.report("pub_errors", refused, detail=f"{pub.name} refused {refused}")
-        self.counters.values["published"] += len(payloads)
+        self.publish_many(valid)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from ssdaq.core.errors import UnavailableError
 from ssdaq.core.publishers import RawWriter, ZMQTCPPublisher
 from tests.conftest import free_port
 
@@ -98,3 +99,11 @@ def test_raw_writer_flushes_on_tick_and_close(tmp_path: Path) -> None:
     w.send(b"def")
     w.close()
     assert path.read_bytes() == b"abcdef"
+
+
+def test_a_port_in_use_is_an_unavailable_error_naming_the_endpoint(ctx: zmq.Context) -> None:
+    port = free_port(TCP)
+    first = ZMQTCPPublisher("127.0.0.1", port, context=ctx)
+    with pytest.raises(UnavailableError, match=f"cannot bind tcp://127.0.0.1:{port}: Address already in use"):
+        ZMQTCPPublisher("127.0.0.1", port, context=ctx)
+    first.close()
