@@ -1,9 +1,17 @@
-"""A real sd_notify listener for tests: the daemon under test sends to it as it would to systemd."""
+"""A real sd_notify listener for tests: the daemon under test sends to it as it would to systemd.
+
+Like PID 1 it reads the socket all the time (in a thread): sd_notify blocks once the socket's
+queue is full (net.unix.max_dgram_qlen, 10 by default), so an unread socket would hang a daemon.
+"""
 
 import os
+import queue
 import socket
 import struct
+import threading
 import time
+
+Notification = tuple[int | None, dict[str, str]]
 
 
 class NotifyListener:
@@ -14,16 +22,31 @@ class NotifyListener:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.settimeout(0.1)
         self.log: list[tuple[float, int | None, dict[str, str]]] = []
+        self._queue: queue.Queue[Notification] = queue.Queue()
+        self._running = True
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
 
-    def recv(self, timeout: float = 5.0) -> tuple[int | None, dict[str, str]]:
-        self.sock.settimeout(timeout)
-        msg, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
-        pid = next((struct.unpack("iII", d[:12])[0] for lvl, typ, d in anc
-                    if (lvl, typ) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)), None)
-        fields = dict(line.split("=", 1) for line in msg.decode().splitlines() if "=" in line)
-        self.log.append((time.monotonic(), pid, fields))
-        return pid, fields
+    def _read(self) -> None:
+        while self._running:
+            try:
+                msg, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except (TimeoutError, OSError):
+                continue
+            pid = next((struct.unpack("iII", d[:12])[0] for lvl, typ, d in anc
+                        if (lvl, typ) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)), None)
+            fields = dict(line.split("=", 1) for line in msg.decode().splitlines() if "=" in line)
+            self.log.append((time.monotonic(), pid, fields))
+            self._queue.put((pid, fields))
+
+    def recv(self, timeout: float = 5.0) -> Notification:
+        """The next notification not yet taken; TimeoutError if none arrives in time."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no notification within {timeout} s") from None
 
     def wait_for(self, key: str, value: str | None = None, timeout: float = 10.0) -> dict[str, str]:
         """The first notification carrying ``key`` (with ``value``), or AssertionError."""
@@ -38,5 +61,7 @@ class NotifyListener:
         raise AssertionError(f"no {key}={value or '*'} within {timeout} s; got {self.log[-5:]}")
 
     def close(self) -> None:
+        self._running = False
+        self._thread.join()
         self.sock.close()
         os.unlink(self.path)
