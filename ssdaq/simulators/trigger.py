@@ -164,12 +164,16 @@ def simulate(cfg: TriggerSimConfig, host: str, port: int) -> TriggerSimSummary:
             due = cfg.count
             if cfg.rate:
                 now = time.monotonic()
-                due = min(cfg.count, int((now - start) * cfg.rate) + 1)
-                full = min(cfg.count, k + len(make.rows))  # wait for a whole batch, up to 1 ms
-                if due < full and (wait := min(_BURST_S, start + full / cfg.rate - now)) > 0:
+                due = min(cfg.count, int((now - start) * cfg.rate) + 1)  # packets whose time came
+                first = start + k / cfg.rate  # when packet k is due
+                if due <= k:
+                    time.sleep(first - now)
+                    continue
+                # gather a whole batch, but never hold a due packet back more than _BURST_S
+                full = min(cfg.count, k + len(make.rows))
+                if due < full and (wait := min(first + _BURST_S, start + full / cfg.rate) - now) > 0:
                     time.sleep(wait)
                     continue
-                due = max(due, k + 1)
             n = min(due - k, len(make.rows))
             make.fill(k, n)
             summary.send_errors += sender.send(n)
