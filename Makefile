@@ -43,9 +43,10 @@ deb:
 protos:
 	protoc -I. --python_out=. ssdaq/data/protos/*.proto
 
-## configs: regenerate etc/ssdaq/*.toml from the receivers' declared settings
+## configs: regenerate etc/ssdaq/*.toml from the receivers' and writers' declared settings
 configs: $(VENV)/.installed
 	$(VPY) -m ssdaq.core.main --write-default-configs etc/ssdaq
+	$(VPY) -m ssdaq.tools.writer --write-default-configs etc/ssdaq
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .hypothesis *.egg-info

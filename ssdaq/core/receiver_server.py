@@ -109,6 +109,7 @@ class ReceiverServer:
         self._stop_requested: asyncio.Event | None = None
         self._mon: ReceiverMonSender | None = None
         self._mon_owned = False
+        self._last_input: float | None = None  # when "received" last grew (1 s resolution)
         self._note = ""  # shown in STATUS= until the next reload (e.g. a rejected reload)
         self._started = time.monotonic()
         self.cmds: dict[str, Callable[..., Any]] = {}
@@ -266,6 +267,8 @@ class ReceiverServer:
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self._started, 3),
             "config_file": self.config_file,
+            "last_input_s_ago": None if self._last_input is None
+            else round(time.monotonic() - self._last_input, 1),
             "status_line": self.status_line(),
             "health": self.health_problem() or "ok",
             "counters": dict(self.counters.values),
@@ -419,6 +422,8 @@ class ReceiverServer:
             await asyncio.sleep(1.0)
             self._inputs.update_counters()
             self.counters.tick()
+            if self.counters.rates.get("received"):
+                self._last_input = time.monotonic()
             self.counters.flush_reports()
             for pub in self.publishers:
                 pub.tick()

@@ -52,6 +52,8 @@ def test_ping_help_and_status_round_trip(worker, runtime_dir: Path) -> None:
     assert status["name"] == "worker" and status["class"] == "Worker" and status["pid"] == proc.pid
     assert status["counters"]["received"] == 2 and status["counters"]["published"] == 2
     assert status["health"] == "ok"
+    time.sleep(1.1)  # the next status tick notes when input last arrived
+    assert 0 <= request(str(runtime_dir / "worker.ctl"), "status")["result"]["last_input_s_ago"] < 3
 
 
 def test_unknown_command_and_bad_arguments_are_refused_not_fatal(worker) -> None:

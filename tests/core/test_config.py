@@ -9,6 +9,7 @@ from ssdaq.core import config
 from ssdaq.core.errors import ConfigError
 from ssdaq.core.main import import_class, registered
 from ssdaq.core.settings import PublisherSettings
+from ssdaq.tools.writer import CONFIGS as WRITER_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,3 +107,11 @@ def test_shipped_config_equals_the_code_defaults(name: str) -> None:
     assert config.load(cls.config_class, path) == cls.config_class()
     expected = config.render(cls.config_class(), "")
     assert path.read_text().endswith(expected), f"{path} drifted from the code: run `make configs`"
+
+
+@pytest.mark.parametrize("stream", sorted(WRITER_CONFIGS))
+def test_shipped_writer_config_equals_the_code_defaults(stream: str) -> None:
+    cls = WRITER_CONFIGS[stream]
+    path = ROOT / "etc" / "ssdaq" / f"writer-{stream}.toml"
+    assert config.load(cls, path) == cls()
+    assert path.read_text().endswith(config.render(cls(), "")), f"{path} drifted: run `make configs`"
