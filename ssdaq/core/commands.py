@@ -7,6 +7,7 @@ Every failure becomes an error reply; nothing escapes into the event loop.
 """
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -46,6 +47,32 @@ def _jsonable(obj: Any) -> Any:
 
 
 Dispatch = Callable[[str, list[str]], Awaitable[Any]]
+
+
+def table(receiver: object) -> dict[str, Callable[..., Any]]:
+    """The receiver's commands: its ``cmd_*`` methods, by name without the prefix."""
+    return {n[4:]: getattr(receiver, n) for n in dir(receiver) if n.startswith("cmd_")}
+
+
+def describe(commands: dict[str, Callable[..., Any]]) -> dict[str, str]:
+    """Each command with the first line of its docstring (the ``help`` reply)."""
+    return {name: (inspect.getdoc(f) or "").partition("\n")[0] for name, f in sorted(commands.items())}
+
+
+async def dispatch(commands: dict[str, Callable[..., Any]], command: str, args: list[str]) -> Any:
+    """Call ``commands[command](*args)`` (awaiting a coroutine); refusals raise ``CommandError``."""
+    func = commands.get(command)
+    if func is None:
+        raise CommandError(f"unknown command {command!r}; `help` lists the commands")
+    try:
+        inspect.signature(func).bind(*args)
+    except TypeError:
+        params = " ".join(f"<{p}>" for p in inspect.signature(func).parameters)
+        raise CommandError(f"usage: {command} {params}".rstrip()) from None
+    result = func(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 class CommandServer:

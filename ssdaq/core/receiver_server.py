@@ -15,7 +15,6 @@ Lifecycle of :meth:`run`:
 
 import asyncio
 import contextvars
-import inspect
 import logging
 import os
 import signal
@@ -32,6 +31,7 @@ from ssdaq.core import config as configlib
 from ssdaq.core import logging as sslogging
 from ssdaq.core import publishers as publib
 from ssdaq.core import systemd
+from ssdaq.core import commands
 from ssdaq.core.commands import CommandServer, socket_path
 from ssdaq.core.counters import Counters
 from ssdaq.core.datagrams import DatagramBatch, DatagramReader
@@ -224,23 +224,9 @@ class ReceiverServer:
 
     # -------------------------------------------------------------------------- commands
 
-    def _introspect(self) -> None:
-        self.cmds = {n[4:]: getattr(self, n) for n in dir(self) if n.startswith("cmd_")}
-
     async def dispatch(self, command: str, args: list[str]) -> Any:
         """Run one command; a ``CommandError`` becomes the ``{"ok": false}`` reply."""
-        func = self.cmds.get(command)
-        if func is None:
-            raise CommandError(f"unknown command {command!r}; `help` lists the commands")
-        try:
-            inspect.signature(func).bind(*args)
-        except TypeError:
-            params = " ".join(f"<{p}>" for p in inspect.signature(func).parameters)
-            raise CommandError(f"usage: {command} {params}".rstrip()) from None
-        result = func(*args)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        return await commands.dispatch(self.cmds, command, args)
 
     def cmd_ping(self) -> str:
         """Answer pong: the receiver's loop is alive."""
@@ -248,8 +234,7 @@ class ReceiverServer:
 
     def cmd_help(self) -> dict[str, str]:
         """List the commands with the first line of their description."""
-        return {name: (inspect.getdoc(f) or "").splitlines()[0] if inspect.getdoc(f) else ""
-                for name, f in sorted(self.cmds.items())}
+        return commands.describe(self.cmds)
 
     def cmd_status(self) -> dict[str, Any]:
         """Every counter, rate and publisher statistic, as JSON."""
@@ -344,7 +329,7 @@ class ReceiverServer:
         self._inputs.source.close_unused()
         self._commands = CommandServer(socket_path(self.service, self.config.control.socket),
                                        self._context, self.dispatch, self.log)
-        self._introspect()
+        self.cmds = commands.table(self)
         self._mon = self._find_or_make_mon_sender()
         await self.on_start()
         self.loop.call_later(self.config.start_hold_s, self._start_readers)
