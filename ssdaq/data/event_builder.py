@@ -182,7 +182,9 @@ class EventBuilder:
         self._cpu_ns = np.zeros(cap, np.int64)
         self._seq = np.zeros(cap, np.int64)
         self._open = np.zeros(cap, bool)
-        self._stale = np.zeros(cap, bool)  # opened before a TACK reset: may not move ``ref``
+        # opened before a TACK reset: may not move ``ref``; only ever True for open readouts
+        self._stale = np.zeros(cap, bool)
+        self._stale_open = False  # whether any is
         self._created = 0
         # The open readouts' ids and anchors, sorted by anchor, and a stack of free ids: a batch
         # costs in proportion to the readouts open, never to ``max_open_readouts``.
@@ -320,7 +322,6 @@ class EventBuilder:
             first, order = new[first], new[order]
         self._cpu_ns[ids] = rec.cpu_ns[first]
         self._open[ids] = True
-        self._stale[ids] = False
         self._present[ids] = False
         self._anchor[ids] = anchors
         self._deadline[ids] = now + self.settings.max_wait_s
@@ -373,21 +374,21 @@ class EventBuilder:
         fill them, they must not drag ``ref`` back to the old counter (and count more resets).
         """
         quorate = present.sum(axis=1) >= self._quorum
-        anchors = self._anchor[touched[quorate & ~self._stale[touched]]]
+        if self._stale_open:
+            quorate &= ~self._stale[touched]
+        anchors = self._anchor[touched[quorate]]
         if not len(anchors):
             return
-        if self.ref is None:
-            self.ref = int(anchors.max())
-            return
-        span = self.settings.tack_reset_ns
-        back = anchors < self.ref - span
-        if not np.count_nonzero(back):
-            self.ref = max(self.ref, int(anchors.max()))
+        top, span = int(anchors.max()), self.settings.tack_reset_ns
+        if self.ref is None or int(anchors.min()) >= self.ref - span:
+            self.ref = top if self.ref is None else max(self.ref, top)
             return
         self.counts.tack_resets += 1
         self._history.clear()
-        self.ref = int(anchors[back].max())
-        self._stale[self._ids] = np.abs(self._anchors - self.ref) > span
+        self.ref = int(anchors[anchors < self.ref - span].max())
+        stale = np.abs(self._anchors - self.ref) > span
+        self._stale[self._ids] = stale
+        self._stale_open = bool(stale.any())
 
     def _publish(self, ids: np.ndarray) -> Published:
         """Close readouts ``ids`` in the order their first records arrived: convert to mV, NaN
@@ -421,6 +422,9 @@ class EventBuilder:
         else:
             kept = self._open[self._ids]
             self._ids, self._anchors = self._ids[kept], self._anchors[kept]
+        if self._stale_open:
+            self._stale[ids] = False
+            self._stale_open = bool(self._stale[self._ids].any())
         self._free[self._n_free : self._n_free + k] = ids
         self._n_free += k
         return published
