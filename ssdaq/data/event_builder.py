@@ -27,7 +27,7 @@ import numpy as np
 
 from ssdaq.data.readout import HEADER, N_TM, N_TM_PIX, SSREADOUT_BYTES
 from ssdaq.data.slowsignal import RECORD_BYTES, TACK_LIMIT, RecordBatch, records_to_mv
-from ssdaq.data.tack_match import NEW, ClosedHistory, group, nearest
+from ssdaq.data.tack_match import NEW, ClosedHistory, OpenAnchors, group
 
 ROW_WORDS = SSREADOUT_BYTES // 8  # 2052 float64: the header's 4 u64 then 32 x 64 mV
 HEADER_WORDS = HEADER.size // 8
@@ -176,27 +176,20 @@ class EventBuilder:
         self._raw = np.zeros((cap, N_TM), _RECORD)
         self._present = np.zeros((cap, N_TM), bool)
         self._mark = np.zeros(cap * N_TM, np.intp)  # per (readout, slot): see ``_accept``
-        self._hit = np.zeros(cap, bool)  # readouts fed by the records being stored
         self._anchor = np.zeros(cap, np.int64)
         self._deadline = np.zeros(cap)
         self._cpu_ns = np.zeros(cap, np.int64)
         self._seq = np.zeros(cap, np.int64)
-        self._open = np.zeros(cap, bool)
         # opened before a TACK reset: may not move ``ref``; only ever True for open readouts
         self._stale = np.zeros(cap, bool)
         self._stale_open = False  # whether any is
         self._created = 0
-        # The open readouts' ids and anchors, sorted by anchor, and a stack of free ids: a batch
-        # costs in proportion to the readouts open, never to ``max_open_readouts``.
-        self._ids = np.empty(0, np.intp)
-        self._anchors = np.empty(0, np.int64)
-        self._free = np.arange(cap)[::-1].copy()
-        self._n_free = cap
+        self._open = OpenAnchors(cap)
         self._history = ClosedHistory(s.closed_history)
 
     @property
     def n_open(self) -> int:
-        return len(self._ids)
+        return len(self._open)
 
     def alive(self, now: float) -> np.ndarray:
         """Slots heard within ``module_timeout_s``. Expected slots count as heard at start, and
@@ -234,17 +227,17 @@ class EventBuilder:
     def expire(self, now: float) -> Published:
         """Publish readouts whose deadline passed or that no longer wait for an absent module."""
         self._now = now
-        ids = self._ids
+        ids = self._open.ids
         due = (self._deadline[ids] <= now) | (self._present[ids] | self._waived(now)).all(axis=1)
         return self._publish(ids[due])
 
     def flush(self) -> Published:
         """Publish every open readout, partial ones included (shutdown)."""
-        return self._publish(self._ids)
+        return self._publish(self._open.ids)
 
     def next_deadline(self) -> float | None:
         """When ``expire`` may next publish something (monotonic s), or None if nothing is open."""
-        ids = self._ids
+        ids = self._open.ids
         if not len(ids):
             return None
         when = float(self._deadline[ids].min())
@@ -254,9 +247,9 @@ class EventBuilder:
         return min(when, float(dies.min())) if len(dies) else when
 
     def _add(self, rec: _Records, now: float, out: list[Published]) -> None:
-        n, n_open = len(rec.tack), len(self._ids)
+        n, n_open = len(rec.tack), len(self._open)
         if n_open:
-            ro = self._match_open(rec.tack)
+            ro = self._open.match(rec.tack, self.settings.readout_window_ns)
             lost = (ro < 0).nonzero()[0]
         else:
             ro, lost = np.full(n, -1), np.arange(n)
@@ -282,21 +275,11 @@ class EventBuilder:
         # (readout, slot) flattened: 1-D fancy indexing costs less than 2-D on every record
         self._raw.reshape(-1)[cell] = rec.record[take]
         self._present.reshape(-1)[cell] = True
-        if fresh and not n_open:
-            touched = self._ids  # each readout open got its first record
-        else:
-            self._hit[ro[take]] = True
-            touched = self._ids[self._hit[self._ids]]
-            self._hit[touched] = False
+        # if every open readout got its first record now, all of them were fed
+        touched = self._open.ids if fresh and not n_open else self._open.among(ro[take])
         present = self._present[touched]
         self._move_ref(touched, present)
         out.append(self._publish(touched[(present | self._waived(now)).all(axis=1)]))
-
-    def _match_open(self, tack: np.ndarray) -> np.ndarray:
-        """Open readout id per TACK within the window of its nearest anchor, else -1 (some
-        readouts must be open)."""
-        best, dist = nearest(self._anchors, tack)
-        return np.where(dist < self.settings.readout_window_ns, self._ids[best], -1)
 
     def _open_new(self, new: np.ndarray, rec: _Records, ro: np.ndarray, now: float,
                   out: list[Published]) -> bool:
@@ -309,29 +292,22 @@ class EventBuilder:
         tack = rec.tack if every else rec.tack[new]
         order = np.argsort(tack, kind="stable")
         anchors, bounds = group(tack[order], self.settings.readout_window_ns)
-        n, free = len(anchors), self._n_free
+        n, free = len(anchors), self._open.n_free
         if n > free:
             feeds = np.unique(ro[ro >= 0])
-            if n > free + len(self._ids) - len(feeds):
+            if n > free + len(self._open) - len(feeds):
                 return False
             out.append(self._evict(n - free, feeds))
-        self._n_free -= n
-        ids = self._free[self._n_free : self._n_free + n][::-1]
+        ids = self._open.open(anchors)
         first = np.minimum.reduceat(order, bounds[:-1])  # each readout's earliest-arrived record
         if not every:
             first, order = new[first], new[order]
         self._cpu_ns[ids] = rec.cpu_ns[first]
-        self._open[ids] = True
         self._present[ids] = False
         self._anchor[ids] = anchors
         self._deadline[ids] = now + self.settings.max_wait_s
         self._seq[ids] = self._created + first  # arrival order of each readout's first record
         self._created += len(rec.tack)
-        self._ids = np.concatenate((self._ids, ids))
-        self._anchors = np.concatenate((self._anchors, anchors))
-        if len(self._ids) > n and self._anchors[-n - 1] > anchors[0]:  # not all past the others
-            by_anchor = np.argsort(self._anchors)
-            self._ids, self._anchors = self._ids[by_anchor], self._anchors[by_anchor]
         ro[order] = np.repeat(ids, bounds[1:] - bounds[:-1])
         return True
 
@@ -357,12 +333,12 @@ class EventBuilder:
         keep[:] = False  # a duplicate: the first copy by arrival must be the one kept
         keep[np.unique(cell, return_index=True)[1]] = True
         keep &= empty
-        self.counts.duplicate += len(cell) - np.count_nonzero(keep)
+        self.counts.duplicate += len(cell) - int(np.count_nonzero(keep))
         return order[keep] if isinstance(take, slice) else take[keep], cell[keep]
 
     def _evict(self, n: int, keep: np.ndarray) -> Published:
         """Publish the ``n`` oldest open readouts early, except those in ``keep``."""
-        ids = self._ids[~np.isin(self._ids, keep)]
+        ids = self._open.ids[~np.isin(self._open.ids, keep)]
         ids = ids[np.argsort(self._seq[ids], kind="stable")[:n]]
         self.counts.evicted += len(ids)
         return self._publish(ids)
@@ -386,8 +362,8 @@ class EventBuilder:
         self.counts.tack_resets += 1
         self._history.clear()
         self.ref = int(anchors[anchors < self.ref - span].max())
-        stale = np.abs(self._anchors - self.ref) > span
-        self._stale[self._ids] = stale
+        stale = np.abs(self._open.anchors - self.ref) > span
+        self._stale[self._open.ids] = stale
         self._stale_open = bool(stale.any())
 
     def _publish(self, ids: np.ndarray) -> Published:
@@ -412,32 +388,12 @@ class EventBuilder:
         header[:, 0] = 0
         header[:, 1] = np.ascontiguousarray(lowest).view(">u8")[:, 0]
         header[:, 2], header[:, 3] = np.divmod(cpu, _NS)
-        n_complete = np.count_nonzero(complete)
+        n_complete = int(np.count_nonzero(complete))
         self.counts.complete += n_complete
         self.counts.incomplete += k - n_complete
-        self._remember(ids, present)
-        self._open[ids] = False
-        if k == len(self._ids):
-            self._ids, self._anchors = self._ids[:0], self._anchors[:0]
-        else:
-            kept = self._open[self._ids]
-            self._ids, self._anchors = self._ids[kept], self._anchors[kept]
+        self._history.remember(self._anchor[ids], present, self.ref, self.settings.tack_reset_ns)
+        self._open.close(ids)
         if self._stale_open:
             self._stale[ids] = False
-            self._stale_open = bool(self._stale[self._ids].any())
-        self._free[self._n_free : self._n_free + k] = ids
-        self._n_free += k
+            self._stale_open = bool(self._stale[self._open.ids].any())
         return published
-
-    def _remember(self, ids: np.ndarray, present: np.ndarray) -> None:
-        """Keep closed readouts in the history, unless far from ``ref`` (a far-future one, or
-        one from before a reset): those would only make later lookups wrong."""
-        anchors = self._anchor[ids]
-        if self.ref is not None:
-            low, high = self.ref - self.settings.tack_reset_ns, self.ref + self.settings.tack_reset_ns
-            if anchors.min() < low or anchors.max() > high:
-                near = (anchors >= low) & (anchors <= high)
-                anchors, present = anchors[near], present[near]
-        if len(anchors):
-            self._history.add(anchors, present)
-

@@ -1,8 +1,9 @@
-"""TACK matching for the event builder: nearest anchors, grouping, and closed readouts.
+"""TACK matching for the event builder: open readouts by anchor, new ones, closed ones.
 
 Pure numpy over int64 TACKs, with no notion of slots being waited for or of publishing (that is
 :mod:`ssdaq.data.event_builder`). A readout is known by its anchor, the TACK of its first record;
-a record belongs to the readout whose anchor is nearest, if closer than the window.
+a record belongs to the readout whose anchor is nearest, if closer than the window. Readouts are
+known by ids ``0 .. size - 1``, the rows of the builder's storage.
 """
 
 import numpy as np
@@ -10,6 +11,60 @@ import numpy as np
 from ssdaq.data.readout import N_TM
 
 NEW, LATE = -1, -2  # classes of records that match no open readout; >= 0: a history entry
+
+
+class OpenAnchors:
+    """The open readouts' ids sorted by anchor, and a stack of the free ids.
+
+    Every call costs in proportion to the readouts open (or opened), never to ``size``.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.ids = np.empty(0, np.intp)
+        self.anchors = np.empty(0, np.int64)
+        self.n_free = size
+        self._free = np.arange(size)
+        self._mark = np.zeros(size, bool)  # scratch, all False between calls
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def match(self, tack: np.ndarray, window: int) -> np.ndarray:
+        """Id of the open readout nearest each TACK if within ``window``, else -1. Some
+        readout must be open."""
+        best, dist = nearest(self.anchors, tack)
+        return np.where(dist < window, self.ids[best], -1)
+
+    def open(self, anchors: np.ndarray) -> np.ndarray:
+        """Ids for new readouts of these sorted anchors, at most ``n_free`` of them."""
+        n = len(anchors)
+        self.n_free -= n
+        ids = self._free[self.n_free : self.n_free + n].copy()
+        self.ids = np.concatenate((self.ids, ids))
+        self.anchors = np.concatenate((self.anchors, anchors))
+        if len(self.ids) > n and self.anchors[-n - 1] > anchors[0]:  # not all past the others
+            by_anchor = np.argsort(self.anchors)
+            self.ids, self.anchors = self.ids[by_anchor], self.anchors[by_anchor]
+        return ids
+
+    def among(self, ids: np.ndarray) -> np.ndarray:
+        """The open ids found in ``ids`` (which may repeat), each once, in anchor order."""
+        self._mark[ids] = True
+        found = self.ids[self._mark[self.ids]]
+        self._mark[found] = False
+        return found
+
+    def close(self, ids: np.ndarray) -> None:
+        """Free the open readouts ``ids`` (each once)."""
+        if len(ids) == len(self.ids):
+            self.ids, self.anchors = self.ids[:0], self.anchors[:0]
+        else:
+            self._mark[ids] = True
+            kept = ~self._mark[self.ids]
+            self._mark[ids] = False
+            self.ids, self.anchors = self.ids[kept], self.anchors[kept]
+        self._free[self.n_free : self.n_free + len(ids)] = ids
+        self.n_free += len(ids)
 
 
 class ClosedHistory:
@@ -28,6 +83,16 @@ class ClosedHistory:
 
     def clear(self) -> None:
         self.len, self.pos, self.high, self.low = 0, 0, None, None
+
+    def remember(self, anchor: np.ndarray, present: np.ndarray, ref: int | None,
+                 span: int) -> None:
+        """Add closed readouts, unless farther than ``span`` from ``ref`` (a far-future one,
+        or one from before a TACK reset): those would only make later lookups wrong."""
+        if ref is not None and (anchor.min() < ref - span or anchor.max() > ref + span):
+            near = (anchor >= ref - span) & (anchor <= ref + span)
+            anchor, present = anchor[near], present[near]
+        if len(anchor):
+            self.add(anchor, present)
 
     def add(self, anchor: np.ndarray, present: np.ndarray) -> None:
         if len(anchor) > self.size:

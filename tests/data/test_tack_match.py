@@ -3,7 +3,7 @@
 import numpy as np
 
 from ssdaq.data.readout import N_TM
-from ssdaq.data.tack_match import LATE, NEW, ClosedHistory, group, nearest
+from ssdaq.data.tack_match import LATE, NEW, ClosedHistory, OpenAnchors, group, nearest
 
 WINDOW = 10
 
@@ -97,3 +97,32 @@ def test_ring_forgets_the_oldest_readouts_as_it_wraps():
     assert h.high == 500
     entry = h.classify(ints(401), WINDOW, ref=500, span=10_000)
     assert h.present[entry[0]].nonzero()[0].tolist() == [2]
+
+
+def test_history_does_not_remember_readouts_far_from_ref():
+    h = ClosedHistory(8)
+    h.remember(ints(100, 5_000, 200, -4_000), np.array([modules(1)] * 4), ref=150, span=1_000)
+    assert sorted(h.anchor[: h.len].tolist()) == [100, 200]
+    h.remember(ints(9_000), np.array([modules(1)]), ref=None, span=1_000)
+    assert h.len == 3 and h.high == 9_000
+
+
+def test_open_anchors_match_the_nearest_within_the_window_in_any_opening_order():
+    index = OpenAnchors(4)
+    a = index.open(ints(200, 300))
+    b = index.open(ints(100))  # below the others: still found
+    assert index.anchors.tolist() == [100, 200, 300] and index.n_free == 1
+    ro = index.match(ints(104, 296, 205, 150, 400), WINDOW)
+    assert ro.tolist() == [b[0], a[1], a[0], -1, -1]
+
+
+def test_open_anchors_reuse_closed_ids_and_report_each_fed_id_once():
+    index = OpenAnchors(3)
+    ids = index.open(ints(10, 20, 30))
+    assert sorted(ids.tolist()) == [0, 1, 2] and index.n_free == 0
+    assert index.among(np.r_[ids[2], ids[0], ids[2]]).tolist() == [ids[0], ids[2]]
+    index.close(np.r_[ids[1]])
+    assert index.ids.tolist() == [ids[0], ids[2]] and index.anchors.tolist() == [10, 30]
+    assert index.open(ints(40)).tolist() == [ids[1]]
+    index.close(index.ids)
+    assert len(index) == 0 and index.n_free == 3
