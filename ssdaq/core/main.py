@@ -82,14 +82,19 @@ def parser() -> argparse.ArgumentParser:
         f"{CONFIG_DIR}/NAME.toml unless --config is given (built-in defaults if it does not exist).",
     )
     p.add_argument("name", nargs="?", help="receiver name, or package.module:Class")
+    add_daemon_options(p, "registered receiver")
+    return p
+
+
+def add_daemon_options(p: argparse.ArgumentParser, what: str) -> None:
+    """The options every ssdaq daemon shares (receivers and writers)."""
     p.add_argument("--config", type=Path, help="configuration file (TOML)")
     p.add_argument("--log-level", choices=sorted(sslogging.LEVELS), help="overrides [log] level")
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     p.add_argument("--print-config", action="store_true",
                    help="print the effective configuration as TOML and exit")
     p.add_argument("--write-default-configs", metavar="DIR", type=Path,
-                   help="write every registered receiver's default configuration into DIR and exit")
-    return p
+                   help=f"write every {what}'s default configuration into DIR and exit")
 
 
 def write_default_configs(directory: Path) -> None:

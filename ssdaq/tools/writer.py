@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from ssdaq.core import config as configlib
-from ssdaq.core import logging as sslogging
 from ssdaq.core import main as receiver_main
 from ssdaq.core.config import setting, table
 from ssdaq.core.errors import EX_OK, EX_UNAVAILABLE, EX_USAGE
@@ -143,13 +142,7 @@ def parser() -> Parser:
         "status|rotate|reload.",
     )
     p.add_argument("stream", nargs="?", choices=STREAMS, help="the stream to record")
-    p.add_argument("--config", type=Path, help="configuration file (TOML)")
-    p.add_argument("--log-level", choices=sorted(sslogging.LEVELS), help="overrides [log] level")
-    p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
-    p.add_argument("--print-config", action="store_true",
-                   help="print the effective configuration as TOML and exit")
-    p.add_argument("--write-default-configs", metavar="DIR", type=Path,
-                   help="write every writer's default configuration into DIR and exit")
+    receiver_main.add_daemon_options(p, "writer")
     return p
 
 
