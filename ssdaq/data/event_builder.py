@@ -290,7 +290,7 @@ class EventBuilder:
         """
         every = len(new) == len(rec.tack)
         tack = rec.tack if every else rec.tack[new]
-        order = np.argsort(tack, kind="stable")
+        order = tack.argsort(kind="stable")
         anchors, bounds = group(tack[order], self.settings.readout_window_ns)
         n, free = len(anchors), self._open.n_free
         if n > free:
@@ -308,7 +308,7 @@ class EventBuilder:
         self._deadline[ids] = now + self.settings.max_wait_s
         self._seq[ids] = self._created + first  # arrival order of each readout's first record
         self._created += len(rec.tack)
-        ro[order] = np.repeat(ids, bounds[1:] - bounds[:-1])
+        ro[order] = ids.repeat(bounds[1:] - bounds[:-1])
         return True
 
     def _accept(self, ro: np.ndarray, n_lost: int, dup_closed: int, slot: np.ndarray,
@@ -345,6 +345,7 @@ class EventBuilder:
 
     def _move_ref(self, touched: np.ndarray, present: np.ndarray) -> None:
         """Let readouts with a quorum of modules move ``ref``; a far drop is a TACK reset.
+        ``touched``: open readouts in anchor order, ``present`` their rows.
 
         Readouts still open from before a reset are stale: as the modules' straddling packets
         fill them, they must not drag ``ref`` back to the old counter (and count more resets).
@@ -355,13 +356,13 @@ class EventBuilder:
         anchors = self._anchor[touched[quorate]]
         if not len(anchors):
             return
-        top, span = int(anchors.max()), self.settings.tack_reset_ns
-        if self.ref is None or int(anchors.min()) >= self.ref - span:
+        top, span = int(anchors[-1]), self.settings.tack_reset_ns
+        if self.ref is None or int(anchors[0]) >= self.ref - span:
             self.ref = top if self.ref is None else max(self.ref, top)
             return
         self.counts.tack_resets += 1
         self._history.clear()
-        self.ref = int(anchors[anchors < self.ref - span].max())
+        self.ref = int(anchors[anchors < self.ref - span][-1])
         stale = np.abs(self._open.anchors - self.ref) > span
         self._stale[self._open.ids] = stale
         self._stale_open = bool(stale.any())
@@ -373,14 +374,14 @@ class EventBuilder:
         if not k:
             return Published.empty()
         if k > 1:
-            ids = ids[np.argsort(self._seq[ids])]
+            ids = ids[self._seq[ids].argsort()]
         present = self._present[ids]
         raw = self._raw[ids].view(">u2").reshape(k, N_TM, -1)  # 72 words per record
         complete = (present | self._unexpected).all(axis=1)
         n_modules = present.sum(axis=1)
         published = Published(np.empty((k, ROW_WORDS)), complete, n_modules)
         records_to_mv(raw, published.data)
-        if n_modules.min() < N_TM:
+        if np.count_nonzero(present) < present.size:
             published.data[~present] = np.nan
         lowest = raw[np.arange(k), present.argmax(axis=1), :4]  # its TACK, 4 words
         cpu = np.maximum(self._cpu_ns[ids], 0)

@@ -88,13 +88,17 @@ class ClosedHistory:
                  span: int) -> None:
         """Add closed readouts, unless farther than ``span`` from ``ref`` (a far-future one,
         or one from before a TACK reset): those would only make later lookups wrong."""
-        if ref is not None and (anchor.min() < ref - span or anchor.max() > ref + span):
+        top = int(anchor.max())
+        if ref is not None and (top > ref + span or anchor.min() < ref - span):
             near = (anchor >= ref - span) & (anchor <= ref + span)
             anchor, present = anchor[near], present[near]
-        if len(anchor):
-            self.add(anchor, present)
+            if not len(anchor):
+                return
+            top = int(anchor.max())
+        self.add(anchor, present, top)
 
-    def add(self, anchor: np.ndarray, present: np.ndarray) -> None:
+    def add(self, anchor: np.ndarray, present: np.ndarray, top: int | None = None) -> None:
+        """Add closed readouts; ``top``: their highest anchor, if known."""
         if len(anchor) > self.size:
             self._forget(anchor[: -self.size])
             anchor, present = anchor[-self.size :], present[-self.size :]
@@ -111,7 +115,7 @@ class ClosedHistory:
         self.anchor[at], self.present[at] = anchor, present
         self.pos = (self.pos + len(anchor)) % self.size
         self.len = min(self.size, self.len + len(anchor))
-        top = int(anchor.max())
+        top = int(anchor.max()) if top is None else top
         self.high = top if self.high is None else max(self.high, top)
 
     def _forget(self, anchor: np.ndarray) -> None:
@@ -137,7 +141,7 @@ class ClosedHistory:
         ask = tack < top
         if ref is not None:
             ask &= tack >= ref - span
-        ask = np.flatnonzero(ask)
+        ask = ask.nonzero()[0]
         if not len(ask):
             return None
         cls = np.full(len(tack), NEW)
@@ -183,7 +187,7 @@ def group(tack: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
     cut = np.empty(n + 1, bool)  # True where a readout starts, and at the end
     cut[0] = cut[n] = True
     np.greater_equal(tack[1:] - tack[:-1], window, out=cut[1:n])
-    bounds = np.flatnonzero(cut)
+    bounds = cut.nonzero()[0]
     anchors = tack[bounds[:-1]]
     if not np.count_nonzero(tack[bounds[1:] - 1] - anchors >= window):
         return anchors, bounds
