@@ -180,9 +180,8 @@ class EventBuilder:
         self._deadline = np.zeros(cap)
         self._cpu_ns = np.zeros(cap, np.int64)
         self._seq = np.zeros(cap, np.int64)
-        # opened before a TACK reset: may not move ``ref``; only ever True for open readouts
-        self._stale = np.zeros(cap, bool)
-        self._stale_open = False  # whether any is
+        self._stale = np.zeros(cap, bool)  # open since before a TACK reset: may not move ``ref``
+        self._stale_open = False  # whether any is (only open readouts are ever stale)
         self._created = 0
         self._open = OpenAnchors(cap)
         self._history = ClosedHistory(s.closed_history)
@@ -241,10 +240,11 @@ class EventBuilder:
         if not len(ids):
             return None
         when = float(self._deadline[ids].min())
-        waited = self._expected & ~self._present[ids].all(axis=0)
-        dies = np.fmax(self.last_seen, self._floor)[waited] + self.settings.module_timeout_s
-        dies = dies[dies > self._now]
-        return min(when, float(dies.min())) if len(dies) else when
+        dies = np.fmax(self.last_seen, self._floor) + self.settings.module_timeout_s
+        soon = self._expected & (dies > self._now) & (dies < when)  # absent before ``when``
+        if np.count_nonzero(soon):
+            soon &= ~self._present[ids].all(axis=0)  # and waited for
+        return float(dies[soon].min()) if np.count_nonzero(soon) else when
 
     def _add(self, rec: _Records, now: float, out: list[Published]) -> None:
         n, n_open = len(rec.tack), len(self._open)
