@@ -128,7 +128,7 @@ def start_receiver(tmp: Path, port: int, pub_port: int) -> subprocess.Popen:
     cfg = tmp / "readout.toml"
     cfg.write_text(f'start_hold_s = 0.0\n[monitor]\nenabled = false\n'
                    f'[assembler]\nreadout_window_ns = {WINDOW_NS}\n[sockets.data]\nip = "127.0.0.1"\n'
-                   f'port = {port}\n[[publishers]]\nip = "127.0.0.1"\nport = {pub_port}\nsndhwm = 100000\n')
+                   f'port = {port}\n[[publishers]]\nip = "127.0.0.1"\nport = {pub_port}\n')
     env = dict(os.environ, RUNTIME_DIRECTORY=str(tmp))
     proc = subprocess.Popen(["taskset", "-c", str(RECEIVER_CPU), PY, "-m", "ssdaq.core.main", "readout",
                              "--config", str(cfg), "--log-level", "warning"], env=env)

@@ -75,16 +75,18 @@ class PublisherSettings:
     )
     sndhwm: int = setting(
         10000,
-        help="zmq: messages queued per subscriber before further ones are dropped (and counted)",
+        help="zmq: messages queued per subscriber; beyond it zmq drops for that subscriber,\n"
+        "which sees the gap in the stream's sequence numbers",
         min=1,
     )
     linger_s: float = setting(1.0, help="zmq: at stop, how long unsent messages may delay exit", min=0.0)
     path: str = setting("", help="raw: file to append every published message to")
 
 
-def zmq_publisher(port: int, ip: str = "127.0.0.101", mode: str = "local") -> PublisherSettings:
+def zmq_publisher(port: int, ip: str = "127.0.0.101", mode: str = "local",
+                  sndhwm: int = 10000) -> PublisherSettings:
     """Default for a receiver's ``[[publishers]]``: a zmq PUB on the old SSDAQ port."""
-    return PublisherSettings(kind="zmq", ip=ip, port=port, mode=mode)
+    return PublisherSettings(kind="zmq", ip=ip, port=port, mode=mode, sndhwm=sndhwm)
 
 
 @dataclass(frozen=True)

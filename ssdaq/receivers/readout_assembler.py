@@ -74,7 +74,10 @@ class ReadoutConfig(ReceiverConfig):
         "modules here replaces that rule (IPv6 too) and makes readouts wait for these slots only")
     sockets: DataSocket = table(DataSocket, data=ListenSettings(port=17000))
     publishers: tuple[PublisherSettings, ...] = tables(
-        zmq_publisher(9004), help="Publishers: every readout (SSReadout, 16 416 bytes) goes to each")
+        # 1000 readouts (16 MB) per subscriber: 100 s at the nominal rate; a subscriber that falls
+        # further behind loses readouts, and sees the gap in their numbers, instead of growing RSS
+        zmq_publisher(9004, sndhwm=1000),
+        help="Publishers: every readout (SSReadout, 16 416 bytes) goes to each")
 
 
 class ReadoutAssembler(ReceiverServer):
