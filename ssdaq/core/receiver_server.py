@@ -308,7 +308,10 @@ class ReceiverServer:
         try:
             return self.loop.run_until_complete(self._serve())
         finally:
-            self.loop.close()
+            self.loop.close()  # restores the default signal actions
+            # the process is exiting with its code: a repeated stop request must not kill it
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
 
     async def _serve(self) -> int:
         if not self._setup:
