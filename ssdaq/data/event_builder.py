@@ -199,8 +199,7 @@ class EventBuilder:
 
     def _waived(self, now: float) -> np.ndarray:
         """Slots a readout does not wait for: not expected, or not ``alive``."""
-        silent = now - np.fmax(self.last_seen, self._floor) >= self.settings.module_timeout_s
-        return silent | self._unexpected
+        return ~self.alive(now) | self._unexpected
 
     def add(self, batch: RecordBatch, now: float, wall_ns: int | np.ndarray) -> Published:
         """Take a decoded batch that arrived at ``wall_ns`` (one UTC ns value, or one per

@@ -48,7 +48,7 @@ class OpenAnchors:
         return ids
 
     def among(self, ids: np.ndarray) -> np.ndarray:
-        """The open ids found in ``ids`` (which may repeat), each once, in anchor order."""
+        """Each of ``ids`` (open readouts, which may repeat) once, in anchor order."""
         self._mark[ids] = True
         found = self.ids[self._mark[self.ids]]
         self._mark[found] = False
