@@ -66,8 +66,8 @@ def test_readouts_are_published_as_soon_as_every_module_arrived():
     assert [r.time for r in out] == [tack(k) for k in range(10)]
     for r in out:
         assert_pattern(r, ALL)
-    assert b.counts.as_dict() == dict(complete=10, incomplete=0, late=0, duplicate=0, evicted=0,
-                                      tack_resets=0)
+    assert b.counts.as_dict() == {"complete": 10, "incomplete": 0, "late": 0, "duplicate": 0,
+                                  "evicted": 0, "tack_resets": 0}
     assert b.n_open == 0 and b.next_deadline() is None
 
 
@@ -216,8 +216,8 @@ def test_one_far_future_tack_does_not_swallow_the_normal_stream():
         assert len(pub) == 10 and pub.complete.all()
     pub = b.expire(0.7)
     assert pub.header[:, 1].tolist() == [future] and pub.n_modules.tolist() == [1]
-    assert b.counts.as_dict() == dict(complete=40, incomplete=1, late=0, duplicate=0, evicted=0,
-                                      tack_resets=0)
+    assert b.counts.as_dict() == {"complete": 40, "incomplete": 1, "late": 0, "duplicate": 0,
+                                  "evicted": 0, "tack_resets": 0}
 
 
 def test_overflow_publishes_the_oldest_open_readout_early_and_counts_it():
@@ -307,9 +307,9 @@ def test_batch_of_only_rejected_datagrams_publishes_nothing():
 
 
 @pytest.mark.parametrize("settings", [
-    dict(readout_window_ns=0), dict(max_open_readouts=0), dict(max_wait_s=0),
-    dict(module_timeout_s=-1), dict(expected_slots=()), dict(expected_slots=(32,)),
-    dict(tack_reset_ns=2**63),
+    {"readout_window_ns": 0}, {"max_open_readouts": 0}, {"max_wait_s": 0},
+    {"module_timeout_s": -1}, {"expected_slots": ()}, {"expected_slots": (32,)},
+    {"tack_reset_ns": 2**63},
 ])
 def test_bad_settings_are_rejected(settings):
     with pytest.raises(ValueError):
