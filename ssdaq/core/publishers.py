@@ -128,11 +128,12 @@ class RawWriter:
         self.log.info("writing raw messages to %s", file_name)
 
     def send(self, data: Any) -> bool:
+        """Append one message; False when the write failed (the receiver counts and rate-limits
+        the warning, so a full disk does not log once per message)."""
         try:
             self._file.write(data)
-        except OSError as e:
+        except OSError:
             self.errors += 1
-            self.log.error("cannot write %s: %s", self.path, e)
             return False
         self.sent += 1
         return True
