@@ -5,6 +5,11 @@ here one readiness event drains the socket in batches of up to ``batch`` datagra
 1 µs each, and hands each batch to the receiver as arrays (payload rows, lengths, senders), so
 decoding can be vectorised. The kernel's count of datagrams dropped on this socket for lack of
 buffer space arrives with every datagram (``SO_RXQ_OVFL``) and is kept in :attr:`kernel_drops`.
+
+With ``timestamps=True`` each datagram also carries the kernel's receive time (``SO_TIMESTAMPNS``):
+when it reached the socket, not when the reader got to it, so a receiver that falls behind in a
+burst still stamps its data with the true arrival time. (The kernel switches timestamping on a
+moment after the first socket of the system asks; datagrams before that are stamped when read.)
 """
 
 import asyncio
@@ -21,10 +26,16 @@ import numpy as np
 from ssdaq.core.mmsg import MMSG_BYTES, IOVec, MMsgHdr, MsgHdr, recvmmsg
 
 SO_RXQ_OVFL = 40
+SO_TIMESTAMPNS = 35  # also the control message's type (SCM_TIMESTAMPNS): a struct timespec
 MSG_TRUNC = 0x20
 _NAME_BYTES = 128  # sizeof(struct sockaddr_storage)
-_CONTROL_BYTES = 24  # CMSG_SPACE(sizeof(uint32)): one SO_RXQ_OVFL counter
-_CMSG_DATA = 16  # offset of the data in a cmsghdr on 64-bit Linux
+# Control messages on 64-bit Linux: a 16-byte cmsghdr (len, level, type), then the data, padded
+# to 8. The kernel writes the timestamp before the drop counter, and the counter only once the
+# socket has dropped something.
+_CMSG_DATA = 16
+_TIMESTAMP_SPACE = 32  # CMSG_SPACE(sizeof(struct timespec))
+_DROPS_SPACE = 24  # CMSG_SPACE(sizeof(uint32))
+_CONTROL_BYTES = _TIMESTAMP_SPACE + _DROPS_SPACE
 
 
 def _field_view(hdrs: ctypes.Array, field: str, dtype: type, n: int) -> np.ndarray:
@@ -48,7 +59,9 @@ class DatagramBatch:
         self.names = np.zeros((batch, _NAME_BYTES), dtype=np.uint8)
         self.lengths = np.zeros(batch, dtype=np.int64)
         self.ipv4 = self.names[:, 4:8].copy().view(np.uint32).ravel()
-        self.arrival_ns = 0  # UTC wall clock of the call that returned this batch
+        # UTC ns each datagram arrived: the kernel's receive time if the reader asks for
+        # timestamps, else the time of the call that returned the batch
+        self.arrival_ns = np.zeros(batch, dtype=np.int64)
 
     def payload(self, i: int) -> memoryview:
         return memoryview(self.data[i, : self.lengths[i]])
@@ -83,12 +96,16 @@ class DatagramReader:
         max_bytes: int = 9000,
         batch: int = 64,
         max_batches_per_event: int = 32,
+        timestamps: bool = False,
     ) -> None:
         self.sock, self.handler, self.on_error = sock, handler, on_error
         self.max_bytes, self.max_batches = max_bytes, max_batches_per_event
         self.received = self.oversize = self.kernel_drops = 0
         self.batch = DatagramBatch(batch, max_bytes, sock.family)
+        self.timestamps = timestamps
         sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        if timestamps:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._control = np.zeros((batch, _CONTROL_BYTES), dtype=np.uint8)
         self._iov = (IOVec * batch)()
         self._hdrs = (MMsgHdr * batch)()
@@ -154,10 +171,13 @@ class DatagramReader:
                 self.on_error(OSError(err, f"recvmmsg: {errno.errorcode.get(err, err)}"))
             return 0
         b = self.batch
-        b.arrival_ns = time.time_ns()
+        now = time.time_ns()
         b.lengths[:n] = self._msglen[:n]
-        if self._controllen[n - 1] >= _CMSG_DATA + 4:
-            self.kernel_drops = int(self._control[n - 1, _CMSG_DATA : _CMSG_DATA + 4].view(np.uint32)[0])
+        if self.timestamps:
+            self._stamp(n, now)
+        else:
+            b.arrival_ns[:n] = now
+        self._read_drops(n - 1)
         if b.family == socket.AF_INET:
             b.ipv4[:n] = b.names[:n, 4:8].copy().view(np.uint32).ravel()
         self.received += n
@@ -165,11 +185,27 @@ class DatagramReader:
         b.count = self._drop_oversize(n, too_big) if too_big.any() else n
         return n
 
+    def _stamp(self, n: int, now: int) -> None:
+        """Kernel receive times into ``arrival_ns`` (``now`` where a datagram has none)."""
+        control = self._control[:n]
+        stamped = (self._controllen[:n] >= _TIMESTAMP_SPACE) & (
+            control[:, 12:16].view(np.int32)[:, 0] == SO_TIMESTAMPNS)
+        sec_ns = control[:, _CMSG_DATA:_TIMESTAMP_SPACE].view(np.int64)
+        stamps = sec_ns[:, 0] * 1_000_000_000 + sec_ns[:, 1]
+        self.batch.arrival_ns[:n] = stamps if stamped.all() else np.where(stamped, stamps, now)
+
+    def _read_drops(self, i: int) -> None:
+        """The socket's drop counter, from datagram ``i``'s control messages if it came along."""
+        at = _TIMESTAMP_SPACE if self.timestamps else 0  # the timestamp is always there first
+        if self._controllen[i] >= at + _CMSG_DATA + 4:
+            data = self._control[i, at + _CMSG_DATA : at + _CMSG_DATA + 4]
+            self.kernel_drops = int(data.view(np.uint32)[0])
+
     def _drop_oversize(self, n: int, too_big: np.ndarray) -> int:
         """Remove datagrams longer than the buffer (they were truncated) from the batch, counted."""
         keep = np.flatnonzero(~too_big)
         self.oversize += int(too_big.sum())
         b = self.batch
-        for arr in (b.data, b.names, b.lengths, b.ipv4):
+        for arr in (b.data, b.names, b.lengths, b.ipv4, b.arrival_ns):
             arr[: len(keep)] = arr[keep]
         return len(keep)

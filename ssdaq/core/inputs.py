@@ -51,7 +51,8 @@ class Inputs:
         return server, None
 
     def datagrams(self, handler: Callable[[DatagramBatch], None], name: str, ip: str | None,
-                  port: int | None, max_bytes: int, batch: int) -> DatagramReader:
+                  port: int | None, max_bytes: int, batch: int,
+                  timestamps: bool) -> DatagramReader:
         values = self.counters.values
 
         def counted(b: DatagramBatch) -> None:
@@ -59,7 +60,7 @@ class Inputs:
             handler(b)
 
         reader = DatagramReader(self._udp_socket(name, ip, port), counted, self._handler_error,
-                                max_bytes=max_bytes, batch=batch)
+                                max_bytes=max_bytes, batch=batch, timestamps=timestamps)
         self.readers.append(reader)
         return reader
 

@@ -149,10 +149,11 @@ class ReceiverServer:
 
     def setup_datagrams(self, handler: Callable[[DatagramBatch], None], name: str = "data",
                         ip: str | None = None, port: int | None = None, *, max_bytes: int = 9000,
-                        batch: int = 64) -> DatagramReader:
-        """Open UDP socket ``name`` read in batches: ``handler(batch)`` runs once per batch."""
+                        batch: int = 64, timestamps: bool = False) -> DatagramReader:
+        """Open UDP socket ``name`` read in batches: ``handler(batch)`` runs once per batch.
+        ``timestamps``: ``batch.arrival_ns`` holds the kernel's receive time of each datagram."""
         self._setup = True
-        return self._inputs.datagrams(handler, name, ip, port, max_bytes, batch)
+        return self._inputs.datagrams(handler, name, ip, port, max_bytes, batch, timestamps)
 
     # -------------------------------------------------------------------------- output
 

@@ -91,9 +91,10 @@ class Published:
     Each row is float64 in SSReadout layout: the first 4 elements are the ``<4Q`` header viewed as
     float64 (readout number 0 until ``number()``, TACK of the lowest slot present, CPU seconds,
     CPU ns), then 32 x 64 mV with NaN rows for absent modules. The arrays belong to the caller.
-    The CPU time is UTC: the arrival wall time of the datagram holding the readout's first record,
-    minus the TACK distance from that record to the last record of its datagram, i.e. an estimate
-    of when the readout was sampled (a datagram is sent after its last record is taken).
+    The CPU time is UTC: the arrival wall time of the datagram holding the readout's first record
+    (the kernel's receive timestamp, in the receiver), minus the TACK distance from that record to
+    the last record of its datagram, i.e. an estimate of when the readout was sampled (a datagram
+    is sent after its last record is taken).
     """
 
     rows: np.ndarray

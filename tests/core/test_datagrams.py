@@ -70,11 +70,12 @@ def test_oversize_datagrams_are_dropped_and_counted() -> None:
     reader.close()
 
 
-def test_kernel_drops_are_counted() -> None:
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_kernel_drops_are_counted(timestamps: bool) -> None:
     sock = bound_udp()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # tiny: most of a burst is dropped
     n = 0
-    reader = DatagramReader(sock, lambda b: None, lambda e: None)
+    reader = DatagramReader(sock, lambda b: None, lambda e: None, timestamps=timestamps)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for _ in range(200):
             s.sendto(b"x" * 1000, sock.getsockname())
@@ -84,6 +85,39 @@ def test_kernel_drops_are_counted() -> None:
         receive_all(reader)
     assert reader.kernel_drops == 200 - n > 0
     reader.close()
+
+
+def test_timestamps_are_the_kernel_arrival_times_not_the_read_time() -> None:
+    """Datagrams that wait in the socket keep the time they arrived; without ``timestamps`` the
+    batch carries the time of the read."""
+    stamps: dict[bool, list[int]] = {False: [], True: []}
+    for timestamps in (False, True):
+        sock = bound_udp()
+        got = stamps[timestamps]
+        reader = DatagramReader(sock, lambda b, got=got: got.extend(b.arrival_ns[: b.count].tolist()),
+                                lambda e: None, batch=4, timestamps=timestamps)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            # the kernel turns timestamping on a moment after the first socket asks (a static
+            # key flipped from a work queue); until then a datagram is stamped when read
+            s.sendto(b"warm-up", sock.getsockname())
+            time.sleep(0.1)
+            receive_all(reader)
+            got.clear()
+            sent = []
+            for i in range(6):  # more than one batch
+                sent.append(time.time_ns())
+                s.sendto(bytes([i]), sock.getsockname())
+                time.sleep(0.02)
+            waited = time.time_ns()
+            time.sleep(0.2)  # queued: the read comes 200 ms after the last arrival
+            receive_all(reader)
+        reader.close()
+        assert len(got) == 6
+        if timestamps:
+            assert all(t0 <= t < t0 + 10_000_000 for t0, t in zip(sent, got)), (sent, got)
+            assert got == sorted(got) and got[-1] - got[0] >= 5 * 20_000_000
+        else:
+            assert all(t >= waited + 200_000_000 for t in got)
 
 
 def test_a_handler_error_is_reported_and_reading_goes_on() -> None:
