@@ -1,13 +1,23 @@
 """ReadoutAssembler end to end: simulator -> receiver process -> subscriber, on loopback.
 
 The receiver runs alone on one CPU; the simulator and the subscriber share the other (as in
-performance.md). Each figure is printed beside a raw ``recvfrom_into`` loop measured in the same
-run on the same CPU with the same load, as a ratio. Phases (about 100 s in all):
+performance.md). Every figure is printed beside the same figure of a raw UDP loop (no decoding,
+no event building, no publishing) fed the same datagrams on the same CPU in the same run, and
+their ratio. Phases (about 2 minutes in all):
 
-* capacity of the raw loop (datagrams/s it keeps up with) and of the receiver (readouts/s);
-* sustained 10 000 readouts/s: completeness, kernel drops, p99 latency, CPU;
-* nominal 10 readouts/s: CPU of a core;
-* 60 s overload at 3x the sustained rate: RSS must stay flat (the excess is dropped and counted).
+* sustained 10 000 readouts/s for 10 s: completeness, kernel drops, CPU, latency;
+* nominal 10 readouts/s: CPU;
+* 60 s of overload at 3x the sustained rate: throughput and RSS, which must stay flat (the
+  excess is dropped by the kernel and counted, never queued in the receiver). One core cannot
+  send 30 000 readouts/s (96 000 datagrams/s) and take 16 KB readouts at the rate the receiver
+  publishes them, so in this phase the subscriber runs on the receiver's CPU: the simulator
+  has a core to itself, and the receiver shares its own, which only deepens the overload.
+
+Latency is measured from the kernel's receive timestamp of a readout's first datagram (the
+receiver's CPU time plus the record's age in its datagram: see ``ssdaq.data.event_builder``) to
+the subscriber holding the readout; the raw loop's from the same timestamp to its ``recvmsg``
+returning. A readout's first datagram arrives before its last module's, so this overstates the
+latency from the last module's packet by the spread of the modules' packets.
 """
 
 import json
@@ -18,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,29 +40,39 @@ from ssdaq.data.readout import HEADER
 RECEIVER_CPU, LOAD_CPU = 1, 0
 MODULES, RECORDS = 32, 10
 SUSTAINED = 10_000
+OVERLOAD = 3 * SUSTAINED
 # readouts are 33 µs apart at the overload rate: the window must stay below half the spacing
 WINDOW_NS = 15_000
 NOMINAL = 10
-OVERLOAD_S = 60
+SUSTAINED_S, NOMINAL_S, OVERLOAD_S, RAW_S = 10, 10, 60, 5
 PY = sys.executable
 HZ = os.sysconf("SC_CLK_TCK")
 
+# The baseline: one datagram per call, nothing done with it. ``recvfrom_into`` for CPU and
+# throughput; ``recvmsg_into`` with the kernel's receive timestamp for latency (a little dearer).
 RAW_LOOP = """
-import socket, sys, time
+import socket, struct, sys, time
+port, stamped = int(sys.argv[1]), sys.argv[2] == "stamped"
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, 33, 16 * 1024 * 1024)  # SO_RCVBUFFORCE, as the receiver gets
-s.bind(("127.0.0.1", int(sys.argv[1])))
+s.setsockopt(socket.SOL_SOCKET, 35, stamped)  # SO_TIMESTAMPNS
+s.bind(("127.0.0.1", port))
 buf = bytearray(9000)
-n = 0
+n, lat = 0, []
 s.settimeout(3.0)
 print("ready", flush=True)
 try:
     while True:
-        s.recvfrom_into(buf)
+        if stamped:
+            _, anc, _, _ = s.recvmsg_into([buf], 64)
+            sec, ns = struct.unpack("qq", anc[0][2][:16])
+            lat.append(time.time_ns() - sec * 10**9 - ns)
+        else:
+            s.recvfrom_into(buf)
         n += 1
 except socket.timeout:
     pass
-print(n, flush=True)
+print(n, *lat, flush=True)
 """
 
 
@@ -82,46 +103,103 @@ def udp_drops(port: int) -> int:
     return 0
 
 
-def simulate(port: int, rate: float, duration: float) -> dict:
+def simulate(port: int, rate: float, duration: float, tack0: int) -> dict:
     out = subprocess.run(
         ["taskset", "-c", str(LOAD_CPU), PY, "-m", "ssdaq.simulators.cli", "tm", "--modules",
          str(MODULES), "--rate", str(rate), "--records-per-packet", str(RECORDS), "--duration",
-         str(duration), "--port", str(port), "--json"],
+         str(duration), "--port", str(port), "--tack0", str(tack0), "--json"],
         capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
-class Subscriber(threading.Thread):
-    """Counts readouts and gaps in their numbers; latency from the arrival of a readout's data."""
+class Sampler(threading.Thread):
+    """CPU share and, once a second, the RSS of a process while a phase runs."""
 
-    def __init__(self, ctx: zmq.Context, port: int, period_ns: int) -> None:
+    def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.sock = ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.setsockopt(zmq.RCVHWM, 0)
-        self.sock.connect(f"tcp://127.0.0.1:{port}")
-        self.period_ns = period_ns
+        self.pid, self.rss, self.cpu = pid, [], 0.0
+        self._done = threading.Event()
+        self._ticks, self._t0 = cpu_ticks(pid), time.monotonic()
+
+    def run(self) -> None:
+        while not self._done.wait(1.0):
+            self.rss.append(rss_mb(self.pid))
+
+    def finish(self) -> None:
+        self.cpu = (cpu_ticks(self.pid) - self._ticks) / HZ / (time.monotonic() - self._t0)
+        self._done.set()
+
+    def rss_spread(self, warm_up: int = 2) -> float:
+        """Max - min RSS (MB) after the first ``warm_up`` seconds."""
+        rss = self.rss[warm_up:] or [float("nan")]
+        return max(rss) - min(rss)
+
+
+class Subscriber(threading.Thread):
+    """Counts readouts, complete ones and gaps in their numbers; latency per readout. Runs on
+    ``cpu`` with its own zmq context, whose I/O thread inherits that CPU."""
+
+    def __init__(self, port: int, cpu: int, tack0: int, period_ns: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.cpu, self.tack0, self.period_ns = port, cpu, tack0, period_ns
         self.count = self.gaps = self.complete = 0
         self.latency_ns: list[int] = []
         self.last_iro = 0
-        self.stop = threading.Event()
+        self.ready, self.stop = threading.Event(), threading.Event()
 
     def run(self) -> None:
+        os.sched_setaffinity(0, {self.cpu})  # this thread; zmq's I/O thread is created below
+        ctx = zmq.Context(io_threads=1)
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.connect(f"tcp://127.0.0.1:{self.port}")
+        self.ready.set()
         while not self.stop.is_set():
-            if not self.sock.poll(100):
-                continue
-            msg = self.sock.recv(copy=False)
+            if sock.poll(100):
+                self.drain(sock)
+        sock.close()
+        ctx.term()
+
+    def drain(self, sock: zmq.Socket) -> None:
+        """Take every readout waiting (the subscriber shares a core with the simulator)."""
+        while True:
+            try:
+                msg = sock.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
             now = time.time_ns()
-            iro, _, s, ns = HEADER.unpack_from(msg.buffer)
+            iro, tack, s, ns = HEADER.unpack_from(msg.buffer)
             self.count += 1
             self.gaps += iro != self.last_iro + 1 and self.last_iro != 0
             self.last_iro = iro
             data = np.frombuffer(msg.buffer, np.float64, offset=HEADER.size)
-            self.complete += not np.isnan(data[::64]).any()
-            # cpu time = arrival of the readout's first datagram minus the record's age in it
-            age = (RECORDS - 1 - (iro - 1) % RECORDS) * self.period_ns
+            self.complete += not np.isnan(data[::64]).any()  # channel 0 of each module
+            # CPU time = arrival of the datagram minus the TACK distance to its last record
+            k = round((tack - self.tack0) / self.period_ns)
+            age = (RECORDS - 1 - k % RECORDS) * self.period_ns
             self.latency_ns.append(now - (s * 10**9 + ns + age))
-        self.sock.close()
+
+
+@dataclass
+class Phase:
+    """What one load phase measured, of the receiver or of the raw loop."""
+
+    rate: float
+    sent_readouts: int = 0
+    sent_datagrams: int = 0
+    achieved_rate: float = 0.0
+    received: int = 0  # readouts (receiver) or datagrams (raw loop)
+    complete: int = 0
+    gaps: int = 0
+    kernel_drops: int = 0
+    cpu: float = 0.0
+    rss_spread: float = float("nan")
+    latency_ms: np.ndarray = field(default_factory=lambda: np.array([np.nan]))
+    counters: dict = field(default_factory=dict)
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latency_ms, q))
 
 
 def start_receiver(tmp: Path, port: int, pub_port: int) -> subprocess.Popen:
@@ -129,7 +207,7 @@ def start_receiver(tmp: Path, port: int, pub_port: int) -> subprocess.Popen:
     cfg.write_text(f'start_hold_s = 0.0\n[monitor]\nenabled = false\n'
                    f'[assembler]\nreadout_window_ns = {WINDOW_NS}\n[sockets.data]\nip = "127.0.0.1"\n'
                    f'port = {port}\n[[publishers]]\nip = "127.0.0.1"\nport = {pub_port}\n')
-    env = dict(os.environ, RUNTIME_DIRECTORY=str(tmp))
+    env = dict(os.environ, RUNTIME_DIRECTORY=str(tmp), STATE_DIRECTORY=str(tmp))
     proc = subprocess.Popen(["taskset", "-c", str(RECEIVER_CPU), PY, "-m", "ssdaq.core.main", "readout",
                              "--config", str(cfg), "--log-level", "warning"], env=env)
     for _ in range(100):
@@ -143,93 +221,112 @@ def status(tmp: Path) -> dict:
     return request(str(tmp / "readout.ctl"), "status", 5.0)["result"]
 
 
-def phase(tmp: Path, proc: subprocess.Popen, ctx: zmq.Context, port: int, pub_port: int, rate: float,
-          duration: float, sample_rss: bool = False) -> dict:
-    sub = Subscriber(ctx, pub_port, round(1e9 / rate))
+def receiver_phase(tmp: Path, proc: subprocess.Popen, port: int, pub_port: int, rate: float,
+                   duration: float, subscriber_cpu: int = LOAD_CPU) -> Phase:
+    sub = Subscriber(pub_port, subscriber_cpu, time.time_ns() // 10**9 * 10**9, round(1e9 / rate))
     sub.start()
-    time.sleep(0.3)
+    sub.ready.wait()
+    time.sleep(0.3)  # connected
     before = status(tmp)["counters"]
-    ticks0, t0 = cpu_ticks(proc.pid), time.monotonic()
-    rss: list[float] = []
-    sampler_stop = threading.Event()
-
-    def sample() -> None:
-        while not sampler_stop.wait(1.0):
-            rss.append(rss_mb(proc.pid))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    if sample_rss:
-        sampler.start()
-    sent = simulate(port, rate, duration)
-    cpu = (cpu_ticks(proc.pid) - ticks0) / HZ / (time.monotonic() - t0)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    sent = simulate(port, rate, duration, sub.tack0)
+    sampler.finish()
     time.sleep(1.0)  # the last readouts wait for nothing, but let them arrive
-    sampler_stop.set()
     sub.stop.set()
     sub.join()
     after = status(tmp)["counters"]
     delta = {k: after[k] - before.get(k, 0) for k in after}
     lat = np.array(sub.latency_ns) / 1e6 if sub.latency_ns else np.array([np.nan])
-    return {"rate": rate, "sent_readouts": sent["readouts"], "achieved_rate": sent["readouts"] / sent["elapsed_s"],
-            "received": sub.count, "complete": sub.complete, "gaps": sub.gaps, "cpu": cpu,
-            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "kernel_drops": delta["kernel_drops"], "rss": rss, "counters": delta}
+    return Phase(rate, sent["readouts"], sent["packets"], sent["readouts"] / sent["elapsed_s"],
+                 sub.count, sub.complete, sub.gaps, delta["kernel_drops"], sampler.cpu,
+                 sampler.rss_spread(), lat, delta)
 
 
-def raw_loop(rate: float, duration: float) -> tuple[int, int, float]:
-    """(datagrams sent, datagrams received, CPU share) for a bare recvfrom_into loop."""
+def raw_phase(rate: float, duration: float, stamped: bool = False) -> Phase:
     port = free_port(socket.SOCK_DGRAM)
-    proc = subprocess.Popen(["taskset", "-c", str(RECEIVER_CPU), PY, "-c", RAW_LOOP, str(port)],
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    ticks0, t0 = cpu_ticks(proc.pid), time.monotonic()
-    sent = simulate(port, rate, duration)
-    cpu = (cpu_ticks(proc.pid) - ticks0) / HZ / (time.monotonic() - t0)
-    received = int(proc.stdout.readline())
+    proc = subprocess.Popen(["taskset", "-c", str(RECEIVER_CPU), PY, "-c", RAW_LOOP, str(port),
+                             "stamped" if stamped else "plain"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    sent = simulate(port, rate, duration, time.time_ns() // 10**9 * 10**9)
+    drops = udp_drops(port)
+    sampler.finish()
+    received, *lat = (int(v) for v in proc.stdout.readline().split())
     proc.wait()
-    return sent["packets"], received, cpu
+    return Phase(rate, sent["readouts"], sent["packets"], sent["readouts"] / sent["elapsed_s"],
+                 received, received, kernel_drops=drops, cpu=sampler.cpu,
+                 rss_spread=sampler.rss_spread(),
+                 latency_ms=np.array(lat) / 1e6 if lat else np.array([np.nan]))
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b and np.isfinite(a / b) else "-"
+
+
+def row(figure: str, receiver: str, raw: str, rel: str = "", limit: str = "") -> None:
+    print(f"  {figure:<34} {receiver:>16} {raw:>16} {rel:>7}  {limit}")
 
 
 def run() -> None:
     print(f"receiver on CPU {RECEIVER_CPU}; simulator and subscriber on CPU {LOAD_CPU}; "
-          f"{MODULES} modules x {RECORDS} records per datagram")
-    dg_per_ro = MODULES / RECORDS
-    sent, got, raw_cpu = raw_loop(SUSTAINED, 5)
-    print(f"raw recvfrom_into loop at {SUSTAINED} readouts/s ({SUSTAINED * dg_per_ro:.0f} datagrams/s): "
-          f"received {got}/{sent} datagrams, CPU {raw_cpu:.1%} of a core")
-    sent_n, got_n, raw_cpu_nominal = raw_loop(NOMINAL, 5)
-    ctx = zmq.Context()
+          f"{MODULES} modules x {RECORDS} records per datagram; readout window {WINDOW_NS} ns")
+    raw = raw_phase(SUSTAINED, RAW_S)
+    raw_stamped = raw_phase(SUSTAINED, RAW_S, stamped=True)
+    raw_nominal = raw_phase(NOMINAL, RAW_S)
+    raw_over = raw_phase(OVERLOAD, RAW_S)
     with tempfile.TemporaryDirectory(prefix="ssdaq-bench-", dir="/tmp") as d:
         tmp = Path(d)
         port, pub_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
         proc = start_receiver(tmp, port, pub_port)
         try:
             time.sleep(0.5)
-            s = phase(tmp, proc, ctx, port, pub_port, SUSTAINED, 10)
-            pct = 100 * s["complete"] / max(s["sent_readouts"], 1)
-            print(f"sustained: asked {SUSTAINED}/s, sender achieved {s['achieved_rate']:.0f}/s; "
-                  f"published {s['received']}/{s['sent_readouts']} ({pct:.3f} % complete), "
-                  f"number gaps {s['gaps']}, kernel drops {s['kernel_drops']}")
-            print(f"  latency from the data's arrival to the subscriber: p50 {s['p50_ms']:.2f} ms, "
-                  f"p99 {s['p99_ms']:.2f} ms (limit: readout window {WINDOW_NS / 1e6:g} ms + 20 ms)")
-            print(f"  receiver CPU {s['cpu']:.1%} of a core; raw loop {raw_cpu:.1%} "
-                  f"(ratio {s['cpu'] / max(raw_cpu, 1e-9):.1f}x)")
-            n = phase(tmp, proc, ctx, port, pub_port, NOMINAL, 10)
-            ratio = f"{n['cpu'] / raw_cpu_nominal:.1f}x" if raw_cpu_nominal else "raw loop below the clock tick"
-            print(f"nominal {NOMINAL}/s: published {n['received']}/{n['sent_readouts']}, receiver CPU "
-                  f"{n['cpu']:.2%} of a core (raw loop {raw_cpu_nominal:.2%}; {ratio})")
-            over = 3 * SUSTAINED
-            o = phase(tmp, proc, ctx, port, pub_port, over, OVERLOAD_S, sample_rss=True)
-            rss = np.array(o["rss"][2:] or [np.nan])  # after the first seconds of warm-up
-            print(f"overload {over}/s for {OVERLOAD_S} s (sender achieved {o['achieved_rate']:.0f}/s): "
-                  f"published {o['received']}/{o['sent_readouts']}, "
-                  f"{100 * o['complete'] / max(o['sent_readouts'], 1):.2f} % complete; "
-                  f"kernel drops {o['kernel_drops']} (counted), incomplete {o['counters']['incomplete']}")
-            print(f"  RSS {rss.min():.1f}..{rss.max():.1f} MB (spread {rss.max() - rss.min():.1f} MB, "
-                  f"limit 5 MB); receiver CPU {o['cpu']:.1%}")
+            s = receiver_phase(tmp, proc, port, pub_port, SUSTAINED, SUSTAINED_S)
+            n = receiver_phase(tmp, proc, port, pub_port, NOMINAL, NOMINAL_S)
+            o = receiver_phase(tmp, proc, port, pub_port, OVERLOAD, OVERLOAD_S, RECEIVER_CPU)
         finally:
             proc.terminate()
             proc.wait(10)
-    ctx.destroy(linger=0)
+
+    dg = MODULES / RECORDS  # datagrams per readout
+    row("figure", "receiver", "raw UDP loop", "ratio", "criterion")
+    print(f"sustained: asked {SUSTAINED}/s for {SUSTAINED_S} s; sender achieved {s.achieved_rate:.0f}/s "
+          f"(raw loop run: {raw.achieved_rate:.0f}/s)")
+    pct_s = 100 * s.complete / max(s.sent_readouts, 1)
+    pct_raw = 100 * raw.received / max(raw.sent_datagrams, 1)
+    row("complete readouts / datagrams", f"{pct_s:.3f} %", f"{pct_raw:.3f} %", ratio(pct_s, pct_raw),
+        ">= 99.99 %")
+    row("published / sent", f"{s.received}/{s.sent_readouts}", f"{raw.received}/{raw.sent_datagrams}")
+    row("gaps in readout numbers", f"{s.gaps}", "-", "", "0")
+    row("kernel drops", f"{s.kernel_drops}", f"{raw.kernel_drops}", "", "0")
+    row("CPU of a core", f"{s.cpu:.1%}", f"{raw.cpu:.1%}", ratio(s.cpu, raw.cpu))
+    row("CPU per readout", f"{s.cpu / SUSTAINED * 1e6:.1f} us", f"{raw.cpu / SUSTAINED * 1e6:.1f} us",
+        ratio(s.cpu, raw.cpu))
+    row("latency p50", f"{s.pct(50):.2f} ms", f"{raw_stamped.pct(50):.3f} ms",
+        ratio(s.pct(50), raw_stamped.pct(50)))
+    row("latency p99", f"{s.pct(99):.2f} ms", f"{raw_stamped.pct(99):.3f} ms",
+        ratio(s.pct(99), raw_stamped.pct(99)), f"<= {WINDOW_NS / 1e6 + 20:g} ms (window + 20 ms)")
+    row("latency max", f"{s.pct(100):.2f} ms", f"{raw_stamped.pct(100):.3f} ms")
+    print(f"nominal: {NOMINAL}/s for {NOMINAL_S} s")
+    row("published / sent", f"{n.received}/{n.sent_readouts}",
+        f"{raw_nominal.received}/{raw_nominal.sent_datagrams}")
+    row("CPU of a core", f"{n.cpu:.2%}", f"{raw_nominal.cpu:.2%}", ratio(n.cpu, raw_nominal.cpu), "< 1 %")
+    print(f"overload: asked {OVERLOAD}/s for {OVERLOAD_S} s; sender achieved {o.achieved_rate:.0f}/s "
+          f"(raw loop run: {raw_over.achieved_rate:.0f}/s); the subscriber on CPU {RECEIVER_CPU}, "
+          f"so that the sender has CPU {LOAD_CPU} to itself")
+    got_s, raw_s = o.received / OVERLOAD_S, raw_over.received / RAW_S / dg
+    row("readouts/s kept up with", f"{got_s:.0f}", f"{raw_s:.0f}", ratio(got_s, raw_s))
+    row("  of those sent", f"{o.received / max(o.sent_readouts, 1):.1%}",
+        f"{raw_over.received / max(raw_over.sent_datagrams, 1):.1%}")
+    row("complete of those published", f"{o.complete / max(o.received, 1):.2%}", "-")
+    row("kernel drops (counted)", f"{o.kernel_drops}", f"{raw_over.kernel_drops}")
+    row("incomplete readouts (counted)", f"{o.counters.get('incomplete', 0)}", "-")
+    row("RSS spread after 2 s", f"{o.rss_spread:.1f} MB", f"{raw_over.rss_spread:.1f} MB", "",
+        "<= 5 MB")
+    row("CPU of a core", f"{o.cpu:.1%}", f"{raw_over.cpu:.1%}", ratio(o.cpu, raw_over.cpu))
+    print(f"  the overload is {o.achieved_rate / max(got_s, 1):.1f}x what the receiver kept up with "
+          f"and {o.achieved_rate / SUSTAINED:.1f}x the sustained rate")
 
 
 if __name__ == "__main__":

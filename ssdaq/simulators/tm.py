@@ -134,12 +134,21 @@ class Packets:
         n = cfg.records_per_packet
         self.records = np.zeros((cfg.modules, n), RECORD_DTYPE)
         self.data = self.records.view(np.uint8).reshape(cfg.modules, n * RECORD_BYTES)
+        # The same bytes as big-endian words and stamps, and native scratch of one group's
+        # counts: a group is then a few whole-array operations (the simulator must outrun the
+        # assembler several times over on one core).
+        self._words = self.records.view(">u2").reshape(cfg.modules, n, RECORD_BYTES // 2)
+        self._stamps = self.records.view(">u8").reshape(cfg.modules, n, RECORD_BYTES // 8)
+        self._counts = np.empty((cfg.modules, n, N_TM_PIX), np.uint16)
+        self._within = np.arange(n)
 
     def group_counts(self, g: int) -> np.ndarray:
-        """``pattern_counts`` of every (module, readout, channel) of group ``g``."""
+        """``pattern_counts`` of every (module, readout, channel) of group ``g`` (valid until
+        the next call)."""
         n = self.cfg.records_per_packet
         k = np.arange(g * n, (g + 1) * n)
-        counts = self.base + ((k * 31) & _PATTERN_MASK).astype(np.uint16)[:, None]
+        counts = np.add(self.base, ((k * 31) & _PATTERN_MASK).astype(np.uint16)[:, None],
+                        out=self._counts)
         counts &= _PATTERN_MASK
         counts += _PATTERN_OFFSET
         return counts
@@ -148,13 +157,15 @@ class Packets:
         """Datagrams of packet group ``g`` as rows of a uint8 array (valid until the next call)."""
         cfg = self.cfg
         n = cfg.records_per_packet
-        tack = np.broadcast_to(cfg.readout_tack(np.arange(g * n, (g + 1) * n)), (cfg.modules, n))
+        tack = cfg.readout_tack(self._within + g * n)
         if cfg.jitter_ns:
             tack = tack + self.rng.integers(-cfg.jitter_ns, cfg.jitter_ns + 1, (cfg.modules, n))
         counts = self.group_counts(g)
         counts ^= ADC_SIGN
-        stamp2 = wall_ns - (n - 1 - np.arange(n)) * cfg.period_ns
-        encode_records(tack, counts, stamp2, out=self.records)
+        self._stamps[..., 0] = tack
+        self._stamps[..., 9] = wall_ns - (n - 1 - self._within) * cfg.period_ns  # stamp2
+        self._words[..., 4:36] = counts[..., :32]
+        self._words[..., 40:72] = counts[..., 32:]
         return self.data
 
     def faults(self) -> tuple[list[int], list[int], list[int], list[int]]:
