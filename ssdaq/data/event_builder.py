@@ -94,16 +94,19 @@ class Published:
     The CPU time is UTC: the arrival wall time of the datagram holding the readout's first record
     (the kernel's receive timestamp, in the receiver), minus the TACK distance from that record to
     the last record of its datagram, i.e. an estimate of when the readout was sampled (a datagram
-    is sent after its last record is taken).
+    is sent after its last record is taken). ``arrived_ns``: UTC ns when the batch that last fed
+    each readout arrived, so that the caller can tell how long building took.
     """
 
     rows: np.ndarray
     complete: np.ndarray
     n_modules: np.ndarray
+    arrived_ns: np.ndarray
 
     @classmethod
     def empty(cls) -> "Published":
-        return cls(np.empty((0, ROW_WORDS)), np.empty(0, bool), np.empty(0, np.intp))
+        return cls(np.empty((0, ROW_WORDS)), np.empty(0, bool), np.empty(0, np.intp),
+                   np.empty(0, np.int64))
 
     @classmethod
     def concat(cls, parts: list["Published"]) -> "Published":
@@ -116,6 +119,7 @@ class Published:
             np.concatenate([p.rows for p in parts]),
             np.concatenate([p.complete for p in parts]),
             np.concatenate([p.n_modules for p in parts]),
+            np.concatenate([p.arrived_ns for p in parts]),
         )
 
     def __len__(self) -> int:
@@ -180,6 +184,8 @@ class EventBuilder:
         self._anchor = np.zeros(cap, np.int64)
         self._deadline = np.zeros(cap)
         self._cpu_ns = np.zeros(cap, np.int64)
+        self._arrived = np.zeros(cap, np.int64)  # arrival of the latest batch that fed each
+        self._latest = 0  # arrival of the batch being added (UTC ns)
         self._seq = np.zeros(cap, np.int64)
         self._stale = np.zeros(cap, bool)  # open since before a TACK reset: may not move ``ref``
         self._stale_open = False  # whether any is (only open readouts are ever stale)
@@ -217,7 +223,10 @@ class EventBuilder:
             self.last_seen[batch.datagram_slot] = now
         if not len(batch):
             return Published.empty()
-        wall = wall_ns if np.ndim(wall_ns) == 0 else np.asarray(wall_ns)[batch.datagram]
+        if np.ndim(wall_ns) == 0:
+            wall, self._latest = wall_ns, int(wall_ns)
+        else:
+            wall, self._latest = np.asarray(wall_ns)[batch.datagram], int(np.max(wall_ns))
         out: list[Published] = []
         record = np.ascontiguousarray(batch.words).view(_RECORD).reshape(-1)
         self._add(_Records(batch.tack, batch.slot, record, wall - batch.age_ns), now, out)
@@ -278,6 +287,7 @@ class EventBuilder:
         # if every open readout got its first record now, all of them were fed
         touched = self._open.ids if fresh and not n_open else self._open.among(ro[take])
         present = self._present[touched]
+        self._arrived[touched] = self._latest
         self._move_ref(touched, present)
         out.append(self._publish(touched[(present | self._waived(now)).all(axis=1)]))
 
@@ -379,7 +389,7 @@ class EventBuilder:
         raw = self._raw[ids].view(">u2").reshape(k, N_TM, -1)  # 72 words per record
         complete = (present | self._unexpected).all(axis=1)
         n_modules = present.sum(axis=1)
-        published = Published(np.empty((k, ROW_WORDS)), complete, n_modules)
+        published = Published(np.empty((k, ROW_WORDS)), complete, n_modules, self._arrived[ids])
         records_to_mv(raw, published.data)
         if np.count_nonzero(present) < present.size:
             published.data[~present] = np.nan

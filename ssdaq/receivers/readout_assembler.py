@@ -7,6 +7,9 @@ numbers rise by exactly 1 per published readout and continue across restarts (ke
 directory). At stop, input is left in the kernel for the successor and every open readout,
 partial ones included, is published before exit: a readout that straddles a restart may
 therefore appear as two partial readouts with the same TACK.
+
+``status`` shows the build latency of the last 10 000 complete readouts (``latency_ms``): from the
+kernel's arrival time of the batch that completed a readout to its hand-over to the publishers.
 """
 
 import asyncio
@@ -22,6 +25,7 @@ import numpy as np
 from ssdaq.core.config import setting, table, tables
 from ssdaq.core.datagrams import DatagramBatch
 from ssdaq.core.errors import CommandError, ConfigError
+from ssdaq.core.latency import LatencyWindow
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import DataSocket, ListenSettings, PublisherSettings, ReceiverConfig, zmq_publisher
 from ssdaq.data import slowsignal
@@ -111,6 +115,7 @@ class ReadoutAssembler(ReceiverServer):
         self._timer: Any = None
         self._timer_when = float("inf")
         self._absent: set[int] = set()
+        self.latency = LatencyWindow()
         self._reported = dict.fromkeys(("late", "duplicate", "evicted", "tack_resets"), 0)
         # big batches under load: the builder's cost per batch is mostly fixed
         # kernel receive times: a readout's CPU time must not grow with the backlog in a burst
@@ -156,6 +161,8 @@ class ReadoutAssembler(ReceiverServer):
             else:
                 self.numbers.next = out.number(self.numbers.next)
                 self.publish_many(out.rows)
+                if complete:
+                    self.latency.add(time.time_ns() - out.arrived_ns[out.complete])
                 if self._debug is not None:
                     h = out.header
                     np.savetxt(self._debug, np.c_[h[:, :2], h[:, 2] * 10**9 + h[:, 3], out.n_modules],
@@ -207,6 +214,7 @@ class ReadoutAssembler(ReceiverServer):
             "publishing": self.publishing,
             "next_readout_number": self.numbers.next,
             "open_readouts": b.n_open,
+            "latency_ms": self.latency.summary(),
             "assembler": b.counts.as_dict(),
             "absent_modules": self._absent_now(),
             "modules": {int(s): {"packets": int(b.packets[s]), "records": int(b.records[s]),

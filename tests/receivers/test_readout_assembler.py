@@ -48,9 +48,15 @@ def test_simulated_camera_round_trip_is_exact(start_receiver, zmq_context) -> No
         expected = pattern_mv(np.arange(32)[:, None], k, np.arange(N_TM_PIX))
         assert np.array_equal(r.data, expected), f"readout {k} differs"
         assert before - 1 < r.cpu_t < time.time() + 1, "CPU time is UTC, near now"
-    counters = rx.status()["counters"]
+    status = rx.status()
+    counters = status["counters"]
     assert counters["complete"] == sim.readouts and counters["incomplete"] == 0
     assert counters["received"] == summary.packets
+    # build latency of every complete readout: from its last datagram's arrival to publication,
+    # far below max_wait_s (0.5 s), which a readout would wait if completion went unnoticed
+    latency = status["latency_ms"]
+    assert latency["count"] == sim.readouts
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"] < 200, latency
     sub.close()
 
 

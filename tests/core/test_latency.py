@@ -1,0 +1,22 @@
+"""Recent latencies: the ring keeps exactly the last values, however they arrive."""
+
+import numpy as np
+
+from ssdaq.core.latency import LatencyWindow
+
+
+def test_nothing_yet_is_a_count_of_zero() -> None:
+    assert LatencyWindow(10).summary() == {"count": 0}
+
+
+def test_summary_covers_exactly_the_last_size_values_across_wraps() -> None:
+    rng = np.random.default_rng(1)
+    window, everything = LatencyWindow(100), []
+    for n in [3, 50, 97, 1, 250, 0, 42]:  # chunks that wrap the ring, and one larger than it
+        values = rng.integers(1, 10**9, n)
+        window.add(values)
+        everything.extend(values.tolist())
+        last = np.array(everything[-100:]) / 1e6
+        p50, p99, top = np.percentile(last, [50, 99, 100])
+        assert window.summary() == {"count": len(last), "p50_ms": round(p50, 3),
+                                    "p99_ms": round(p99, 3), "max_ms": round(top, 3)}
