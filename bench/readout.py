@@ -18,7 +18,8 @@ their ratio. Phases (about 2 minutes in all):
   has a core to itself, and the receiver shares its own, which only deepens the overload.
 
 Latency, two ways. The receiver's own (``status`` -> ``latency_ms``): from the kernel's arrival
-time of the batch that completed a readout (its last module's packet) to the hand-over to zmq;
+time of the first datagram of the batch that completed a readout (no later than its last
+module's packet, so an upper bound) to the hand-over to zmq;
 ``status`` covers the last 10 000 complete readouts, so it is polled each second and the worst
 second is shown. End to end: from the kernel's receive timestamp of a readout's first datagram
 (its CPU time plus the record's age in that datagram, see ``ssdaq.data.event_builder``) to the

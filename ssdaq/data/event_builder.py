@@ -94,8 +94,9 @@ class Published:
     The CPU time is UTC: the arrival wall time of the datagram holding the readout's first record
     (the kernel's receive timestamp, in the receiver), minus the TACK distance from that record to
     the last record of its datagram, i.e. an estimate of when the readout was sampled (a datagram
-    is sent after its last record is taken). ``arrived_ns``: UTC ns when the batch that last fed
-    each readout arrived, so that the caller can tell how long building took.
+    is sent after its last record is taken). ``arrived_ns``: UTC ns when the first datagram of the
+    batch that last fed each readout arrived: no later than the readout's last record, so the
+    caller can bound how long building took.
     """
 
     rows: np.ndarray
@@ -184,8 +185,8 @@ class EventBuilder:
         self._anchor = np.zeros(cap, np.int64)
         self._deadline = np.zeros(cap)
         self._cpu_ns = np.zeros(cap, np.int64)
-        self._arrived = np.zeros(cap, np.int64)  # arrival of the latest batch that fed each
-        self._latest = 0  # arrival of the batch being added (UTC ns)
+        self._arrived = np.zeros(cap, np.int64)  # arrival of the last batch that fed each
+        self._batch_ns = 0  # arrival of the first datagram of the batch being added (UTC ns)
         self._seq = np.zeros(cap, np.int64)
         self._stale = np.zeros(cap, bool)  # open since before a TACK reset: may not move ``ref``
         self._stale_open = False  # whether any is (only open readouts are ever stale)
@@ -224,9 +225,9 @@ class EventBuilder:
         if not len(batch):
             return Published.empty()
         if np.ndim(wall_ns) == 0:
-            wall, self._latest = wall_ns, int(wall_ns)
+            wall, self._batch_ns = wall_ns, int(wall_ns)
         else:
-            wall, self._latest = np.asarray(wall_ns)[batch.datagram], int(np.max(wall_ns))
+            wall, self._batch_ns = np.asarray(wall_ns)[batch.datagram], int(np.min(wall_ns))
         out: list[Published] = []
         record = np.ascontiguousarray(batch.words).view(_RECORD).reshape(-1)
         self._add(_Records(batch.tack, batch.slot, record, wall - batch.age_ns), now, out)
@@ -287,7 +288,7 @@ class EventBuilder:
         # if every open readout got its first record now, all of them were fed
         touched = self._open.ids if fresh and not n_open else self._open.among(ro[take])
         present = self._present[touched]
-        self._arrived[touched] = self._latest
+        self._arrived[touched] = self._batch_ns
         self._move_ref(touched, present)
         out.append(self._publish(touched[(present | self._waived(now)).all(axis=1)]))
 

@@ -9,7 +9,8 @@ partial ones included, is published before exit: a readout that straddles a rest
 therefore appear as two partial readouts with the same TACK.
 
 ``status`` shows the build latency of the last 10 000 complete readouts (``latency_ms``): from the
-kernel's arrival time of the batch that completed a readout to its hand-over to the publishers.
+kernel's arrival time of the first datagram of the batch that completed a readout (no later than
+its last module's packet) to its hand-over to the publishers: an upper bound.
 """
 
 import asyncio

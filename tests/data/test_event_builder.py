@@ -260,16 +260,17 @@ def test_cpu_time_is_utc_arrival_minus_the_tack_distance_to_the_datagram_end():
         assert (r.cpu_t_s, r.cpu_t_ns) == divmod(expected, 10**9)
 
 
-def test_arrival_of_a_readout_is_that_of_the_latest_batch_that_fed_it():
-    """The receiver's build latency is measured from it: the batch that completed a readout."""
+def test_arrival_of_a_readout_is_that_of_the_last_batch_that_fed_it():
+    """The receiver's build latency is bounded from it: the first datagram of the batch that
+    completed a readout arrived no later than the readout's last record."""
     b = builder()
     arrival = np.array([WALL + 5_000, WALL + 9_000])
     assert not len(b.add(batch(packet(0, range(2)), packet(1, range(2))), now=0.1, wall_ns=arrival))
     pub = b.add(camera([0], range(2, 32)), now=0.2, wall_ns=WALL + 7 * 10**6)
     assert pub.arrived_ns.tolist() == [WALL + 7 * 10**6]  # readout 0: completed by the 2nd batch
-    rest = b.flush()  # readout 1: fed by the first batch only, at its latest datagram
-    assert rest.arrived_ns.tolist() == [WALL + 9_000]
-    assert Published.concat([pub, rest]).arrived_ns.tolist() == [WALL + 7 * 10**6, WALL + 9_000]
+    rest = b.flush()  # readout 1: fed by the first batch only, at its first datagram
+    assert rest.arrived_ns.tolist() == [WALL + 5_000]
+    assert Published.concat([pub, rest]).arrived_ns.tolist() == [WALL + 7 * 10**6, WALL + 5_000]
 
 
 def test_numbers_rise_by_one_per_published_readout():
