@@ -8,7 +8,8 @@ directory). At stop, input is left in the kernel for the successor and every ope
 partial ones included, is published before exit: a readout that straddles a restart may
 therefore appear as two partial readouts with the same TACK.
 
-``status`` shows the build latency of the last 10 000 complete readouts (``latency_ms``): from the
+``status`` shows the build latency of the last complete readouts (``latency_ms``; how many:
+``latency_readouts``): from the
 kernel's arrival time of the first datagram of the batch that completed a readout (no later than
 its last module's packet) to its hand-over to the publishers: an upper bound.
 """
@@ -71,6 +72,9 @@ class ReadoutConfig(ReceiverConfig):
     state_file: str = setting(
         "", help="Where the next readout number is kept across restarts; empty:\n"
         "$STATE_DIRECTORY/readout-number (systemd's StateDirectory=), else not kept")
+    latency_readouts: int = setting(
+        10_000, help="How many of the latest complete readouts the latency figures of status cover",
+        min=1, max=1_000_000)
     assembler: AssemblerSettings = table(AssemblerSettings)
     modules: dict[str, int] = setting(
         default_factory=dict, min=0, max=N_TM - 1,
@@ -116,7 +120,7 @@ class ReadoutAssembler(ReceiverServer):
         self._timer: Any = None
         self._timer_when = float("inf")
         self._absent: set[int] = set()
-        self.latency = LatencyWindow()
+        self.latency = LatencyWindow(cfg.latency_readouts)
         self._reported = dict.fromkeys(("late", "duplicate", "evicted", "tack_resets"), 0)
         # big batches under load: the builder's cost per batch is mostly fixed
         # kernel receive times: a readout's CPU time must not grow with the backlog in a burst
@@ -187,6 +191,8 @@ class ReadoutAssembler(ReceiverServer):
 
     async def on_reload(self, old: ReceiverConfig, new: ReceiverConfig) -> None:
         assert isinstance(new, ReadoutConfig)
+        if new.latency_readouts != getattr(old, "latency_readouts", None):
+            self.latency = LatencyWindow(new.latency_readouts)
         modules = _module_map(new, self.config_file)
         settings = _builder_settings(new, modules)
         if settings != self.builder.settings or new.modules != getattr(old, "modules", None):
