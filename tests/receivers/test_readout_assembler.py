@@ -134,6 +134,34 @@ def test_stop_publishes_partial_readouts_and_numbers_continue_after_restart(
     sub2.close()
 
 
+def test_ipv6_senders_are_mapped_by_the_modules_table(start_receiver, zmq_context) -> None:
+    """An IPv6 socket and a [modules] table: the sender's address picks the slot, and a readout
+    waits only for the modules listed."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError as e:
+        pytest.skip(f"no IPv6 loopback on this machine: {e}")
+    port, pub_port = free_port(), free_port(socket.SOCK_STREAM)
+    rx = start_receiver("readout", f'start_hold_s = 0.0\n[monitor]\nenabled = false\n'
+                        f'[modules]\n"::1" = 7\n[sockets.data]\nip = "::1"\nport = {port}\n'
+                        + publisher_config(pub_port))
+    sub = subscribe(zmq_context, pub_port)
+    before = time.time()
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.sendto(datagram(7, [0, 1], [T0, T0 + 10**8]), ("::1", port))
+    got = collect(sub, 2)
+    assert [r.time for r in got] == [T0, T0 + 10**8]
+    for k, r in enumerate(got):
+        assert list(r.modules_present) == [7]
+        assert np.array_equal(r.data[7], pattern_mv(7, k, np.arange(N_TM_PIX)))
+        assert before - 1 < r.cpu_t < time.time() + 1
+    status = rx.status()
+    assert status["counters"]["complete"] == 2 and status["counters"]["unknown_source"] == 0
+    assert status["modules"]["7"]["packets"] == 1
+    sub.close()
+
+
 def test_a_silent_module_is_marked_absent_and_not_waited_for(start_receiver, zmq_context) -> None:
     port, pub_port = free_port(), free_port(socket.SOCK_STREAM)
     rx = start_receiver("readout", config(port, pub_port, "[assembler]\nmodule_timeout_s = 0.5\n"
