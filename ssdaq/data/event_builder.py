@@ -13,11 +13,18 @@ The reference TACK ``ref`` is the newest anchor of a readout holding at least tw
 if only one is expected). A single module's far-future TACK cannot move it, so it cannot make
 the normal stream look late: it becomes a one-module readout of its own. A quorate readout more
 than ``tack_reset_ns`` below ``ref`` means the TACK counter was reset: counted once in
-``tack_resets``; the history is dropped and ``ref`` follows the new counter, while readouts
-still open from before keep collecting their stragglers (modules' packets straddle the reset)
-without pulling ``ref`` back. Records that far below ``ref`` are never counted late: they open
-readouts and wait for a second module. A backwards jump smaller than ``tack_reset_ns`` cannot
-be told from late data, and is counted as late until the new TACKs pass the old ones.
+``tack_resets``; ``ref`` follows the new counter, while readouts still open from before keep
+collecting their stragglers (modules' packets straddle the reset) without pulling ``ref`` back.
+Records that far below ``ref`` are never counted late: they open readouts and wait for a second
+module. A backwards jump smaller than ``tack_reset_ns`` cannot be told from late data, and is
+counted as late until the new TACKs pass the old ones.
+
+Closed readouts too far from ``ref`` for the history's late/duplicate rules (the old counter's
+after a reset, a far-future one, the new counter's before its reset is seen) are kept in a
+second bounded history, ``_elsewhere``, and the two swap roles at a reset. A record far from
+``ref``, or within the span of ``_elsewhere``, that exactly matches a readout kept there is a
+duplicate (or late), not a new readout: a copied datagram is never published twice while its
+readout is remembered. Both lookups are skipped unless a batch's TACKs reach those ranges.
 """
 
 from dataclasses import asdict, dataclass
@@ -193,6 +200,9 @@ class EventBuilder:
         self._created = 0
         self._open = OpenAnchors(cap)
         self._history = ClosedHistory(s.closed_history)
+        # Closed readouts too far from ``ref`` for the history (a counter from before a reset, a
+        # far-future TACK, a new counter before its reset is seen): only to know their copies.
+        self._elsewhere = ClosedHistory(s.closed_history)
 
     @property
     def n_open(self) -> int:
@@ -274,6 +284,8 @@ class EventBuilder:
                 # read the history now: opening readouts may evict into it
                 dup_closed = self._history.holding(cls, rec.slot if every else rec.slot[lost])
                 new = lost[cls == NEW]
+            if len(new) and self.ref is not None and (self._history.len or self._elsewhere.len):
+                new, dup_closed = self._seen_before(new, rec, dup_closed)
             n_new, n_lost = len(new), len(lost) - len(new)
             if n_new and not self._open_new(new, rec, ro, now, out):
                 half = n // 2  # more new readouts than fit at once: take it in parts
@@ -291,6 +303,36 @@ class EventBuilder:
         self._arrived[touched] = self._batch_ns
         self._move_ref(touched, present)
         out.append(self._publish(touched[(present | self._waived(now)).all(axis=1)]))
+
+    def _seen_before(self, new: np.ndarray, rec: _Records,
+                     dup_closed: int) -> tuple[np.ndarray, int]:
+        """Of records ``new``, those whose readout was published already though the history's
+        rules cannot tell (far from ``ref``, so maybe a new counter; or kept ``_elsewhere``) are
+        not new: duplicates (added to ``dup_closed``) if it held their slot, else late. Only an
+        exact match counts: such a record is never late for being older than something
+        forgotten. Returns the rest, in order. Costs nothing unless their TACKs reach a range
+        that needs asking."""
+        tack = rec.tack[new]
+        window, span = self.settings.readout_window_ns, self.settings.tack_reset_ns
+        lo, hi, there = int(tack.min()), int(tack.max()), self._elsewhere
+        far_ones = self._history.len and (lo < self.ref - span or hi > self.ref + span)
+        elsewhere = there.len and lo < there.high + window and hi > there.lowest - window
+        if not (far_ones or elsewhere):
+            return new, dup_closed
+        known, dups = np.zeros(len(new), bool), 0
+        if far_ones:
+            far = np.flatnonzero(np.abs(tack - self.ref) > span)
+            cls = self._history.lookup(tack[far], window, None)
+            known[far[cls != NEW]] = True
+            dups += self._history.holding(cls, rec.slot[new[far]])
+        if elsewhere:
+            cls = there.lookup(tack, window, None)
+            cls[known] = NEW  # found in the history already
+            known |= cls != NEW
+            dups += there.holding(cls, rec.slot[new])
+        if not np.count_nonzero(known):
+            return new, dup_closed
+        return new[~known], dup_closed + dups
 
     def _open_new(self, new: np.ndarray, rec: _Records, ro: np.ndarray, now: float,
                   out: list[Published]) -> bool:
@@ -372,8 +414,11 @@ class EventBuilder:
             self.ref = top if self.ref is None else max(self.ref, top)
             return
         self.counts.tack_resets += 1
-        self._history.clear()
+        # the old counter's readouts are now far from ``ref``; the new counter's, published
+        # before the reset was seen, were kept far away and are now near
+        self._history, self._elsewhere = self._elsewhere, self._history
         self.ref = int(anchors[anchors < self.ref - span][-1])
+        self._history.focus(self.ref, span)
         stale = np.abs(self._open.anchors - self.ref) > span
         self._stale[self._open.ids] = stale
         self._stale_open = bool(stale.any())
@@ -403,7 +448,12 @@ class EventBuilder:
         n_complete = int(np.count_nonzero(complete))
         self.counts.complete += n_complete
         self.counts.incomplete += k - n_complete
-        self._history.remember(self._anchor[ids], present, self.ref, self.settings.tack_reset_ns)
+        anchor, span = self._anchor[ids], self.settings.tack_reset_ns
+        self._history.remember(anchor, present, self.ref, span)
+        ref = self.ref
+        if ref is not None and (anchor.max() > ref + span or anchor.min() < ref - span):
+            far = np.abs(anchor - ref) > span  # what the history leaves out
+            self._elsewhere.add(anchor[far], present[far])
         self._open.close(ids)
         if self._stale_open:
             self._stale[ids] = False

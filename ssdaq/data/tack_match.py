@@ -79,10 +79,15 @@ class ClosedHistory:
         self.present = np.zeros((size, N_TM), bool)
         self.size, self.len, self.pos = size, 0, 0
         self.high: int | None = None  # highest anchor added: newer records need no lookup
+        self.lowest: int | None = None  # lowest anchor added
         self.low: int | None = None
 
-    def clear(self) -> None:
-        self.len, self.pos, self.high, self.low = 0, 0, None, None
+    def focus(self, ref: int, span: int) -> None:
+        """Take ``high`` from the entries within ``span`` of ``ref`` only (after a TACK reset,
+        when entries of other counters stay behind): records above it need no lookup."""
+        kept = self.anchor[: self.len]
+        near = kept[np.abs(kept - ref) <= span]
+        self.high = int(near.max()) if len(near) else ref - span
 
     def remember(self, anchor: np.ndarray, present: np.ndarray, ref: int | None,
                  span: int) -> None:
@@ -117,6 +122,8 @@ class ClosedHistory:
         self.len = min(self.size, self.len + len(anchor))
         top = int(anchor.max()) if top is None else top
         self.high = top if self.high is None else max(self.high, top)
+        bottom = int(anchor.min())
+        self.lowest = bottom if self.lowest is None else min(self.lowest, bottom)
 
     def _forget(self, anchor: np.ndarray) -> None:
         top = int(anchor.max())

@@ -206,6 +206,31 @@ def test_tack_counter_reset_starts_afresh_counted_once_and_nothing_late():
     assert b.counts.tack_resets == 1 and b.counts.late == 0 and b.counts.complete == 40
 
 
+def test_copy_of_a_record_from_before_a_tack_reset_is_a_duplicate_after_it():
+    b = builder()
+    new_epoch = 1_000_000
+    old = readouts(b.add(camera(range(3)), now=0.1, wall_ns=WALL))
+    new = [packet(m, [0], tacks=[new_epoch]) for m in ALL]
+    new = readouts(b.add(batch(*new), now=0.2, wall_ns=WALL))
+    assert b.counts.tack_resets == 1 and len(old) == 3 and len(new) == 1
+    copies = readouts(b.add(batch(packet(5, [1]), packet(6, [0])), now=0.3, wall_ns=WALL))
+    copies += readouts(b.flush())
+    assert copies == [] and b.counts.duplicate == 2 and b.counts.late == 0
+    again = readouts(b.add(batch(packet(5, [0], tacks=[new_epoch])), now=0.4, wall_ns=WALL))
+    assert again + readouts(b.flush()) == [] and b.counts.duplicate == 3  # the new counter's
+
+
+def test_copy_of_a_far_future_record_is_a_duplicate():
+    b = builder(max_wait_s=0.5)
+    b.add(camera(range(2)), now=0.1, wall_ns=WALL)
+    far = tack(1) + 100 * 10**9
+    glitch = readouts(b.add(batch(packet(3, [2], tacks=[far])), now=0.2, wall_ns=WALL))
+    glitch += readouts(b.expire(1.0))  # published alone at its deadline
+    assert len(glitch) == 1 and list(glitch[0].modules_present) == [3]
+    copy = readouts(b.add(batch(packet(3, [2], tacks=[far])), now=1.1, wall_ns=WALL))
+    assert copy + readouts(b.flush()) == [] and b.counts.duplicate == 1
+
+
 def test_one_far_future_tack_does_not_swallow_the_normal_stream():
     b = builder(max_wait_s=0.5)
     assert len(b.add(camera(range(10)), now=0.1, wall_ns=WALL)) == 10

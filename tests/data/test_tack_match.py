@@ -75,17 +75,21 @@ def test_adding_more_readouts_than_fit_keeps_the_newest():
     assert h.low == 200 and h.high == 400
 
 
+def test_focus_leaves_other_counters_out_of_the_lookup_bound():
+    h = history(8, 100, 200, 10**12)  # 10**12: a far-future readout
+    assert h.high == 10**12
+    h.focus(ref=150, span=1_000)
+    assert h.high == 200
+    assert h.classify(ints(10_000), WINDOW, ref=150, span=1_000) is None  # no lookup needed
+    h.focus(ref=10**9, span=1_000)  # nothing near: nothing to look up above ref - span
+    assert h.high == 10**9 - 1_000
+
+
 def test_tack_far_below_ref_may_be_a_reset_and_is_never_late():
     h = history(1, 100, 200)  # 100 is forgotten: records up to it (+ window) are late
     cls = h.classify(ints(95, 105), WINDOW, ref=10_000, span=9_900)  # 95 is below ref - span
     assert cls.tolist() == [NEW, LATE]
     assert h.classify(ints(95), WINDOW, ref=10_000, span=9_900) is None
-
-
-def test_cleared_history_classifies_everything_new():
-    h = history(1, 100, 200)
-    h.clear()
-    assert h.classify(ints(100, 200), WINDOW, ref=None, span=10_000) is None
 
 
 def test_ring_forgets_the_oldest_readouts_as_it_wraps():
