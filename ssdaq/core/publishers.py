@@ -20,13 +20,16 @@ MODES = ("local", "outbound", "remote")
 
 
 class Publisher(Protocol):
-    """What :class:`~ssdaq.core.receiver_server.ReceiverServer` needs of a publisher."""
+    """What :class:`~ssdaq.core.receiver_server.ReceiverServer` needs of a publisher; the
+    publishers here derive from it for ``apublish``."""
 
     name: str
 
     def send(self, data: Any) -> bool: ...
 
-    async def apublish(self, data: Any) -> None: ...
+    async def apublish(self, data: Any) -> None:
+        """Coroutine form of ``send`` kept from the old API."""
+        self.send(data)
 
     def tick(self) -> None: ...
 
@@ -35,7 +38,7 @@ class Publisher(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
 
-class ZMQTCPPublisher:
+class ZMQTCPPublisher(Publisher):
     """A zmq PUB socket on TCP.
 
     Modes: ``local`` binds ``ip:port`` (a loopback address such as 127.0.0.101); ``outbound``
@@ -98,10 +101,6 @@ class ZMQTCPPublisher:
         self.sent += 1
         return True
 
-    async def apublish(self, data: Any) -> None:
-        """Coroutine form kept from the old API."""
-        self.send(data)
-
     def tick(self) -> None:
         """Nothing to do periodically: zmq's I/O thread sends."""
 
@@ -113,7 +112,7 @@ class ZMQTCPPublisher:
         return {"endpoint": self.endpoint, "mode": self.mode, "sent": self.sent, "errors": self.errors}
 
 
-class RawWriter:
+class RawWriter(Publisher):
     """Appends every published message, unframed (the old debug format), to a file.
 
     Flushed once per second (:meth:`tick`) and on :meth:`close`, so a stop loses nothing.
@@ -137,9 +136,6 @@ class RawWriter:
             return False
         self.sent += 1
         return True
-
-    async def apublish(self, data: Any) -> None:
-        self.send(data)
 
     def tick(self) -> None:
         try:

@@ -1,5 +1,6 @@
 """Publishers on loopback: the three zmq modes, an unreachable remote, the raw file writer."""
 
+import asyncio
 import logging
 import socket
 import time
@@ -97,8 +98,9 @@ def test_raw_writer_flushes_on_tick_and_close(tmp_path: Path) -> None:
     w.tick()
     assert path.read_bytes() == b"abc"
     w.send(b"def")
+    asyncio.run(w.apublish(b"ghi"))  # the old coroutine API sends the same way
     w.close()
-    assert path.read_bytes() == b"abcdef"
+    assert path.read_bytes() == b"abcdefghi" and w.sent == 3
 
 
 def test_a_port_in_use_is_an_unavailable_error_naming_the_endpoint(ctx: zmq.Context) -> None:
