@@ -16,19 +16,25 @@ T0 = 1_750_000_000 * 10**9
 CH = np.arange(64)
 
 
-@st.composite
-def scenarios(draw: st.DrawFn) -> dict:
-    n_mod = draw(st.integers(1, 5))
-    n_ro = draw(st.integers(1, 12))
-    jitter = draw(st.lists(st.integers(-WINDOW // 2 + 1, WINDOW // 2 - 1),
-                           min_size=n_mod * n_ro, max_size=n_mod * n_ro))
-    packets = []  # (module, readout indices): each module's readouts cut into packets of 1..10
+def cut_into_packets(draw: st.DrawFn, n_mod: int, n_ro: int) -> list[tuple[int, list[int]]]:
+    """(module, readout indices): each module's readouts cut into packets of 1..10 records."""
+    packets = []
     for m in range(n_mod):
         k = 0
         while k < n_ro:
             size = draw(st.integers(1, 10))
             packets.append((m, list(range(k, min(k + size, n_ro)))))
             k += size
+    return packets
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> dict:
+    n_mod = draw(st.integers(1, 5))
+    n_ro = draw(st.integers(1, 12))
+    jitter = draw(st.lists(st.integers(-WINDOW // 2 + 1, WINDOW // 2 - 1),
+                           min_size=n_mod * n_ro, max_size=n_mod * n_ro))
+    packets = cut_into_packets(draw, n_mod, n_ro)
     lost = draw(st.lists(st.booleans(), min_size=len(packets), max_size=len(packets)))
     sent = [p for p, gone in zip(packets, lost) if not gone]
     sent += draw(st.lists(st.sampled_from(packets), max_size=4))  # duplicated packets
@@ -108,13 +114,7 @@ def jumpy_scenarios(draw: st.DrawFn) -> dict:
         else:
             t += draw(st.integers(11, 1000)) * 10**9
         tacks.append(t)
-    packets = []
-    for m in range(n_mod):
-        k = 0
-        while k < n_ro:
-            size = draw(st.integers(1, 10))
-            packets.append((m, list(range(k, min(k + size, n_ro)))))
-            k += size
+    packets = cut_into_packets(draw, n_mod, n_ro)
     history = draw(st.sampled_from([1, 4096]))
     sent = [p for p in packets if not draw(st.booleans())]
     if history > n_ro:
