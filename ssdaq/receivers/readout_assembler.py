@@ -8,10 +8,10 @@ directory). At stop, input is left in the kernel for the successor and every ope
 partial ones included, is published before exit: a readout that straddles a restart may
 therefore appear as two partial readouts with the same TACK.
 
-``status`` shows the build latency of the last complete readouts (``latency_ms``; how many:
-``latency_readouts``): from the
-kernel's arrival time of the first datagram of the batch that completed a readout (no later than
-its last module's packet) to its hand-over to the publishers: an upper bound.
+``status`` shows the build latency of the last ``latency_readouts`` complete readouts
+(``latency_ms``): from the kernel's arrival time of the first datagram of the batch that
+completed a readout (no later than its last module's packet) to its hand-over to the
+publishers, so an upper bound.
 """
 
 import asyncio

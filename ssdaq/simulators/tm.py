@@ -134,11 +134,8 @@ class Packets:
         n = cfg.records_per_packet
         self.records = np.zeros((cfg.modules, n), RECORD_DTYPE)
         self.data = self.records.view(np.uint8).reshape(cfg.modules, n * RECORD_BYTES)
-        # The same bytes as big-endian words and stamps, and native scratch of one group's
-        # counts: a group is then a few whole-array operations (the simulator must outrun the
-        # assembler several times over on one core).
-        self._words = self.records.view(">u2").reshape(cfg.modules, n, RECORD_BYTES // 2)
-        self._stamps = self.records.view(">u8").reshape(cfg.modules, n, RECORD_BYTES // 8)
+        # Reused scratch for one group's counts: no allocation per group (the simulator must
+        # outrun the assembler several times over on one core).
         self._counts = np.empty((cfg.modules, n, N_TM_PIX), np.uint16)
         self._within = np.arange(n)
 
@@ -162,10 +159,8 @@ class Packets:
             tack = tack + self.rng.integers(-cfg.jitter_ns, cfg.jitter_ns + 1, (cfg.modules, n))
         counts = self.group_counts(g)
         counts ^= ADC_SIGN
-        self._stamps[..., 0] = tack
-        self._stamps[..., 9] = wall_ns - (n - 1 - self._within) * cfg.period_ns  # stamp2
-        self._words[..., 4:36] = counts[..., :32]
-        self._words[..., 40:72] = counts[..., 32:]
+        stamp2 = wall_ns - (n - 1 - self._within) * cfg.period_ns
+        encode_records(tack, counts, stamp2, out=self.records)
         return self.data
 
     def faults(self) -> tuple[list[int], list[int], list[int], list[int]]:
