@@ -448,12 +448,10 @@ class EventBuilder:
         n_complete = int(np.count_nonzero(complete))
         self.counts.complete += n_complete
         self.counts.incomplete += k - n_complete
-        anchor, span = self._anchor[ids], self.settings.tack_reset_ns
-        self._history.remember(anchor, present, self.ref, span)
-        ref = self.ref
-        if ref is not None and (anchor.max() > ref + span or anchor.min() < ref - span):
-            far = np.abs(anchor - ref) > span  # what the history leaves out
-            self._elsewhere.add(anchor[far], present[far])
+        span = self.settings.tack_reset_ns
+        far = self._history.remember(self._anchor[ids], present, self.ref, span)
+        if far is not None:
+            self._elsewhere.add(*far)
         self._open.close(ids)
         if self._stale_open:
             self._stale[ids] = False

@@ -90,17 +90,20 @@ class ClosedHistory:
         self.high = int(near.max()) if len(near) else ref - span
 
     def remember(self, anchor: np.ndarray, present: np.ndarray, ref: int | None,
-                 span: int) -> None:
+                 span: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Add closed readouts, unless farther than ``span`` from ``ref`` (a far-future one,
-        or one from before a TACK reset): those would only make later lookups wrong."""
-        top = int(anchor.max())
+        or one from before a TACK reset): those would only make later lookups wrong here, and
+        are returned as (anchors, present) for the caller to keep elsewhere, if any."""
+        top, left = int(anchor.max()), None
         if ref is not None and (top > ref + span or anchor.min() < ref - span):
             near = (anchor >= ref - span) & (anchor <= ref + span)
+            left = anchor[~near], present[~near]
             anchor, present = anchor[near], present[near]
             if not len(anchor):
-                return
+                return left
             top = int(anchor.max())
         self.add(anchor, present, top)
+        return left
 
     def add(self, anchor: np.ndarray, present: np.ndarray, top: int | None = None) -> None:
         """Add closed readouts; ``top``: their highest anchor, if known."""

@@ -103,11 +103,13 @@ def test_ring_forgets_the_oldest_readouts_as_it_wraps():
     assert h.present[entry[0]].nonzero()[0].tolist() == [2]
 
 
-def test_history_does_not_remember_readouts_far_from_ref():
+def test_history_does_not_remember_readouts_far_from_ref_but_hands_them_back():
     h = ClosedHistory(8)
-    h.remember(ints(100, 5_000, 200, -4_000), np.array([modules(1)] * 4), ref=150, span=1_000)
+    present = np.array([modules(1), modules(2), modules(3), modules(4)])
+    left = h.remember(ints(100, 5_000, 200, -4_000), present, ref=150, span=1_000)
     assert sorted(h.anchor[: h.len].tolist()) == [100, 200]
-    h.remember(ints(9_000), np.array([modules(1)]), ref=None, span=1_000)
+    assert left[0].tolist() == [5_000, -4_000] and (left[1] == present[[1, 3]]).all()
+    assert h.remember(ints(9_000), np.array([modules(1)]), ref=None, span=1_000) is None
     assert h.len == 3 and h.high == 9_000
 
 
