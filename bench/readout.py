@@ -8,7 +8,8 @@ their ratio. Phases (about 2 minutes in all):
 * sustained 10 000 readouts/s for 10 s: completeness, kernel drops, CPU, latency;
 * nominal 10 readouts/s: CPU;
 * capacity: the simulator asked for the overload rate for 10 s, placed as above (it cannot reach
-  that rate while sharing its core with the subscriber); what the receiver keeps
+  that rate while sharing its core with the subscriber), then again with nobody subscribed, to
+  show what publishing costs; what the receiver keeps
   up with is its headroom over the sustained rate (its CPU share at 10 000/s is not: it reads
   in smaller batches while it has time to spare, so its CPU share rises to meet the load);
 * 60 s of overload at 3x the sustained rate: throughput and RSS, which must stay flat (the
@@ -236,26 +237,36 @@ def status(tmp: Path) -> dict:
 
 
 def receiver_phase(tmp: Path, proc: subprocess.Popen, port: int, pub_port: int, rate: float,
-                   duration: float, subscriber_cpu: int = LOAD_CPU) -> Phase:
-    """Send ``rate`` readouts/s for ``duration`` s to the running receiver."""
-    sub = Subscriber(pub_port, subscriber_cpu, time.time_ns() // 10**9 * 10**9, round(1e9 / rate))
-    sub.start()
-    sub.ready.wait()
-    time.sleep(0.3)  # connected
+                   duration: float, subscriber_cpu: int | None = LOAD_CPU) -> Phase:
+    """Send ``rate`` readouts/s for ``duration`` s to the running receiver. ``subscriber_cpu``
+    None: nobody subscribes (zmq drops each readout at once), and what was published and
+    complete comes from the receiver's counters instead of a subscriber."""
+    tack0 = time.time_ns() // 10**9 * 10**9
+    sub = None
+    if subscriber_cpu is not None:
+        sub = Subscriber(pub_port, subscriber_cpu, tack0, round(1e9 / rate))
+        sub.start()
+        sub.ready.wait()
+        time.sleep(0.3)  # connected
     before = status(tmp)["counters"]
     sampler = Sampler(proc.pid)
     sampler.start()
-    sent = simulate(port, rate, duration, sub.tack0)
+    sent = simulate(port, rate, duration, tack0)
     sampler.finish()
     time.sleep(1.0)  # the last readouts wait for nothing, but let them arrive
-    sub.stop.set()
-    sub.join()
     after = status(tmp)
     delta = {k: after["counters"][k] - before.get(k, 0) for k in after["counters"]}
-    lat = np.array(sub.latency_ns) / 1e6 if sub.latency_ns else np.array([np.nan])
-    return Phase(rate, sent["readouts"], sent["packets"], sent["readouts"] / sent["elapsed_s"],
-                 sub.count, sub.complete, sub.gaps, delta["kernel_drops"], sampler.cpu,
-                 sampler.rss_spread(), lat, after["latency_ms"], delta)
+    phase = Phase(rate, sent["readouts"], sent["packets"], sent["readouts"] / sent["elapsed_s"],
+                  delta["complete"] + delta["incomplete"], delta["complete"],
+                  kernel_drops=delta["kernel_drops"], cpu=sampler.cpu,
+                  rss_spread=sampler.rss_spread(), build_latency=after["latency_ms"], counters=delta)
+    if sub is not None:
+        sub.stop.set()
+        sub.join()
+        phase.received, phase.complete, phase.gaps = sub.count, sub.complete, sub.gaps
+        if sub.latency_ns:
+            phase.latency_ms = np.array(sub.latency_ns) / 1e6
+    return phase
 
 
 def raw_phase(rate: float, duration: float, stamped: bool = False) -> Phase:
@@ -300,6 +311,7 @@ def run() -> None:
             s = receiver_phase(tmp, proc, port, pub_port, SUSTAINED, SUSTAINED_S)
             n = receiver_phase(tmp, proc, port, pub_port, NOMINAL, NOMINAL_S)
             c = receiver_phase(tmp, proc, port, pub_port, OVERLOAD, CAPACITY_S)
+            c0 = receiver_phase(tmp, proc, port, pub_port, OVERLOAD, CAPACITY_S, subscriber_cpu=None)
             o = receiver_phase(tmp, proc, port, pub_port, OVERLOAD, OVERLOAD_S, RECEIVER_CPU)
         finally:
             proc.terminate()
@@ -336,14 +348,15 @@ def run() -> None:
     row("published / sent", f"{n.received}/{n.sent_readouts}",
         f"{raw_nominal.received}/{raw_nominal.sent_datagrams}")
     row("CPU of a core", f"{n.cpu:.2%}", f"{raw_nominal.cpu:.2%}", ratio(n.cpu, raw_nominal.cpu), "< 1 %")
-    print(f"capacity: asked {OVERLOAD}/s for {CAPACITY_S} s; sender achieved "
-          f"{c.achieved_rate:.0f}/s, sharing CPU {LOAD_CPU} with the subscriber")
-    cap = c.received / c.elapsed_s
-    row("readouts/s kept up with", f"{cap:.0f}", "-", "", f"headroom {cap / SUSTAINED:.2f}x")
-    row("  of those sent", f"{c.received / max(c.sent_readouts, 1):.1%}", "-")
-    row("complete of those published", f"{c.complete / max(c.received, 1):.2%}", "-")
-    row("kernel drops (counted)", f"{c.kernel_drops}", "-")
-    row("CPU of a core", f"{c.cpu:.1%}", "-")
+    for cp, how in ((c, f"sharing CPU {LOAD_CPU} with the subscriber"), (c0, "nobody subscribed")):
+        print(f"capacity: asked {OVERLOAD}/s for {CAPACITY_S} s; sender achieved "
+              f"{cp.achieved_rate:.0f}/s, {how}")
+        cap = cp.received / cp.elapsed_s
+        row("readouts/s kept up with", f"{cap:.0f}", "-", "", f"headroom {cap / SUSTAINED:.2f}x")
+        row("  of those sent", f"{cp.received / max(cp.sent_readouts, 1):.1%}", "-")
+        row("complete of those published", f"{cp.complete / max(cp.received, 1):.2%}", "-")
+        row("kernel drops (counted)", f"{cp.kernel_drops}", "-")
+        row("CPU of a core", f"{cp.cpu:.1%}", "-")
     print(f"overload: asked {OVERLOAD}/s for {OVERLOAD_S} s; sender achieved {o.achieved_rate:.0f}/s "
           f"(raw loop run: {raw_over.achieved_rate:.0f}/s); the subscriber on CPU {RECEIVER_CPU}, "
           f"so that the sender has CPU {LOAD_CPU} to itself")
