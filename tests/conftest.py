@@ -15,6 +15,8 @@ import pytest
 from tests.sdnotify import NotifyListener
 
 ROOT = Path(__file__).resolve().parent.parent
+#: daemons run as processes (receivers, writers, a live publisher), shared by tests/tools and tests/receivers
+pytest_plugins = ("tests.daemons",)
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:

@@ -6,6 +6,11 @@ The exit code tells systemd and the operator what kind of failure ended a daemon
 
 import os
 
+from ssdaq.data.errors import FormatError  # re-exported: receivers raise and catch it by this name too
+
+__all__ = ["EX_OK", "EX_USAGE", "EX_UNAVAILABLE", "EX_SOFTWARE", "EX_CONFIG", "SsdaqError", "ConfigError",
+           "UnavailableError", "FormatError", "CommandError"]
+
 EX_OK = os.EX_OK  # 0: stopped on request, after flushing
 EX_USAGE = os.EX_USAGE  # 64: bad command line
 EX_UNAVAILABLE = os.EX_UNAVAILABLE  # 69: expected socket missing, bind failed
@@ -34,14 +39,6 @@ class UnavailableError(SsdaqError):
     """A socket the receiver needs is missing or cannot be bound; the message names the address."""
 
     exit_code = EX_UNAVAILABLE
-
-
-class FormatError(ValueError):
-    """Input bytes do not follow the wire format. ``reason`` names the loss counter to bump."""
-
-    def __init__(self, reason: str, msg: str) -> None:
-        self.reason = reason
-        super().__init__(msg)
 
 
 class CommandError(Exception):

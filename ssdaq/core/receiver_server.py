@@ -38,7 +38,7 @@ from ssdaq.core.datagrams import DatagramBatch, DatagramReader
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, CommandError, ConfigError
 from ssdaq.core.inputs import Inputs
 from ssdaq.core.settings import GenericReceiverConfig, ReceiverConfig
-from ssdaq.receivers.mon_sender import ReceiverMonSender
+from ssdaq.core.mon_sender import ReceiverMonSender
 
 # Test hook for the end-to-end watchdog check: after this many seconds every datagram reader stops
 # servicing its socket, as a stuck data path would, so the watchdog must withhold WATCHDOG=1.

@@ -22,7 +22,7 @@ from typing import NoReturn, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from ssdaq.core.errors import FormatError
+from ssdaq.data.errors import FormatError
 from ssdaq.data.protos.CDTS_pb2 import TriggerBunch, TriggerMessage
 from ssdaq.data.protos.log_pb2 import LogData
 from ssdaq.data.protos.monitor_pb2 import MonitorData, TimeUTC

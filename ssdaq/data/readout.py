@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ssdaq.core.errors import FormatError
+from ssdaq.data.errors import FormatError
 from ssdaq.data.mapping import ssl2asic_ch, ssl2colrow
 
 N_TM = 32

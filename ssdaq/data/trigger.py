@@ -31,7 +31,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ssdaq.core.errors import FormatError
+from ssdaq.data.errors import FormatError
 
 MAGIC = 0xCAFE
 N_SP = 512  # 32 modules x 16 super-pixels of 4 pixels

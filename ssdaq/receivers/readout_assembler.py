@@ -27,7 +27,7 @@ import numpy as np
 from ssdaq.core.config import setting, table, tables
 from ssdaq.core.datagrams import DatagramBatch
 from ssdaq.core.errors import CommandError, ConfigError
-from ssdaq.core.latency import LatencyWindow
+from ssdaq.receivers.readout_latency import LatencyWindow
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import DataSocket, ListenSettings, PublisherSettings, ReceiverConfig, zmq_publisher
 from ssdaq.data import slowsignal

@@ -30,8 +30,8 @@ from ssdaq.core.errors import EX_USAGE
 from ssdaq.core.settings import ListenSettings, zmq_publisher
 from ssdaq.tools import overview
 from ssdaq.tools.cli import Parser
-from ssdaq.tools.writer import CONFIGS as WRITER_CONFIGS
-from ssdaq.tools.writer import OutputSettings, Subscription
+from ssdaq.receivers.writer_config import CONFIGS as WRITER_CONFIGS
+from ssdaq.receivers.writer_config import OutputSettings, Subscription
 
 # (input port, output port) of each receiver, as on the camera host
 PORTS = {"readout": (17000, 9004), "trigger": (8307, 9002), "timestamp": (6666, 9003),

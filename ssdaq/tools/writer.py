@@ -7,130 +7,18 @@ SIGHUP reload and a command socket (``ssdaqctl writer-STREAM status``, ``… rot
 receiver framework. Files go to ``[output] directory``, by default ``$STATE_DIRECTORY/STREAM``
 (the unit sets ``StateDirectory=ssdaq/data``: ``/var/lib/ssdaq/data/STREAM``).
 
-This module holds the command line and the settings; the service itself is
-``ssdaq.tools.writer_service`` (imported only to run, since it needs h5py).
+This module holds the command line; the settings are :mod:`ssdaq.receivers.writer_config` and the
+service :mod:`ssdaq.receivers.writer` (imported only to run, since it needs h5py).
 """
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ssdaq.core import config as configlib
 from ssdaq.core import main as receiver_main
-from ssdaq.core.config import setting, table
 from ssdaq.core.errors import EX_OK, EX_UNAVAILABLE, EX_USAGE
-from ssdaq.core.settings import ReceiverConfig
-from ssdaq.subscribers import stream_endpoint
+from ssdaq.receivers.writer_config import CONFIGS, CLASSES, STREAMS, service_name
 from ssdaq.tools.cli import Parser
-
-DEFAULT_DATA_DIR = "/var/lib/ssdaq/data"
-MiB = 1024 * 1024
-STREAMS = ("readout", "trigger", "timestamp")
-
-
-@dataclass(frozen=True)
-class Subscription:
-    """A published stream the writer subscribes to."""
-
-    endpoint: str = setting("", help="zmq endpoint of the receiver's PUB socket (connected to);\n"
-                                     "empty: do not subscribe")
-    rcvhwm: int = setting(
-        100_000, help="Messages zmq may queue for the writer while it writes; beyond, the PUB\n"
-                      "drops them (counted as missed for readouts, by their numbers)", min=1)
-
-
-def subscription(stream: str, help: str = "") -> Any:
-    return table(Subscription, help=help or f"The {stream} stream", endpoint=stream_endpoint(stream))
-
-
-@dataclass(frozen=True)
-class OutputSettings:
-    """Where and how files are written."""
-
-    directory: str = setting(
-        "", help="Directory of the files; empty: $STATE_DIRECTORY/<stream> (under systemd\n"
-                 f"{DEFAULT_DATA_DIR}/<stream>), else {DEFAULT_DATA_DIR}/<stream>")
-    prefix: str = setting("", help="File names are <prefix>_<UTC start time>.hdf5; empty: the stream name")
-    max_file_bytes: int = setting(1024 * MiB, help="Start a new file once a file reaches this size",
-                                  min=1)
-    max_file_age_s: float = setting(3600.0, help="Start a new file once a file is this old", min=1.0)
-    flush_interval_s: float = setting(
-        2.0, help="Write what was received at least this often: a crash loses at most this much\n"
-                  "(a stop loses nothing)", min=0.05, max=60.0)
-    flush_bytes: int = setting(8 * MiB, help="Write earlier once this much is waiting", min=1)
-    compression_level: int = setting(4, help="gzip level (0: no compression)", min=0, max=9)
-    min_free_bytes: int = setting(
-        256 * MiB, help="Free space to leave on the filesystem: below it (plus what is about to be\n"
-                        "written) writing stops, the file is closed, and data is held in memory\n"
-                        "until space returns", min=0)
-    max_buffer_bytes: int = setting(
-        256 * MiB, help="Data held in memory while the disk is full; beyond, the oldest is\n"
-                        "dropped (counted as disk_full)", min=MiB)
-
-
-@dataclass(frozen=True)
-class WriterConfig(ReceiverConfig):
-    """Settings every writer has."""
-
-    output: OutputSettings = table(OutputSettings)
-
-
-@dataclass(frozen=True)
-class ReadoutInputs:
-    """Streams the slow-signal writer subscribes to."""
-
-    readout: Subscription = subscription("readout", "Slow-signal readouts: /SlowSignal/readout")
-    teldata: Subscription = subscription(
-        "teldata", "Telescope pointing: /SlowSignal/tel_table (endpoint empty: table stays empty)")
-
-
-@dataclass(frozen=True)
-class TriggerInputs:
-    """Streams the trigger writer subscribes to."""
-
-    trigger: Subscription = subscription("trigger", "Trigger packets: /Trigger/packet and /Trigger/raw")
-
-
-@dataclass(frozen=True)
-class TimestampInputs:
-    """Streams the timestamp writer subscribes to."""
-
-    timestamp: Subscription = subscription("timestamp", "CDTS TriggerMessages: /Timestamp/trigger")
-
-
-@dataclass(frozen=True)
-class ReadoutWriterConfig(WriterConfig):
-    """Settings of ``ssdaq-writer readout``."""
-
-    inputs: ReadoutInputs = table(ReadoutInputs)
-
-
-@dataclass(frozen=True)
-class TriggerWriterConfig(WriterConfig):
-    """Settings of ``ssdaq-writer trigger``."""
-
-    inputs: TriggerInputs = table(TriggerInputs)
-
-
-@dataclass(frozen=True)
-class TimestampWriterConfig(WriterConfig):
-    """Settings of ``ssdaq-writer timestamp``."""
-
-    inputs: TimestampInputs = table(TimestampInputs)
-
-
-CONFIGS: dict[str, type[WriterConfig]] = {
-    "readout": ReadoutWriterConfig, "trigger": TriggerWriterConfig, "timestamp": TimestampWriterConfig,
-}
-#: the service class of each stream, as ``ssdaq-receiver`` resolves it
-CLASSES = {"readout": "ReadoutWriter", "trigger": "TriggerWriter", "timestamp": "TimestampWriter"}
-
-
-def service_name(stream: str) -> str:
-    """The writer's name for logs, its config file and its command socket: writer-STREAM."""
-    return f"writer-{stream}"
-
 
 def parser() -> Parser:
     p = Parser(
@@ -169,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EX_UNAVAILABLE
     # the framework's own entry point runs it: config, logging, sd_notify, exit codes
-    forwarded = [f"ssdaq.tools.writer_service:{CLASSES[args.stream]}"]
+    forwarded = [f"ssdaq.receivers.writer:{CLASSES[args.stream]}"]
     for flag in ("config", "log_level"):
         if (value := getattr(args, flag)) is not None:
             forwarded += [f"--{flag.replace('_', '-')}", str(value)]

@@ -9,7 +9,7 @@ from ssdaq.core import config
 from ssdaq.core.errors import ConfigError
 from ssdaq.core.main import import_class, registered
 from ssdaq.core.settings import PublisherSettings
-from ssdaq.tools.writer import CONFIGS as WRITER_CONFIGS
+from ssdaq.receivers.writer_config import CONFIGS as WRITER_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ssdaq.core.latency import LatencyWindow
+from ssdaq.receivers.readout_latency import LatencyWindow
 
 
 def test_nothing_yet_is_a_count_of_zero() -> None:

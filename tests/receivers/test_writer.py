@@ -17,7 +17,7 @@ from ssdaq.io.files import DAMAGED, PART
 from ssdaq.io.layouts import LAYOUTS, TIMESTAMP_PATH, TRIGGER_PATH
 from tests.conftest import child_env
 from tests.livepub import readout
-from tests.tools.conftest import writer_argv
+from tests.daemons import writer_argv
 
 
 def send_readouts(pub, numbers, pause_s: float = 0.0) -> list:

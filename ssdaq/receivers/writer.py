@@ -37,7 +37,7 @@ from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.io import files, recovery
 from ssdaq.io.layouts import LAYOUTS, FileLayout, Input, Rows
 from ssdaq.subscribers import SequenceTracker
-from ssdaq.tools.writer import (
+from ssdaq.receivers.writer_config import (
     DEFAULT_DATA_DIR,
     MiB,
     ReadoutWriterConfig,
