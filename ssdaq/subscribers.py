@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 import zmq
 
+from ssdaq import streams
 from ssdaq.core.counters import Counters
 from ssdaq.core.errors import FormatError
 from ssdaq.data import messages, trigger
@@ -34,19 +35,10 @@ T = TypeVar("T")
 #: a timeout in seconds, None to wait forever, or ... for the subscriber's own ``timeout_s``
 Timeout = float | None | EllipsisType
 
-DEFAULT_IP = "127.0.0.101"
-#: stream name -> PUB port of the receiver that publishes it (the original SSDAQ port table)
-PORTS = {"log": 9001, "trigger": 9002, "timestamp": 9003, "readout": 9004, "monitor": 9005,
-         "teldata": 9006}
-_POLL_SLICE_MS = 200
-_BATCH = 1000  # messages taken from zmq at once (decoded together, handed out one by one)  # poll in slices so that Ctrl-C in a notebook or a script acts promptly
+_POLL_SLICE_MS = 200  # poll in slices so that Ctrl-C in a notebook or a script acts promptly
+_BATCH = 1000  # messages taken from zmq at once (decoded together, handed out one by one)
 
 log = logging.getLogger("ssdaq.subscribers")
-
-
-def stream_endpoint(stream: str, ip: str = DEFAULT_IP, port: int | None = None) -> str:
-    """The zmq endpoint of ``stream`` (its standard port unless ``port`` is given)."""
-    return f"tcp://{ip}:{port or PORTS[stream]}"
 
 
 def _deadline(wait: float | None) -> float | None:
@@ -95,15 +87,17 @@ class Subscriber(Generic[T]):
     """
 
     stream: ClassVar[str] = ""
+    #: the counters a message that does not decode is counted under (the decoder's reasons)
+    rejections: ClassVar[tuple[str, ...]] = ("bad_message",)
 
-    def __init__(self, ip: str = DEFAULT_IP, port: int | None = None, *,
+    def __init__(self, ip: str = streams.PUB_IP, port: int | None = None, *,
                  endpoint: str | None = None, timeout_s: float | None = None,
                  rcvhwm: int = 100_000, bind: bool = False,
                  context: zmq.Context | None = None) -> None:
-        self.endpoint = endpoint or stream_endpoint(self.stream, ip, port)
+        self.endpoint = endpoint or streams.endpoint(self.stream, ip, port)
         self.timeout_s = timeout_s
         self.counters = Counters(log.getChild(self.stream or "raw"))
-        self.counters.declare(("received",))
+        self.counters.declare(("received", *self.rejections))
         self._sock = (context or zmq.Context.instance()).socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
@@ -220,6 +214,7 @@ class ReadoutSubscriber(Subscriber[SSReadout]):
     """Slow-signal readouts (SSReadout) with readout-number gap detection in ``sequence``."""
 
     stream = "readout"
+    rejections = ("bad_size",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -240,6 +235,7 @@ class TriggerSubscriber(Subscriber[trigger.TriggerPacket]):
     """Trigger packets (V1, V2, V3), decoded into ``ssdaq.data.trigger`` packet classes."""
 
     stream = "trigger"
+    rejections = ("bad_size", "bad_magic", "unknown_type", "bad_phase")
 
     def decode(self, payload: bytes) -> trigger.TriggerPacket:
         return trigger.unpack(payload)
@@ -277,7 +273,7 @@ class TelDataSubscriber(Subscriber[messages.TelData]):
     decode = staticmethod(_parser(messages.TelData))  # type: ignore[assignment]
 
 
-#: stream name -> subscriber class
+#: stream name -> subscriber class (the registry names the same class: tests/test_streams.py)
 SUBSCRIBERS: dict[str, type[Subscriber]] = {
     cls.stream: cls for cls in (ReadoutSubscriber, TriggerSubscriber, TimestampSubscriber,
                                 LogSubscriber, MonitorSubscriber, TelDataSubscriber)

@@ -17,6 +17,8 @@ from tests.sdnotify import NotifyListener
 ROOT = Path(__file__).resolve().parent.parent
 #: daemons run as processes (receivers, writers, a live publisher), shared by tests/tools and tests/receivers
 pytest_plugins = ("tests.daemons",)
+# counting a counter a receiver did not declare raises, here and in every receiver a test starts
+os.environ["SSDAQ_STRICT_COUNTERS"] = "1"
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:

@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from ssdaq.core.commands import request
-from ssdaq.tools.overview import RECEIVERS
+from ssdaq import streams
 from tests.conftest import ROOT, child_env, receiver_argv, stop
 from tests.livepub import Publisher
 from tests.sdnotify import NotifyListener
@@ -143,7 +143,7 @@ def start_receiver(tmp_path: Path, runtime_dir: Path,
     def start(name: str, config: str) -> Daemon:
         path = tmp_path / f"{name}.toml"
         path.write_text(config)
-        proc = start_daemon(receiver_argv(RECEIVERS[name], "--config", str(path)))
+        proc = start_daemon(receiver_argv(streams.get(name).receiver, "--config", str(path)))
         return Daemon(name, proc, runtime_dir)
 
     return start

@@ -155,7 +155,11 @@ def test_sequence_tracker_takes_the_first_number_as_baseline() -> None:
     assert seq.check(np.array([], np.uint64)) == [] and seq.last == 3
 
 
-def test_endpoints_follow_the_original_port_table() -> None:
-    assert subscribers.stream_endpoint("readout") == "tcp://127.0.0.101:9004"
-    assert {s: subscribers.PORTS[s] for s in ("log", "trigger", "timestamp", "monitor", "teldata")} \
-        == {"log": 9001, "trigger": 9002, "timestamp": 9003, "monitor": 9005, "teldata": 9006}
+def test_subscribers_connect_to_the_original_port_table() -> None:
+    ports = {}
+    for stream, cls in subscribers.SUBSCRIBERS.items():
+        with cls() as sub:
+            ports[stream] = sub.endpoint
+    assert ports == {s: f"tcp://127.0.0.101:{p}" for s, p in (
+        ("readout", 9004), ("trigger", 9002), ("timestamp", 9003), ("log", 9001), ("monitor", 9005),
+        ("teldata", 9006))}

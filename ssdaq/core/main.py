@@ -1,7 +1,7 @@
 """``ssdaq-receiver``: run one receiver in the foreground (systemd's ExecStart, or by hand).
 
-NAME is a receiver registered in the ``ssdaq.receivers`` entry-point group (the built-ins:
-readout, trigger, timestamp, log, monitor, teldata, relay), or ``package.module:Class``, or the
+NAME is a built-in receiver of the stream registry (:mod:`ssdaq.streams`), or one a site
+registered in the ``ssdaq.receivers`` entry-point group, or ``package.module:Class``, or the
 name of a config file in /etc/ssdaq whose ``receiver_class`` names the class (what the
 ``ssdaq-receiver@NAME`` template units run). Startup failures are one log line and a sysexits code.
 """
@@ -13,21 +13,23 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from ssdaq import streams, verbs
 from ssdaq.core import config as configlib
 from ssdaq.core import logging as sslogging
 from ssdaq.core import systemd
+from ssdaq.core.cli import Parser
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, EX_USAGE, ConfigError, SsdaqError
 from ssdaq.core.receiver_server import ReceiverServer, RunContext, _run_context, release_all
 
 CONFIG_DIR = Path("/etc/ssdaq")
 ENTRY_POINT_GROUP = "ssdaq.receivers"
-#: ssdaqctl's own subcommands; a receiver cannot be called like one of them
-RESERVED_NAMES = ("status", "start", "stop", "restart", "list")
 
 
 def registered() -> dict[str, str]:
-    """Registered receiver names -> "module:Class"."""
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """Receiver names -> "module:Class": the stream registry's, then a site's entry points."""
+    builtin = {s.name: s.receiver for s in streams.STREAMS}
+    return builtin | {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)
+                      if ep.name not in builtin}
 
 
 def import_class(spec: str, where: str = "") -> type[ReceiverServer]:
@@ -74,7 +76,7 @@ def load_config(cls: type[ReceiverServer], path: Path, explicit: bool) -> tuple[
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="ssdaq-receiver",
         description="Run one ssdaq receiver in the foreground. Under systemd the sockets come from "
         "the .socket unit and readiness, status and the watchdog go through sd_notify.",
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.name:
         parser().print_usage(sys.stderr)
         return EX_USAGE
-    if args.name in RESERVED_NAMES:
+    if args.name in verbs.NAMES:
         print(f"ssdaq-receiver: {args.name!r} is reserved for ssdaqctl and cannot name a receiver",
               file=sys.stderr)
         return EX_USAGE

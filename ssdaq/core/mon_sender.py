@@ -14,9 +14,11 @@ from collections.abc import Callable
 import zmq
 import zmq.asyncio
 
+from ssdaq import streams
 from ssdaq.data.messages import monitor_data
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.101:10002"
+#: where the MonitorReceiver pulls from (the seed examples construct the sender without one)
+DEFAULT_ENDPOINT = streams.get("monitor").input_endpoint()
 
 
 class ReceiverMonSender:

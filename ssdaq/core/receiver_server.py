@@ -33,7 +33,7 @@ from ssdaq.core import publishers as publib
 from ssdaq.core import systemd
 from ssdaq.core import commands
 from ssdaq.core.commands import CommandServer, socket_path
-from ssdaq.core.counters import Counters
+from ssdaq.core.counters import BASE_COUNTERS, Counters, loss_names
 from ssdaq.core.datagrams import DatagramBatch, DatagramReader
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, CommandError, ConfigError
 from ssdaq.core.inputs import Inputs
@@ -80,8 +80,8 @@ class ReceiverServer:
     """
 
     config_class: ClassVar[type[ReceiverConfig]] = GenericReceiverConfig
-    #: counters that mean data was lost or rejected; their sum is the "lost" of ``STATUS=``
-    loss_counters: ClassVar[tuple[str, ...]] = ("pub_errors", "kernel_drops", "oversize", "handler_errors")
+    #: the counters this class uses beyond the framework's BASE_COUNTERS (each in the catalogue)
+    counter_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ip: str, port: int, publishers: list | None, name: str,
                  loop: asyncio.AbstractEventLoop | None = None, *,
@@ -93,7 +93,9 @@ class ReceiverServer:
         asyncio.set_event_loop(self.loop)
         self.log = logging.getLogger(f"ssdaq.{name}")
         self.counters = Counters(self.log, self.config.log.rate_limit_interval_s)
-        self.counters.declare(("received", "published", *self.loss_counters))
+        self.counters.declare(BASE_COUNTERS + self.counter_names)
+        #: the counters that mean data was lost; their sum is the "lost" of ``STATUS=``
+        self.loss_counters = loss_names(self.counters.values)
         self._context = zmq.asyncio.Context()
         _constructed.add(self)
         if publishers is None:

@@ -6,6 +6,7 @@ overrides the defaults that differ (its port, its publishers).
 
 from dataclasses import dataclass
 
+from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
 
 
@@ -41,7 +42,8 @@ class MonitorSettings:
 
     enabled: bool = setting(True, help="Send MonitorData at all")
     endpoint: str = setting(
-        "tcp://127.0.0.101:10002", help="zmq PUSH endpoint of the MonitorReceiver (connected to)"
+        streams.get("monitor").input_endpoint(),
+        help="zmq PUSH endpoint of the MonitorReceiver (connected to)"
     )
     interval_s: float = setting(1.0, help="Seconds between two MonitorData messages", min=0.1)
 
@@ -65,7 +67,7 @@ class PublisherSettings:
     """A publisher: where what the receiver produces goes."""
 
     kind: str = setting("zmq", help="zmq: a PUB socket; raw: append to a file", choices=("zmq", "raw"))
-    ip: str = setting("127.0.0.101", help="zmq: address to bind (local, outbound) or connect (remote)")
+    ip: str = setting(streams.PUB_IP, help="zmq: address to bind (local, outbound) or connect (remote)")
     port: int = setting(9000, help="zmq: TCP port", min=1, max=65535)
     mode: str = setting(
         "local",
@@ -83,7 +85,7 @@ class PublisherSettings:
     path: str = setting("", help="raw: file to append every published message to")
 
 
-def zmq_publisher(port: int, ip: str = "127.0.0.101", mode: str = "local",
+def zmq_publisher(port: int, ip: str = streams.PUB_IP, mode: str = "local",
                   sndhwm: int = 10000) -> PublisherSettings:
     """Default for a receiver's ``[[publishers]]``: a zmq PUB on the old SSDAQ port."""
     return PublisherSettings(kind="zmq", ip=ip, port=port, mode=mode, sndhwm=sndhwm)

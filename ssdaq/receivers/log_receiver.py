@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
 from ssdaq.core.errors import FormatError
 from ssdaq.core.receiver_server import ReceiverServer
@@ -37,6 +38,7 @@ from ssdaq.core.settings import (
 )
 from ssdaq.data.messages import DelimitedDecoder, LogData, log_record, parse
 
+STREAM = streams.get("log")
 _SEQ_MASK = 0x7FFFFFFF  # seqid is an int32
 
 
@@ -62,9 +64,9 @@ class LogConfig(ReceiverConfig):
         64, help="Senders connected at once; more are refused (counted)", min=1
     )
     journal: bool = setting(True, help="Write every record into the journal too")
-    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=10001))
+    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.input_port))
     publishers: tuple[PublisherSettings, ...] = tables(
-        zmq_publisher(9001), help="Publishers: every record goes to each of them, as one LogData"
+        zmq_publisher(STREAM.pub_port), help="Publishers: every record goes to each of them, as one LogData"
     )
 
 
@@ -147,24 +149,16 @@ class LogReceiver(ReceiverServer):
 
     config_class = LogConfig
     service_name = "log"
-    loss_counters = ReceiverServer.loss_counters + (
-        "bad_message",
-        "bad_frame",
-        "truncated",
-        "refused_connections",
-    )
+    counter_names = ("bad_message", "bad_frame", "truncated", "refused_connections", "connections")
 
     def __init__(
         self,
         ip: str = "0.0.0.0",
-        port: int = 10001,
+        port: int = STREAM.input_port,
         publishers: list | None = None,
         name: str = "LogReceiver",
     ) -> None:
         super().__init__(ip, port, publishers, name)
-        self.counters.declare(
-            ("bad_message", "bad_frame", "truncated", "refused_connections", "connections")
-        )
         self.connections: set[LogConnection] = set()
         self._seqid = 0
         self.setup_stream(lambda: LogConnection(self))

@@ -18,20 +18,22 @@ from typing import Any
 
 import zmq
 
+from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
 from ssdaq.core.errors import FormatError, UnavailableError
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import PublisherSettings, ReceiverConfig, zmq_publisher
 from ssdaq.data.messages import MonitorData, parse
 
+STREAM = streams.get("monitor")
 
 @dataclass(frozen=True)
 class PullSettings:
     """The PULL socket the receivers push their MonitorData to."""
 
     endpoint: str = setting(
-        "tcp://127.0.0.101:10002",
-        help="zmq endpoint to bind; the receivers' [monitor] endpoint must reach it (tcp://0.0.0.0:10002\n"
+        STREAM.input_endpoint(),
+        help="zmq endpoint to bind; the receivers' [monitor] endpoint must reach it (tcp://0.0.0.0:PORT\n"
         "takes MonitorData from other hosts too)",
     )
     rcvhwm: int = setting(10000, help="Messages queued in zmq before senders are held back", min=1)
@@ -49,7 +51,7 @@ class MonitorConfig(ReceiverConfig):
     )
     max_receivers: int = setting(256, help="Receiver names remembered in the table", min=1)
     publishers: tuple[PublisherSettings, ...] = tables(
-        zmq_publisher(9005), help="Publishers: every MonitorData goes to each of them, verbatim"
+        zmq_publisher(STREAM.pub_port), help="Publishers: every MonitorData goes to each of them, verbatim"
     )
 
 
@@ -72,7 +74,7 @@ class MonitorReceiver(ReceiverServer):
 
     config_class = MonitorConfig
     service_name = "monitor"
-    loss_counters = ReceiverServer.loss_counters + ("bad_message",)
+    counter_names = ("bad_message", "forgotten")
 
     def __init__(
         self,
@@ -83,7 +85,6 @@ class MonitorReceiver(ReceiverServer):
     ) -> None:
         super().__init__(ip or "", port or 0, publishers, name)
         self.endpoint = f"tcp://{ip}:{port}" if ip else self.config.pull.endpoint
-        self.counters.declare(("bad_message", "forgotten"))
         self.seen: dict[str, Seen] = {}
         self._pull = self._context.socket(zmq.PULL)
         self._pull.setsockopt(zmq.RCVHWM, self.config.pull.rcvhwm)

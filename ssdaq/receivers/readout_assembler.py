@@ -24,18 +24,25 @@ from typing import Any
 
 import numpy as np
 
+from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
 from ssdaq.core.datagrams import DatagramBatch
 from ssdaq.core.errors import CommandError, ConfigError
-from ssdaq.receivers.readout_latency import LatencyWindow
 from ssdaq.core.receiver_server import ReceiverServer
-from ssdaq.core.settings import DataSocket, ListenSettings, PublisherSettings, ReceiverConfig, zmq_publisher
+from ssdaq.core.settings import (
+    DataSocket,
+    ListenSettings,
+    PublisherSettings,
+    ReceiverConfig,
+    zmq_publisher,
+)
 from ssdaq.data import slowsignal
 from ssdaq.data.event_builder import BuilderSettings, EventBuilder, Published
 from ssdaq.data.readout import N_TM
+from ssdaq.receivers.readout_latency import LatencyWindow
 from ssdaq.receivers.readout_number import ReadoutNumber
 
-_LOSSES = ("empty", "bad_size", "unknown_source", "late", "duplicate", "paused")
+STREAM = streams.get("readout")
 
 
 @dataclass(frozen=True)
@@ -81,11 +88,11 @@ class ReadoutConfig(ReceiverConfig):
         help="Sender address -> module slot. Empty: the last IPv4 octet mod 100 is the slot\n"
         "(x.y.z.100 .. x.y.z.131 -> 0 .. 31; above 31: unknown) and all 32 are expected. Listing\n"
         "modules here replaces that rule (IPv6 too) and makes readouts wait for these slots only")
-    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=17000))
+    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.input_port))
     publishers: tuple[PublisherSettings, ...] = tables(
         # 1000 readouts (16 MB) per subscriber: 100 s at the nominal rate; a subscriber that falls
         # further behind loses readouts, and sees the gap in their numbers, instead of growing RSS
-        zmq_publisher(9004, sndhwm=1000),
+        zmq_publisher(STREAM.pub_port, sndhwm=1000),
         help="Publishers: every readout (SSReadout, 16 416 bytes) goes to each")
 
 
@@ -100,7 +107,8 @@ class ReadoutAssembler(ReceiverServer):
 
     service_name = "readout"
     config_class = ReadoutConfig
-    loss_counters = ReceiverServer.loss_counters + _LOSSES
+    counter_names = ("complete", "incomplete", "evicted", "tack_resets", "empty", "bad_size",
+                     "unknown_source", "late", "duplicate", "paused")
 
     def __init__(self, relaxed_ip_range: bool | None = None, readout_tw: float | None = None,
                  listen_ip: str | None = None, listen_port: int | None = None,
@@ -111,7 +119,6 @@ class ReadoutAssembler(ReceiverServer):
         cfg = _legacy(cfg, relaxed_ip_range, readout_tw, listen_ip, listen_port, buffer_length, buffer_time)
         data = cfg.sockets.data
         super().__init__(data.ip, data.port, publishers, "ReadoutAssembler", config=cfg)
-        self.counters.declare(("complete", "incomplete", "evicted", "tack_resets", *_LOSSES))
         self.modules = _module_map(cfg, self.config_file)
         self.builder = EventBuilder(_builder_settings(cfg, self.modules), time.monotonic())
         self.numbers = ReadoutNumber(_state_path(cfg, self.service), self.log)

@@ -6,10 +6,19 @@ output. Useful on its own for forwarding a device's datagrams onto the zmq bus.
 
 from dataclasses import dataclass
 
+from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
 from ssdaq.core.datagrams import DatagramBatch
 from ssdaq.core.receiver_server import ReceiverServer
-from ssdaq.core.settings import DataSocket, ListenSettings, PublisherSettings, ReceiverConfig, zmq_publisher
+from ssdaq.core.settings import (
+    DataSocket,
+    ListenSettings,
+    PublisherSettings,
+    ReceiverConfig,
+    zmq_publisher,
+)
+
+STREAM = streams.get("relay")
 
 
 @dataclass(frozen=True)
@@ -19,9 +28,9 @@ class RelayConfig(ReceiverConfig):
     max_datagram_bytes: int = setting(
         9000, help="Longest datagram relayed; longer ones are dropped and counted (oversize)",
         min=1, max=65535)
-    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=17100))
+    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.input_port))
     publishers: tuple[PublisherSettings, ...] = tables(
-        zmq_publisher(9100), help="Publishers: every datagram goes to each of them")
+        zmq_publisher(STREAM.pub_port), help="Publishers: every datagram goes to each of them")
 
 
 class UDPRelay(ReceiverServer):
@@ -30,7 +39,7 @@ class UDPRelay(ReceiverServer):
     service_name = "relay"
     config_class = RelayConfig
 
-    def __init__(self, ip: str = "0.0.0.0", port: int = 17100, publishers: list | None = None,
+    def __init__(self, ip: str = "0.0.0.0", port: int = STREAM.input_port, publishers: list | None = None,
                  name: str = "UDPRelay") -> None:
         super().__init__(ip, port, publishers, name)
         self.setup_datagrams(self._relay, max_bytes=self.config.max_datagram_bytes)

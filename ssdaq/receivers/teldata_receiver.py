@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import PublisherSettings, ReceiverConfig, zmq_publisher
@@ -34,6 +35,7 @@ from ssdaq.receivers.teldata_sources import (
     read_credential,
 )
 
+STREAM = streams.get("teldata")
 POLL_FAILURES = ("db_errors", "no_data", "bad_row", "timeouts")
 
 
@@ -54,7 +56,7 @@ class TelDataConfig(ReceiverConfig):
     static: StaticSettings = table(StaticSettings)
     mysql: MySQLSettings = table(MySQLSettings)
     publishers: tuple[PublisherSettings, ...] = tables(
-        zmq_publisher(9006), help="Publishers: every pointing goes to each of them, as chec.TelData"
+        zmq_publisher(STREAM.pub_port), help="Publishers: every pointing goes to each of them, as chec.TelData"
     )
 
 
@@ -63,7 +65,7 @@ class TelDataReceiver(ReceiverServer):
 
     config_class = TelDataConfig
     service_name = "teldata"
-    loss_counters = ReceiverServer.loss_counters + POLL_FAILURES
+    counter_names = POLL_FAILURES
 
     def __init__(
         self,
@@ -73,7 +75,6 @@ class TelDataReceiver(ReceiverServer):
         name: str = "TelDataReceiver",
     ) -> None:
         super().__init__(ip, port, publishers, name)
-        self.counters.declare(POLL_FAILURES)
         self._setup = True
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="teldata-poll")
         self._poll: asyncio.Future | None = None

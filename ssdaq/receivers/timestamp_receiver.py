@@ -20,12 +20,16 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
 from ssdaq.core.errors import ConfigError, FormatError
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import PublisherSettings, ReceiverConfig, zmq_publisher
 from ssdaq.data.messages import TriggerBunch, parse
 
+STREAM = streams.get("timestamp")
+#: the timing board's address on the camera network
+BOARD_IP = "192.168.101.102"
 _FAILURES = {
     zmq.EVENT_DISCONNECTED: "the connection closed before the zmq handshake",
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "zmq handshake failed",
@@ -43,7 +47,7 @@ _EVENTS = (
 class TimingBoardSettings:
     """The timing board's zmq PUB, which the receiver connects to."""
 
-    endpoint: str = setting("tcp://192.168.101.102:6666", help="zmq endpoint of the board's PUB")
+    endpoint: str = setting(f"tcp://{BOARD_IP}:{STREAM.input_port}", help="zmq endpoint of the board's PUB")
     reconnect_ivl_s: float = setting(
         0.1, help="First reconnection attempt after the connection is lost", min=0.01
     )
@@ -67,7 +71,7 @@ class TimestampConfig(ReceiverConfig):
 
     timing_board: TimingBoardSettings = table(TimingBoardSettings)
     publishers: tuple[PublisherSettings, ...] = tables(
-        zmq_publisher(9003),
+        zmq_publisher(STREAM.pub_port),
         help="Publishers: every TriggerMessage goes to each of them, serialized",
     )
 
@@ -81,7 +85,8 @@ class TimestampReceiver(ReceiverServer):
 
     config_class = TimestampConfig
     service_name = "timestamp"
-    loss_counters = ReceiverServer.loss_counters + ("bad_message", "missed_bunches")
+    counter_names = ("triggers", "bad_message", "missed_bunches", "connects", "disconnects",
+                     "connect_failures")
 
     def __init__(
         self,
@@ -93,16 +98,6 @@ class TimestampReceiver(ReceiverServer):
         super().__init__(ip or "", port or 0, publishers, name)
         board = self.config.timing_board
         self.endpoint = f"tcp://{ip}:{port}" if ip else board.endpoint
-        self.counters.declare(
-            (
-                "triggers",
-                "bad_message",
-                "missed_bunches",
-                "connects",
-                "disconnects",
-                "connect_failures",
-            )
-        )
         self._sub = self._context.socket(zmq.SUB)
         for option, value in (
             (zmq.SUBSCRIBE, b""),

@@ -21,6 +21,7 @@ packet and no loss, against 10.1 µs and 9 % dropped by the kernel without it.
 import os
 from dataclasses import dataclass
 
+from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
 from ssdaq.core.datagrams import DatagramBatch
 from ssdaq.core.errors import FormatError
@@ -35,6 +36,7 @@ from ssdaq.core.settings import (
 from ssdaq.data import trigger
 
 # The largest UDP payload (over IPv4): the format allows longer V2 packets than UDP can carry.
+STREAM = streams.get("trigger")
 MAX_PACKET_BYTES = 65507
 
 
@@ -48,9 +50,9 @@ class TriggerConfig(ReceiverConfig):
         help="Run every thread under SCHED_BATCH: zmq's I/O thread then sends what a batch\n"
         "published when the reader waits, instead of preempting it for each packet",
     )
-    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=8307))
+    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.input_port))
     publishers: tuple[PublisherSettings, ...] = tables(
-        zmq_publisher(9002),
+        zmq_publisher(STREAM.pub_port),
         help="Publishers: every valid trigger packet goes to each of them, unchanged",
     )
 
@@ -60,12 +62,12 @@ class TriggerPacketReceiver(ReceiverServer):
 
     config_class = TriggerConfig
     service_name = "trigger"
-    loss_counters = ReceiverServer.loss_counters + ("bad_magic", "unknown_type", "bad_size")
+    counter_names = ("bad_magic", "unknown_type", "bad_size", "bad_phase")
 
     def __init__(
         self,
         ip: str = "0.0.0.0",
-        port: int = 8307,
+        port: int = STREAM.input_port,
         publishers: list | None = None,
         name: str = "TriggerPacketReceiver",
     ) -> None:

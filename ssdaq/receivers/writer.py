@@ -36,7 +36,6 @@ from ssdaq.core.errors import UnavailableError
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.io import files, recovery
 from ssdaq.io.layouts import LAYOUTS, FileLayout, Input, Rows
-from ssdaq.subscribers import SequenceTracker
 from ssdaq.receivers.writer_config import (
     DEFAULT_DATA_DIR,
     MiB,
@@ -46,6 +45,7 @@ from ssdaq.receivers.writer_config import (
     WriterConfig,
     service_name,
 )
+from ssdaq.subscribers import SequenceTracker
 
 EX_IOERR = os.EX_IOERR
 _DRAIN_MAX = 10_000  # messages taken per wake-up, so one stream cannot starve the loop
@@ -63,8 +63,8 @@ class StreamWriter(ReceiverServer):
 
     layout: ClassVar[FileLayout]
     config: WriterConfig
-    loss_counters = ReceiverServer.loss_counters + (
-        "missed", "disk_full", "bad_size", "bad_message", "bad_magic", "unknown_type", "bad_phase")
+    counter_names = ("written", "files", "missed", "disk_full", "bad_size", "bad_message", "bad_magic",
+                     "unknown_type", "bad_phase")
 
     def __init__(self) -> None:
         stream = self.layout.stream
@@ -73,7 +73,6 @@ class StreamWriter(ReceiverServer):
         self.directory = Path(out.directory) if out.directory else default_directory(stream)
         self.prefix = out.prefix or stream
         self.sequence = SequenceTracker()
-        self.counters.declare(("written", "files", *self.loss_counters))
         self._pending: list[Rows] = []
         self._pending_bytes = 0
         self._file: files.OpenFile | None = None

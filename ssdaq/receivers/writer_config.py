@@ -7,13 +7,14 @@ line, ``make configs`` and the demo can read them without h5py.
 from dataclasses import dataclass
 from typing import Any
 
+from ssdaq import streams
 from ssdaq.core.config import setting, table
 from ssdaq.core.settings import ReceiverConfig
-from ssdaq.subscribers import stream_endpoint
 
 DEFAULT_DATA_DIR = "/var/lib/ssdaq/data"
 MiB = 1024 * 1024
-STREAMS = ("readout", "trigger", "timestamp")
+#: the streams a writer records (the registry's recorded ones; CONFIGS has a layout for each)
+STREAMS = streams.recorded()
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Subscription:
 
 
 def subscription(stream: str, help: str = "") -> Any:
-    return table(Subscription, help=help or f"The {stream} stream", endpoint=stream_endpoint(stream))
+    return table(Subscription, help=help or f"The {stream} stream", endpoint=streams.endpoint(stream))
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,5 @@ CONFIGS: dict[str, type[WriterConfig]] = {
 CLASSES = {"readout": "ReadoutWriter", "trigger": "TriggerWriter", "timestamp": "TimestampWriter"}
 
 
-def service_name(stream: str) -> str:
-    """The writer's name for logs, its config file and its command socket: writer-STREAM."""
-    return f"writer-{stream}"
+#: the writer's name for logs, its config file and its command socket: writer-STREAM
+service_name = streams.writer_name

@@ -10,7 +10,8 @@ import argparse
 import importlib
 import sys
 
-from ssdaq.core.errors import EX_UNAVAILABLE, EX_USAGE
+from ssdaq.core.cli import Parser
+from ssdaq.core.errors import EX_UNAVAILABLE
 
 SIMULATORS = (
     "ssdaq.simulators.tm",
@@ -20,16 +21,8 @@ SIMULATORS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the sysexits code for a bad command line (64) instead of 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ssdaq-sim", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="ssdaq-sim", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(title="simulators", metavar="SIMULATOR", required=True)
     for name in SIMULATORS:
         importlib.import_module(name).add_parser(sub)

@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+from ssdaq import streams
 from ssdaq.core.errors import EX_USAGE
 from ssdaq.data.messages import LogData, encode_delimited
 
@@ -95,7 +96,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--count", type=int, default=10, help="records to send (10)")
     p.add_argument("--rate", type=float, default=100.0, help="records/s (100)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=10001)
+    p.add_argument("--port", type=int, default=streams.get("log").input_port)
     p.add_argument("--sender", default="ssdaq-sim.log", help="LogData.sender of every record")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=run)

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass
 
 import zmq
 
+from ssdaq import streams
 from ssdaq.data.messages import TriggerBunch
 
 NAME = "timing"
-DEFAULT_BIND = "tcp://127.0.0.1:6666"
+DEFAULT_BIND = streams.get("timestamp").input_endpoint("127.0.0.1")
 _PS = 10**12
 
 

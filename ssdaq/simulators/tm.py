@@ -21,7 +21,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ssdaq.core.mmsg import MMSG_BYTES, IOVec, MMsgHdr, sendmmsg
+from ssdaq import streams
+from ssdaq.core import mmsg
+from ssdaq.core.cli import add_settings, settings_from
+from ssdaq.core.config import setting
 from ssdaq.data.readout import N_TM, N_TM_PIX
 from ssdaq.data.slowsignal import ADC_SIGN, MV_PER_COUNT, RECORD_BYTES, RECORD_DTYPE, encode_records
 
@@ -56,18 +59,22 @@ def datagram(module: int, readouts: np.ndarray | list[int], tack: np.ndarray | l
 class TMSimConfig:
     """What to send; ``readout_tack`` and ``pattern_counts`` say what a receiver must get."""
 
-    modules: int = N_TM
-    rate: float = 10.0
-    records_per_packet: int = 10
-    duration: float = 10.0
-    tack0: int = 0
-    jitter_ns: int = 0
-    loss: float = 0.0
-    late: float = 0.0
-    late_delay: float = 1.0
-    duplicate: float = 0.0
-    reset_at: float | None = None
-    seed: int = 0
+    modules: int = setting(N_TM, help="modules sending, as slots 0..N-1", min=1, max=N_TM)
+    rate: float = setting(10.0, help="readouts/s", min=1e-3)
+    records_per_packet: int = setting(10, help="records per datagram (10 fills a 1500 B MTU)",
+                                      min=1, max=10)
+    duration: float = setting(10.0, help="seconds to send for", min=1e-3)
+    tack0: int = setting(0, help="TACK of readout 0, ns (default: now, UTC, whole second)", min=0)
+    jitter_ns: int = setting(0, help="each record's TACK off by up to +-J ns", min=0)
+    loss: float = setting(0.0, help="drop a packet with this probability", min=0.0, max=1.0)
+    late: float = setting(0.0, help="hold a packet back by --late-delay with this probability",
+                          min=0.0, max=1.0)
+    late_delay: float = setting(1.0, help="seconds a late packet is held back", min=0.0)
+    duplicate: float = setting(0.0, help="send a packet twice with this probability", min=0.0,
+                               max=1.0)
+    reset_at: float | None = setting(
+        None, help=f"restart the TACK counter (at {RESET_TACK0} ns) this many seconds in", min=0.0)
+    seed: int = setting(0, help="seed of the fault injection's random numbers")
 
     @property
     def period_ns(self) -> int:
@@ -196,13 +203,10 @@ class _MMsgSender:
         self.pktinfo = [struct.pack("@i4s4x", 0, socket.inet_aton(source_address(m)))
                         for m in range(modules)]
         self._control = [ctypes.create_string_buffer(_cmsg(info)) for info in self.pktinfo]
-        self._iov = (IOVec * modules)()
-        self._msgs = (MMsgHdr * modules)()
-        for m, (iov, msg) in enumerate(zip(self._iov, self._msgs)):
-            iov.iov_base, iov.iov_len = data.ctypes.data + m * data.strides[0], data.shape[1]
+        self._iov, self._msgs = mmsg.headers(data)
+        for m, msg in enumerate(self._msgs):
             h = msg.msg_hdr
             h.msg_name, h.msg_namelen = ctypes.addressof(self._name), _SOCKADDR_IN_BYTES
-            h.msg_iov, h.msg_iovlen = ctypes.pointer(iov), 1
             h.msg_control = ctypes.addressof(self._control[m])
             h.msg_controllen = len(self._control[m])
 
@@ -214,15 +218,8 @@ class _MMsgSender:
         if modules == list(range(len(self._msgs))):
             msgs = self._msgs
         else:
-            msgs = (MMsgHdr * len(modules))(*(self._msgs[m] for m in modules))
-        done = failed = 0
-        while done < len(msgs):
-            n = sendmmsg(self.sock.fileno(), ctypes.byref(msgs, done * MMSG_BYTES), len(msgs) - done, 0)
-            if n < 0:  # ENOBUFS and the like under overload: skip that one, keep the schedule
-                failed += 1
-                n = 1
-            done += n
-        return failed
+            msgs = (mmsg.MMsgHdr * len(modules))(*(self._msgs[m] for m in modules))
+        return mmsg.send_all(self.sock.fileno(), msgs, len(msgs))
 
     def send_copy(self, module: int, payload: bytes) -> bool:
         """Send a held-back datagram; False if the kernel refused it."""
@@ -296,54 +293,16 @@ _SOCKADDR_IN_BYTES = 16
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(NAME, help="slow-signal TARGET modules (ReadoutAssembler input)",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--modules", type=int, default=N_TM, choices=range(1, N_TM + 1),
-                   metavar=f"1..{N_TM}")
-    p.add_argument("--rate", type=_positive, default=10.0, help="readouts/s (default 10)")
-    p.add_argument("--records-per-packet", type=int, default=10, choices=range(1, 11),
-                   metavar="1..10", help="records per datagram (10 fills a 1500 B MTU)")
-    p.add_argument("--duration", type=_positive, default=10.0, metavar="S")
-    p.add_argument("--port", type=int, default=17000)
+    add_settings(p, TMSimConfig, defaults={"tack0": None})
+    p.add_argument("--port", type=int, default=streams.get("readout").input_port)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--tack0", type=int, default=None, metavar="NS",
-                   help="TACK of readout 0 (default: now, UTC ns, whole second)")
-    p.add_argument("--jitter-ns", type=int, default=0, metavar="J",
-                   help="each record's TACK off by up to +-J ns")
-    p.add_argument("--loss", type=_probability, default=0.0, metavar="P",
-                   help="drop a packet with probability P")
-    p.add_argument("--late", type=_probability, default=0.0, metavar="P",
-                   help="hold a packet back by --late-delay")
-    p.add_argument("--late-delay", type=_positive, default=1.0, metavar="S")
-    p.add_argument("--duplicate", type=_probability, default=0.0, metavar="P",
-                   help="send a packet twice")
-    p.add_argument("--reset-at", type=float, default=None, metavar="S",
-                   help=f"restart the TACK counter (at {RESET_TACK0} ns) S seconds in")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=run)
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in 0..1, got {text!r}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     tack0 = args.tack0 if args.tack0 is not None else time.time_ns() // 10**9 * 10**9
-    cfg = TMSimConfig(
-        modules=args.modules, rate=args.rate, records_per_packet=args.records_per_packet,
-        duration=args.duration, tack0=tack0, jitter_ns=args.jitter_ns, loss=args.loss,
-        late=args.late, late_delay=args.late_delay, duplicate=args.duplicate,
-        reset_at=args.reset_at, seed=args.seed,
-    )
+    cfg = settings_from(args, TMSimConfig, tack0=tack0)
     summary = simulate(cfg, args.host, args.port)
     print(json.dumps(asdict(summary)) if args.json else summary.line(), flush=True)
     return 0

@@ -9,7 +9,6 @@ them (a 1 µs TACK step then).
 """
 
 import argparse
-import ctypes
 import json
 import socket
 import sys
@@ -18,8 +17,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ssdaq import streams
+from ssdaq.core import mmsg
 from ssdaq.core.errors import EX_USAGE
-from ssdaq.core.mmsg import MMSG_BYTES, IOVec, MMsgHdr, sendmmsg
 from ssdaq.data import trigger
 
 NAME = "trigger"
@@ -130,25 +130,11 @@ class _BatchSender:
 
     def __init__(self, sock: socket.socket, rows: np.ndarray) -> None:
         self.fd = sock.fileno()
-        n = len(rows)
-        self._iov = (IOVec * n)()
-        self._hdrs = (MMsgHdr * n)()
-        for i in range(n):
-            self._iov[i].iov_base = rows[i].ctypes.data
-            self._iov[i].iov_len = rows.shape[1]
-            self._hdrs[i].msg_hdr.msg_iov = ctypes.pointer(self._iov[i])
-            self._hdrs[i].msg_hdr.msg_iovlen = 1
+        self._iov, self._hdrs = mmsg.headers(rows)
 
     def send(self, n: int) -> int:
         """Send rows ``0 .. n-1``; returns how many failed (each skipped, as UDP would lose it)."""
-        failed = done = 0
-        while done < n:
-            sent = sendmmsg(self.fd, ctypes.addressof(self._hdrs) + done * MMSG_BYTES, n - done, 0)
-            if sent < 0:  # ENOBUFS/ECONNREFUSED on the first of the rest: skip that one
-                failed += 1
-                sent = 1
-            done += sent
-        return failed
+        return mmsg.send_all(self.fd, self._hdrs, n)
 
 
 def simulate(cfg: TriggerSimConfig, host: str, port: int) -> TriggerSimSummary:
@@ -197,7 +183,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     amount.add_argument("--count", type=int, help="packets to send (default 100)")
     amount.add_argument("--duration", type=float, metavar="S", help="send for S seconds at --rate")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8307)
+    p.add_argument("--port", type=int, default=streams.get("trigger").input_port)
     p.add_argument(
         "--samples",
         type=_samples,

@@ -1,5 +1,8 @@
 """``ssdaqctl``: the DAQ at a glance, and commands to one receiver.
 
+The verbs that act on the DAQ as a whole are declared in :mod:`ssdaq.verbs`; each has a handler
+``verb_<name>`` here. Any other first word is a receiver or writer:
+
 * ``ssdaqctl NAME COMMAND [ARGS…]`` sends a command over the receiver's socket and prints the JSON
   reply. Exit status: 0 the receiver answered ok, 1 it refused the command, 2 nothing answered
   within the timeout (the message names the socket tried), 64 usage error.
@@ -10,35 +13,39 @@
 * ``ssdaqctl list``: the registered receiver names, as JSON.
 """
 
+import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 
+from ssdaq import daemons, streams, verbs
+from ssdaq.core.cli import Parser
 from ssdaq.core.commands import NoAnswer, request, socket_path
 from ssdaq.core.errors import EX_UNAVAILABLE, EX_USAGE
 from ssdaq.core.main import CONFIG_DIR, registered
-from ssdaq.tools import overview
-from ssdaq.tools.cli import Parser
-from ssdaq.tools.overview import ReceiverState
+from ssdaq.daemons import ReceiverState
 
 EXIT_REFUSED = 1
 EXIT_NO_ANSWER = 2
-UNIT_ACTIONS = ("start", "stop", "restart")
 
 
 def parser() -> Parser:
+    verb_usage = " | ".join(" ".join(filter(None, (v.name, v.arguments))) for v in verbs.VERBS)
+    verb_help = "; ".join(f"{v.name}: {v.help}" for v in verbs.VERBS)
     p = Parser(
         prog="ssdaqctl",
         description="Show the state of the ssdaq receivers and writers, start or stop them "
         "through systemd, or send a command to one and print its JSON reply. "
         "`ssdaqctl NAME help` lists a receiver's commands.",
-        usage="ssdaqctl NAME COMMAND [ARGS...] | status [--json] | start|stop|restart NAME|all | list",
-        epilog="Exit status: 0 ok, 1 refused by the receiver (status: something unhealthy; "
+        usage=f"ssdaqctl NAME COMMAND [ARGS...] | {verb_usage}",
+        epilog=f"Verbs: {verb_help}. "
+        "Exit status: 0 ok, 1 refused by the receiver (status: something unhealthy; "
         "start/stop: systemctl failed), 2 no answer, 64 usage error, 69 no systemd. "
         "The socket is $RUNTIME_DIRECTORY/NAME.ctl, else /run/ssdaq/NAME.ctl.",
     )
-    p.add_argument("name", help="receiver name (e.g. readout, writer-readout), or status, start, "
-                                "stop, restart, list")
+    p.add_argument("name", help="receiver name (e.g. readout, writer-readout), or a verb: "
+                                + ", ".join(verbs.NAMES))
     p.add_argument("command", nargs="?", help="command, e.g. ping, help, status, reload")
     p.add_argument("args", nargs="*", help="command arguments")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply (2)")
@@ -50,16 +57,9 @@ def parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    if args.name == "list":
-        print(json.dumps(sorted(registered())))
-        return 0
-    if args.name == "status":
-        return status(args.json, args.timeout)
-    if args.name in UNIT_ACTIONS:
-        if not args.command or args.args:
-            print(f"usage: ssdaqctl {args.name} NAME|all", file=sys.stderr)
-            return EX_USAGE
-        return unit_action(args.name, args.command)
+    if args.name in verbs.NAMES:
+        handler: Callable[[argparse.Namespace], int] = globals()[f"verb_{args.name}"]
+        return handler(args)
     if not args.command:
         p.print_usage(sys.stderr)
         return EX_USAGE
@@ -73,13 +73,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if reply.get("ok") else EXIT_REFUSED
 
 
+def verb_list(args: argparse.Namespace) -> int:
+    print(json.dumps(sorted(registered())))
+    return 0
+
+
+def verb_status(args: argparse.Namespace) -> int:
+    return status(args.json, args.timeout)
+
+
+def _unit_verb(args: argparse.Namespace) -> int:
+    if not args.command or args.args:
+        print(f"usage: ssdaqctl {args.name} NAME|all", file=sys.stderr)
+        return EX_USAGE
+    return unit_action(args.name, args.command)
+
+
+verb_start = verb_stop = verb_restart = _unit_verb
+
+
 # ---------------------------------------------------------------------------- status
 
 
 def status(as_json: bool, timeout_s: float) -> int:
-    states = overview.gather(timeout_s=min(timeout_s, 2.0))
+    states = daemons.gather(timeout_s=min(timeout_s, 2.0))
     if as_json:
-        print(json.dumps({"systemd": overview.systemd_running(),
+        print(json.dumps({"systemd": daemons.systemd_running(),
                           "receivers": [s.to_json() for s in states]}, indent=2))
     else:
         print(table(states))
@@ -114,7 +133,7 @@ def table(states: list[ReceiverState]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
              for r in rows]
-    if not overview.systemd_running():
+    if not daemons.systemd_running():
         lines.append("(systemd is not running here: states come from the command sockets only)")
     return "\n".join(line.rstrip() for line in lines)
 
@@ -131,30 +150,29 @@ def units_for(action: str, name: str) -> list[str]:
     """
     if name == "all":
         if action == "start":
-            return [f"ssdaq-{n}.socket" for n in overview.SOCKET_UNITS] + [overview.TARGET]
+            return [f"ssdaq-{n}.socket" for n in daemons.SOCKET_UNITS] + [daemons.TARGET]
         if action == "stop":
-            return [overview.TARGET]
-        return [s.unit for s in overview.gather(timeout_s=0.5) if s.running]
-    service = overview.unit_of(name)
-    sockets = [service.replace(".service", ".socket")] if name in overview.SOCKET_UNITS else []
+            return [daemons.TARGET]
+        return [s.unit for s in daemons.gather(timeout_s=0.5) if s.running]
+    service = daemons.unit_of(name)
+    sockets = [service.replace(".service", ".socket")] if name in daemons.SOCKET_UNITS else []
     return {"start": sockets + [service], "stop": sockets + [service], "restart": [service]}[action]
 
 
 def known(name: str) -> bool:
-    writers = {f"{overview.WRITER_PREFIX}{s}" for s in ("readout", "trigger", "timestamp")}
-    return (name == "all" or name in overview.RECEIVERS or name in writers
+    return (name == "all" or name in streams.daemon_names()
             or (CONFIG_DIR / f"{name}.toml").exists())
 
 
 def unit_action(action: str, name: str) -> int:
-    if not overview.systemd_running():
+    if not daemons.systemd_running():
         print(f"ssdaqctl: systemd is not running on this host, so there is no unit to {action}; "
               f"run a receiver in the foreground with `ssdaq-receiver {name}`, or try `make demo`",
               file=sys.stderr)
         return EX_UNAVAILABLE
     if not known(name):
-        print(f"ssdaqctl: unknown receiver {name!r}; known: all, {', '.join(overview.RECEIVERS)}, "
-              "writer-readout|trigger|timestamp, or a site receiver with /etc/ssdaq/NAME.toml",
+        print(f"ssdaqctl: unknown receiver {name!r}; known: all, {', '.join(streams.daemon_names())}, "
+              "or a site receiver with /etc/ssdaq/NAME.toml",
               file=sys.stderr)
         return EX_USAGE
     units = units_for(action, name)

@@ -1,7 +1,7 @@
 """``ssdaq-dash``: a live terminal table of every receiver and writer, refreshed every second.
 
 Each refresh asks every command socket for ``status`` (health, rates, counters, the status line)
-and, if systemd runs the host, systemd for the unit states (``ssdaq.tools.overview``); between
+and, if systemd runs the host, systemd for the unit states (``ssdaq.daemons``); between
 refreshes it reads the MonitorReceiver's stream (chec.MonitorData, as the old ``chec-daq-dash``
 did), which also shows receivers without a local command socket, such as those on other hosts.
 "Last data" is the newest of: what the receiver reports, the last time its input counter grew,
@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ssdaq.core.errors import EX_UNAVAILABLE
-from ssdaq.subscribers import DEFAULT_IP, PORTS, MonitorSubscriber, stream_endpoint
-from ssdaq.tools import overview
-from ssdaq.tools.cli import Parser
-from ssdaq.tools.overview import ReceiverState
+from ssdaq import streams
+from ssdaq.subscribers import MonitorSubscriber
+from ssdaq import daemons
+from ssdaq.core.cli import Parser
+from ssdaq.daemons import ReceiverState
 
 STALE_S = 3.0  # MonitorData comes every second; this late, its sender is probably gone
 WIDE = 150  # terminal columns from which the status line fits in the table
@@ -66,7 +67,7 @@ class Dashboard:
 
     def refresh(self) -> None:
         """Ask every receiver for its status."""
-        self.states = overview.gather(self.names, self.timeout_s, self.use_systemd)
+        self.states = daemons.gather(self.names, self.timeout_s, self.use_systemd)
         now = time.monotonic()
         for s in self.states:
             received = (s.reply or {}).get("counters", {}).get("received")
@@ -103,7 +104,7 @@ class Dashboard:
         from rich.text import Text
 
         wide = width >= WIDE
-        systemd = self.use_systemd is not False and overview.systemd_running()
+        systemd = self.use_systemd is not False and daemons.systemd_running()
         table = Table(title=f"ssdaq  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
                       caption=None if systemd else
                       "systemd is not running here: state from command sockets and MonitorData",
@@ -200,7 +201,7 @@ def parser() -> Parser:
         description="Live terminal dashboard of the ssdaq receivers and writers: state, health, "
         "rates, counters, last data and MonitorData, refreshed every second.",
     )
-    p.add_argument("--monitor", default=stream_endpoint("monitor", DEFAULT_IP),
+    p.add_argument("--monitor", default=streams.endpoint("monitor"),
                    help="MonitorReceiver's PUB endpoint (default %(default)s); '' for none")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -209,7 +210,7 @@ def parser() -> Parser:
     p.add_argument("--wait", type=float, default=1.5,
                    help="--once: seconds to collect MonitorData first (default 1.5)")
     p.add_argument("names", nargs="*", help="receivers to show (default: all known)")
-    p.epilog = f"MonitorData normally comes from {DEFAULT_IP}:{PORTS['monitor']}."
+    p.epilog = f"MonitorData normally comes from {streams.endpoint('monitor')}."
     return p
 
 

@@ -24,18 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssdaq import daemons, streams
 from ssdaq.core import config as configlib
+from ssdaq.core.cli import Parser
 from ssdaq.core.commands import NoAnswer, request
 from ssdaq.core.errors import EX_USAGE
 from ssdaq.core.settings import ListenSettings, zmq_publisher
-from ssdaq.tools import overview
-from ssdaq.tools.cli import Parser
 from ssdaq.receivers.writer_config import CONFIGS as WRITER_CONFIGS
 from ssdaq.receivers.writer_config import OutputSettings, Subscription
 
-# (input port, output port) of each receiver, as on the camera host
-PORTS = {"readout": (17000, 9004), "trigger": (8307, 9002), "timestamp": (6666, 9003),
-         "log": (10001, 9001), "monitor": (10002, 9005), "teldata": (None, 9006)}
 #: receivers started first: the monitor receiver collects everybody's MonitorData
 ORDER = ("monitor", "teldata", "log", "timestamp", "trigger", "readout")
 STOP_TIMEOUT_S = 15.0
@@ -74,10 +71,11 @@ def _replace(obj: Any, path: str, value: Any) -> Any:
 
 def receiver_settings(name: str, plan: Plan) -> dict[str, Any]:
     """What the demo changes in receiver ``name``'s defaults: loopback ports, private state."""
-    listen, publish = PORTS[name]
-    out: dict[str, Any] = {"monitor.endpoint": plan.endpoint(PORTS["monitor"][0]),
-                           "publishers": (zmq_publisher(plan.port(publish), plan.ip),)}
-    if name in ("readout", "trigger", "log"):
+    stream = streams.get(name)
+    listen = stream.input_port or 0
+    out: dict[str, Any] = {"monitor.endpoint": plan.endpoint(_input_port("monitor")),
+                           "publishers": (zmq_publisher(plan.port(stream.pub_port), plan.ip),)}
+    if stream.input in ("udp", "tcp"):
         out["sockets.data"] = ListenSettings(ip=plan.ip, port=plan.port(listen))
     if name == "readout":
         out["state_file"] = str(plan.work / "readout-number")
@@ -89,6 +87,12 @@ def receiver_settings(name: str, plan: Plan) -> dict[str, Any]:
         out |= {"source": "static", "interval_s": 1.0, "static.ra_deg": 83.633,
                 "static.dec_deg": 22.0145}
     return out
+
+
+def _input_port(name: str) -> int:
+    port = streams.get(name).input_port
+    assert port is not None, f"{name} has no input port"
+    return port
 
 
 def write_config(cls: type, settings: dict[str, Any], path: Path) -> Path:
@@ -103,12 +107,12 @@ def writer_settings(stream: str, plan: Plan) -> dict[str, Any]:
     layout_inputs = {"readout": ("readout", "teldata"), "trigger": ("trigger",),
                      "timestamp": ("timestamp",)}[stream]
     out: dict[str, Any] = {
-        "monitor.endpoint": plan.endpoint(PORTS["monitor"][0]),
+        "monitor.endpoint": plan.endpoint(_input_port("monitor")),
         "output": OutputSettings(directory=str(plan.output), flush_interval_s=1.0,
                                  min_free_bytes=64 * 1024 * 1024),
     }
     for inp in layout_inputs:
-        out[f"inputs.{inp}"] = Subscription(endpoint=plan.endpoint(PORTS[inp][1]))
+        out[f"inputs.{inp}"] = Subscription(endpoint=plan.endpoint(streams.get(inp).pub_port))
     return out
 
 
@@ -171,14 +175,14 @@ def available_receivers() -> list[str]:
     """Built-in receivers whose module is importable (all six once the package is complete)."""
     found = []
     for name in ORDER:
-        module = overview.RECEIVERS[name].partition(":")[0]
+        module = streams.get(name).receiver.partition(":")[0]
         if importlib.util.find_spec(module) is not None:
             found.append(name)
     return found
 
 
 def receiver_class(name: str) -> type:
-    module, _, cls = overview.RECEIVERS[name].partition(":")
+    module, _, cls = streams.get(name).receiver.partition(":")
     return getattr(importlib.import_module(module), cls)
 
 
@@ -188,23 +192,23 @@ def simulators(plan: Plan, modules: int) -> dict[str, list[str]]:
     sim = ["-m", "ssdaq.simulators.cli"]
     return {
         "sim-tm": [*sim, "tm", "--modules", str(modules), "--rate", "10", "--records-per-packet",
-                   "10", "--duration", d, "--host", plan.ip, "--port", str(plan.port(17000))],
+                   "10", "--duration", d, "--host", plan.ip, "--port", str(plan.port(_input_port("readout")))],
         "sim-trigger": [*sim, "trigger", "--version", "2", "--rate", "10", "--duration", d,
-                        "--host", plan.ip, "--port", str(plan.port(8307))],
-        "sim-timing": [*sim, "timing", "--bind", plan.endpoint(6666), "--rate", "10",
+                        "--host", plan.ip, "--port", str(plan.port(_input_port("trigger")))],
+        "sim-timing": [*sim, "timing", "--bind", plan.endpoint(_input_port("timestamp")), "--rate", "10",
                        "--duration", d, "--wait-subscriber", "10"],
         "sim-log": [*sim, "log", "--count", str(max(1, int(plan.duration_s * 2))), "--rate", "2",
-                    "--host", plan.ip, "--port", str(plan.port(10001))],
+                    "--host", plan.ip, "--port", str(plan.port(_input_port("log")))],
     }
 
 
-def summary_line(elapsed: float, states: list[overview.ReceiverState]) -> str:
+def summary_line(elapsed: float, states: list[daemons.ReceiverState]) -> str:
     parts = []
     for s in states:
         if s.reply is None:
             continue
         counters = s.reply.get("counters", {})
-        if s.name.startswith(overview.WRITER_PREFIX):
+        if s.name.startswith(daemons.WRITER_PREFIX):
             parts.append(f"{s.name} {counters.get('written', 0)} rows")
         else:
             parts.append(f"{s.name} {s.rate('published') or 0.0:.0f}/s")
@@ -216,7 +220,7 @@ def show(plan: Plan, until: float, live: bool) -> None:
     if live:
         from ssdaq.tools.dash import Dashboard, run
 
-        dash = Dashboard(plan.endpoint(PORTS["monitor"][1]), use_systemd=False)
+        dash = Dashboard(plan.endpoint(streams.get("monitor").pub_port), use_systemd=False)
         try:
             run(dash, max(0.0, until - time.monotonic()))
         finally:
@@ -225,7 +229,7 @@ def show(plan: Plan, until: float, live: bool) -> None:
     start = time.monotonic()
     while (left := until - time.monotonic()) > 0:
         time.sleep(min(1.0, left))
-        states = overview.gather(timeout_s=0.5, use_systemd=False)
+        states = daemons.gather(timeout_s=0.5, use_systemd=False)
         print(summary_line(time.monotonic() - start, states), flush=True)
 
 
@@ -244,7 +248,7 @@ def run(plan: Plan, modules: int, live: bool) -> int:
         for name in receivers:
             cfg = write_config(receiver_class(name).config_class, receiver_settings(name, plan),
                                plan.work / f"{name}.toml")
-            procs.start(name, ["-m", "ssdaq.core.main", overview.RECEIVERS[name], "--config",
+            procs.start(name, ["-m", "ssdaq.core.main", streams.get(name).receiver, "--config",
                                str(cfg)])
             procs.wait_ready(name)
         writers = [f"writer-{s}" for s in WRITER_CONFIGS]
@@ -256,7 +260,7 @@ def run(plan: Plan, modules: int, live: bool) -> int:
         print(f"started {len(receivers)} receivers and {len(writers)} writers on {plan.ip}"
               + (f"; not in this tree: {', '.join(missing)}" if missing else "")
               + f"\nfrom another terminal: RUNTIME_DIRECTORY={plan.runtime} ssdaqctl status; "
-              f"ssdaq-dump readout --ip {plan.ip} --port {plan.port(PORTS['readout'][1])}",
+              f"ssdaq-dump readout --ip {plan.ip} --port {plan.port(streams.get('readout').pub_port)}",
               flush=True)
         sims = simulators(plan, modules)
         for name, argv in sims.items():
@@ -265,7 +269,7 @@ def run(plan: Plan, modules: int, live: bool) -> int:
         for name in sims:  # they stop by themselves after the duration
             procs.procs[name].wait(plan.duration_s + 30)
         time.sleep(1.5)  # the assembler publishes what it still holds; writers take it
-        final = {s.name: s for s in overview.gather(timeout_s=2.0, use_systemd=False)}
+        final = {s.name: s for s in daemons.gather(timeout_s=2.0, use_systemd=False)}
         codes = procs.stop([n for n in receivers if n != "monitor"])
         codes |= procs.stop(writers)
         codes |= procs.stop(["monitor"])
@@ -276,7 +280,7 @@ def run(plan: Plan, modules: int, live: bool) -> int:
     return report(plan, final, codes, before, missing)
 
 
-def report(plan: Plan, final: dict[str, overview.ReceiverState], codes: dict[str, int | None],
+def report(plan: Plan, final: dict[str, daemons.ReceiverState], codes: dict[str, int | None],
            before: set[str], missing: list[str]) -> int:
     """Print what ran and what was written; draw the camera image. Exit code 0 when all is well."""
     from ssdaq.io import reader

@@ -12,8 +12,9 @@ import numpy as np
 
 from ssdaq.data import messages, trigger
 from ssdaq.data.readout import N_TM, SSReadout
-from ssdaq.subscribers import DEFAULT_IP, PORTS, SUBSCRIBERS, Subscriber
-from ssdaq.tools.cli import Parser
+from ssdaq import streams
+from ssdaq.subscribers import SUBSCRIBERS, Subscriber
+from ssdaq.core.cli import Parser
 
 EXIT_NO_DATA = 2
 _CDTS_TYPES = messages.TriggerMessage.DESCRIPTOR.fields_by_name["type"].enum_type
@@ -80,12 +81,12 @@ def parser() -> Parser:
         description="Print one line per message published on an ssdaq stream: readouts (number, "
         "TACK, CPU time, modules present, min/max mV), trigger packets, timestamps, log records, "
         "monitoring, telescope data.",
-        epilog=f"Standard ports on {DEFAULT_IP}: "
-        + ", ".join(f"{s} {p}" for s, p in PORTS.items())
+        epilog=f"Standard ports on {streams.PUB_IP}: "
+        + ", ".join(f"{s} {streams.get(s).pub_port}" for s in SUBSCRIBERS)
         + f". Exit status 0, or {EXIT_NO_DATA} when --timeout passed without any message.",
     )
     p.add_argument("stream", choices=sorted(SUBSCRIBERS))
-    p.add_argument("--ip", default=DEFAULT_IP, help=f"publisher address ({DEFAULT_IP})")
+    p.add_argument("--ip", default=streams.PUB_IP, help=f"publisher address ({streams.PUB_IP})")
     p.add_argument("--port", type=int, help="publisher port (the stream's standard port)")
     p.add_argument("--endpoint", help="full zmq endpoint, overrides --ip and --port")
     p.add_argument("--bind", action="store_true", help="bind instead of connecting "

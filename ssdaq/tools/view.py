@@ -17,8 +17,9 @@ import numpy as np
 
 from ssdaq.data.mapping import CAMERA_SHAPE, MODULE_GRID, MODULE_SIDE, camera_image
 from ssdaq.data.readout import N_TM, SSReadout
-from ssdaq.subscribers import DEFAULT_IP, PORTS, ReadoutSubscriber
-from ssdaq.tools.cli import Parser
+from ssdaq import streams
+from ssdaq.subscribers import ReadoutSubscriber
+from ssdaq.core.cli import Parser
 
 EXIT_NO_DATA = 2
 ABSENT_COLOUR = "0.8"
@@ -92,8 +93,8 @@ def parser() -> Parser:
     p.add_argument("-o", "--output", type=Path, default=Path("camera.png"), help="PNG to write")
     p.add_argument("--file", type=Path, help="an HDF5 file of ssdaq-writer readout")
     p.add_argument("--index", type=int, default=-1, help="row of --file (default -1: the last)")
-    p.add_argument("--ip", default=DEFAULT_IP, help=f"publisher address ({DEFAULT_IP})")
-    p.add_argument("--port", type=int, default=PORTS["readout"])
+    p.add_argument("--ip", default=streams.PUB_IP, help=f"publisher address ({streams.PUB_IP})")
+    p.add_argument("--port", type=int, default=streams.get("readout").pub_port)
     p.add_argument("--endpoint", help="full zmq endpoint, overrides --ip and --port")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a readout")
     p.add_argument("--vmin", type=float, help="amplitude at the bottom of the colour scale (mV)")

@@ -10,12 +10,16 @@ import pytest
 import zmq
 
 from ssdaq.simulators.tm import TMSimConfig, simulate
-from ssdaq.tools import ctl, overview
-from tests.conftest import child_env, ctl_argv, free_port
+from ssdaq import daemons, verbs
+from ssdaq.tools import ctl
+from tests.conftest import child_env, ctl_argv, free_port, receiver_argv
 from tests.livepub import readout
 
-pytestmark = pytest.mark.skipif(overview.systemd_running(),
+pytestmark = pytest.mark.skipif(daemons.systemd_running(),
                                 reason="these tests expect a host without systemd as PID 1")
+
+
+BUILTINS = ["readout", "trigger", "timestamp", "log", "monitor", "teldata"]
 
 
 def run_ctl(*args: str) -> subprocess.CompletedProcess:
@@ -35,7 +39,7 @@ def test_status_without_systemd_lists_the_builtins_as_not_running(runtime_dir: P
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["NAME", "STATE", "HEALTH", "IN/S", "OUT/S", "LAST", "DATA",
                                 "ABSENT", "STATUS"]
-    assert [line.split()[0] for line in lines[1:7]] == list(overview.RECEIVERS)
+    assert [line.split()[0] for line in lines[1:7]] == BUILTINS
     assert all("not running" in line for line in lines[1:7])
     assert "systemd is not running here" in lines[-1]
 
@@ -60,7 +64,7 @@ def test_status_shows_rates_last_data_and_absent_modules_of_live_receivers(
     report = json.loads(done.stdout)
     assert report["systemd"] is False
     states = {r["name"]: r for r in report["receivers"]}
-    assert list(states)[:6] == list(overview.RECEIVERS) and "writer-readout" in states
+    assert list(states)[:6] == BUILTINS and "writer-readout" in states
     ro = states["readout"]
     assert ro["running"] and ro["health"] == "ok" and ro["absent_modules"] == [30, 31]
     assert 0 <= ro["last_data_s_ago"] < 5 and ro["status"]["counters"]["received"] > 0
@@ -86,12 +90,27 @@ def test_a_receiver_that_does_not_answer_makes_status_fail(runtime_dir: Path) ->
     assert "no answer" in line and "within 0.5 s" in line
 
 
-@pytest.mark.parametrize("action", ctl.UNIT_ACTIONS)
+@pytest.mark.parametrize("action", ["start", "stop", "restart"])
 def test_start_stop_restart_say_clearly_that_systemd_is_absent(action: str) -> None:
     done = run_ctl(action, "readout")
     assert done.returncode == 69
     assert f"systemd is not running on this host, so there is no unit to {action}" in done.stderr
     assert "ssdaq-receiver readout" in done.stderr
+
+
+def test_every_verb_of_the_table_has_a_handler_and_is_in_the_help() -> None:
+    shown = subprocess.run(ctl_argv("--help"), env=child_env(), capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    for verb in verbs.VERBS:
+        assert callable(getattr(ctl, f"verb_{verb.name}")), verb.name
+        assert f"{verb.name}: {verb.help.split()[0]}" in " ".join(shown.split()), verb.name
+
+
+@pytest.mark.parametrize("verb", verbs.NAMES)
+def test_ssdaq_receiver_refuses_a_verb_as_a_receiver_name(verb: str) -> None:
+    done = subprocess.run(receiver_argv(verb), env=child_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 64 and f"{verb!r} is reserved for ssdaqctl" in done.stderr
 
 
 def test_start_needs_exactly_one_name() -> None:
@@ -112,8 +131,8 @@ def test_units_follow_the_socket_rules() -> None:
 
 @pytest.mark.parametrize("name", ["readout", "writer-trigger", "site1"])
 def test_unit_names_round_trip(name: str) -> None:
-    assert overview.name_of(overview.unit_of(name)) == name
-    assert overview.name_of("ssdaq.target") is None and overview.name_of("ssdaq-x.socket") is None
+    assert daemons.name_of(daemons.unit_of(name)) == name
+    assert daemons.name_of("ssdaq.target") is None and daemons.name_of("ssdaq-x.socket") is None
 
 
 def test_commands_still_go_to_one_receiver(start_receiver, runtime_dir: Path) -> None:

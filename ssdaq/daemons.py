@@ -3,8 +3,9 @@
 Two sources, merged per name: the unit's state from systemd (``systemctl show``) when systemd runs
 this host, and the receiver's own ``status`` reply on its command socket (rates, counters,
 health, absent modules). Without systemd only the second exists; a receiver that does not answer
-is then "not running". The known names are the six built-in receivers, the writers and site
-receivers systemd has loaded, and every command socket found in the runtime directory.
+is then "not running". The known names are the packaged receivers and writers of the stream
+registry, the site receivers systemd has loaded, and every command socket found in the runtime
+directory.
 """
 
 import os
@@ -15,20 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ssdaq import streams
 from ssdaq.core.commands import NoAnswer, request, socket_path
 
-#: the built-in receivers, in data-flow order, and their classes (what ssdaq-receiver runs)
-RECEIVERS = {
-    "readout": "ssdaq.receivers.readout_assembler:ReadoutAssembler",
-    "trigger": "ssdaq.receivers.trigger_receiver:TriggerPacketReceiver",
-    "timestamp": "ssdaq.receivers.timestamp_receiver:TimestampReceiver",
-    "log": "ssdaq.receivers.log_receiver:LogReceiver",
-    "monitor": "ssdaq.receivers.monitor_receiver:MonitorReceiver",
-    "teldata": "ssdaq.receivers.teldata_receiver:TelDataReceiver",
-}
+#: the packaged receivers, in data-flow order (each has ssdaq-NAME.service)
+RECEIVERS = tuple(s.name for s in streams.STREAMS if s.has_unit)
 #: receivers with a listening socket unit (stopping one without its socket would not stick)
-SOCKET_UNITS = ("readout", "trigger", "log")
-WRITER_PREFIX = "writer-"
+SOCKET_UNITS = tuple(s.name for s in streams.STREAMS if s.socket_unit)
+WRITER_PREFIX = streams.WRITER_PREFIX
 TARGET = "ssdaq.target"
 UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "MainPID", "StatusText",
                    "NRestarts", "Result")
@@ -160,7 +155,7 @@ def socket_names() -> list[str]:
 
 
 def known_names(with_systemd: bool) -> list[str]:
-    found = list(RECEIVERS)
+    found = list(streams.daemon_names())
     for name in (systemd_names() if with_systemd else []) + socket_names():
         if name not in found:
             found.append(name)
