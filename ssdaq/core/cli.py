@@ -33,7 +33,8 @@ def _scalar(tp: Any) -> type:
     """The scalar type of a setting's annotation (``float | None``: float; None is only ever a
     default, a value given on the command line is real)."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return next(a for a in typing.get_args(tp) if a is not type(None))
+        real: type = next(a for a in typing.get_args(tp) if a is not type(None))
+        return real
     return typing.cast(type, tp)
 
 

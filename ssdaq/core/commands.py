@@ -1,4 +1,4 @@
-"""The command channel: a zmq ROUTER on an IPC socket under /run/ssdaq, JSON replies.
+"""The command channel: a zmq ROUTER on an IPC socket in the runtime directory, JSON replies.
 
 Request: one frame of text, ``command arg1 arg2 …``. Reply: one frame of JSON,
 ``{"ok": true, "result": …}`` or ``{"ok": false, "error": "…"}``. Each request is answered in its
@@ -7,6 +7,7 @@ Every failure becomes an error reply; nothing escapes into the event loop.
 """
 
 import asyncio
+import grp
 import inspect
 import json
 import logging
@@ -19,15 +20,59 @@ import zmq.asyncio
 
 from ssdaq.core.errors import CommandError, UnavailableError
 
-DEFAULT_RUNTIME_DIR = "/run/ssdaq"
+SYSTEM_RUNTIME_DIR = "/run/ssdaq"
+#: group whose members may send commands (the package creates it; systemd's units run as it)
+GROUP = "ssdaq"
+
+
+def runtime_directory(system: str = SYSTEM_RUNTIME_DIR) -> str:
+    """The directory of the command sockets; receivers and ssdaqctl both find it by this rule.
+
+    ``$RUNTIME_DIRECTORY`` (systemd's ``RuntimeDirectory=``), else ``system`` where it exists (the
+    installed package's, shared by every user of group ssdaq), else ``$XDG_RUNTIME_DIR/ssdaq``
+    (a login session's own), else ``system``, which only root may create
+    (:func:`make_runtime_directory` says what to do otherwise).
+    """
+    if runtime := os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]:
+        return runtime
+    if os.path.isdir(system):
+        return system
+    if xdg := os.environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(xdg, "ssdaq")
+    return system
+
+
+def make_runtime_directory(path: str, system: str = SYSTEM_RUNTIME_DIR) -> None:
+    """Create :func:`runtime_directory` for a receiver started by hand (systemd creates its own).
+
+    ``system`` is made by root only, ``drwxr-s---`` with group ssdaq where that group exists
+    (setgid, so that the sockets made in it belong to the group too, as under systemd); the per-user
+    directory under ``$XDG_RUNTIME_DIR`` is private to its user.
+    """
+    if os.path.isdir(path):
+        return
+    if path == system and os.geteuid() != 0:
+        raise UnavailableError(
+            f"no directory for the command socket: {system} does not exist and only root may "
+            "create it; install the package (its units create it), run from a login session "
+            "(which sets XDG_RUNTIME_DIR), or set RUNTIME_DIRECTORY or [control] socket")
+    try:
+        os.mkdir(path, 0o700)
+        if path == system:
+            try:
+                os.chown(path, -1, grp.getgrnam(GROUP).gr_gid)
+            except KeyError:
+                pass  # no group ssdaq on this machine: root only
+            os.chmod(path, 0o2750)
+    except FileExistsError:
+        pass  # another receiver made it meanwhile
+    except OSError as e:
+        raise UnavailableError(f"cannot create the command socket directory {path}: {e.strerror}") from None
 
 
 def socket_path(name: str, configured: str = "") -> str:
-    """Where receiver ``name`` listens for commands; the receiver and ssdaqctl share this rule."""
-    if configured:
-        return configured
-    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    return os.path.join(runtime or DEFAULT_RUNTIME_DIR, f"{name}.ctl")
+    """Where receiver ``name`` listens for commands: ``configured``, else in :func:`runtime_directory`."""
+    return configured or os.path.join(runtime_directory(), f"{name}.ctl")
 
 
 def reply_ok(result: Any) -> bytes:
@@ -49,9 +94,9 @@ def _jsonable(obj: Any) -> Any:
 Dispatch = Callable[[str, list[str]], Awaitable[Any]]
 
 
-def table(receiver: object) -> dict[str, Callable[..., Any]]:
-    """The receiver's commands: its ``cmd_*`` methods, by name without the prefix."""
-    return {n[4:]: getattr(receiver, n) for n in dir(receiver) if n.startswith("cmd_")}
+def table(*handlers: object) -> dict[str, Callable[..., Any]]:
+    """The ``cmd_*`` methods of ``handlers``, by name without the prefix; a later one's wins."""
+    return {n[4:]: getattr(h, n) for h in handlers for n in dir(h) if n.startswith("cmd_")}
 
 
 def describe(commands: dict[str, Callable[..., Any]]) -> dict[str, str]:
@@ -84,7 +129,7 @@ class CommandServer:
         self.handled = self.failed = 0
         self._sock = context.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
-        self._pending: set[asyncio.Task] = set()
+        self._pending: set[asyncio.Task[None]] = set()
         try:
             self._sock.bind(f"ipc://{path}")
         except zmq.ZMQError as e:
@@ -92,6 +137,15 @@ class CommandServer:
             raise UnavailableError(f"cannot bind command socket {path}: {e}") from None
         os.chmod(path, 0o660)
         self.log.info("commands on ipc://%s", path)
+
+    @classmethod
+    def for_receiver(cls, name: str, configured: str, context: zmq.asyncio.Context,
+                     dispatch: Dispatch, log: logging.Logger) -> "CommandServer":
+        """Serve receiver ``name``'s socket (:func:`socket_path`), making its directory if needed."""
+        path = socket_path(name, configured)
+        if not configured:
+            make_runtime_directory(os.path.dirname(path))
+        return cls(path, context, dispatch, log)
 
     async def serve(self) -> None:
         """Receive requests forever; each one is answered by its own task."""
@@ -149,7 +203,7 @@ def request(path: str, line: str, timeout_s: float = 2.0) -> dict[str, Any]:
         raise NoAnswer(f"no command socket at {path} (is the receiver running?)")
     if not os.access(path, os.W_OK):
         raise NoAnswer(f"permission denied on {path} (members of group ssdaq may send commands)")
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     try:
@@ -157,6 +211,7 @@ def request(path: str, line: str, timeout_s: float = 2.0) -> dict[str, Any]:
         sock.send_string(line)
         if not sock.poll(int(timeout_s * 1000)):
             raise NoAnswer(f"no answer from {path} within {timeout_s:g} s")
-        return json.loads(sock.recv())
+        reply: dict[str, Any] = json.loads(sock.recv())
+        return reply
     finally:
         sock.close(linger=0)

@@ -17,11 +17,14 @@ import tomllib
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ssdaq.core.errors import ConfigError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def setting(
@@ -113,7 +116,7 @@ def build(cls: type[T], data: Mapping[str, Any], file: str = "<defaults>", prefi
     return cls(**values)
 
 
-def _convert(tp: Any, f: dataclasses.Field, raw: Any, file: str, where: str) -> Any:
+def _convert(tp: Any, f: dataclasses.Field[Any], raw: Any, file: str, where: str) -> Any:
     origin = typing.get_origin(tp)
     if _is_settings(tp):
         if not isinstance(raw, dict):
@@ -149,7 +152,7 @@ def _expected(tp: Any, meta: Mapping[str, Any]) -> str:
     return _type_name(tp) + rng
 
 
-def _scalar(tp: Any, f: dataclasses.Field, raw: Any, file: str, where: str) -> Any:
+def _scalar(tp: Any, f: dataclasses.Field[Any], raw: Any, file: str, where: str) -> Any:
     meta = f.metadata
     if tp is bool:
         ok = isinstance(raw, bool)
@@ -184,7 +187,7 @@ def render(obj: Any, header: str = "") -> str:
     return "\n".join(lines).strip("\n") + "\n"
 
 
-def _comment(f: dataclasses.Field) -> list[str]:
+def _comment(f: dataclasses.Field[Any]) -> list[str]:
     meta = f.metadata
     text = meta.get("help", "")
     extra = []

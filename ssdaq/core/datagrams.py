@@ -38,10 +38,11 @@ _DROPS_SPACE = 24  # CMSG_SPACE(sizeof(uint32))
 _CONTROL_BYTES = _TIMESTAMP_SPACE + _DROPS_SPACE
 
 
-def _field_view(hdrs: ctypes.Array, field: str, dtype: type, n: int) -> np.ndarray:
+def _field_view(hdrs: "ctypes.Array[MMsgHdr]", field: str, dtype: type[np.generic],
+                n: int) -> np.ndarray:
     """A strided numpy view of one field across an array of mmsghdr, to reset or read it at once."""
     offset = getattr(MsgHdr, field).offset if hasattr(MsgHdr, field) else getattr(MMsgHdr, field).offset
-    raw = np.frombuffer(hdrs, dtype=np.uint8)
+    raw = np.frombuffer(memoryview(hdrs), dtype=np.uint8)
     return np.ndarray((n,), dtype=dtype, buffer=raw, offset=offset, strides=(MMSG_BYTES,))
 
 
@@ -64,7 +65,7 @@ class DatagramBatch:
         self.arrival_ns = np.zeros(batch, dtype=np.int64)
 
     def payload(self, i: int) -> memoryview:
-        return memoryview(self.data[i, : self.lengths[i]])
+        return self.data[i, : self.lengths[i]].data
 
     def sender(self, i: int) -> tuple[str, int]:
         """(address, port) of datagram ``i``."""
@@ -82,8 +83,9 @@ class DatagramBatch:
 class DatagramReader:
     """Drains a UDP socket in batches on each readiness event and calls ``handler(batch)``.
 
-    A handler that raises does not stop the reader: the error is counted as ``handler_errors``
-    and logged by the caller-supplied ``on_error``. :meth:`stalled` tells the watchdog whether
+    It counts what it reads: :attr:`received` (datagrams handed to the handler), :attr:`oversize`
+    and :attr:`kernel_drops`. A handler that raises does not stop the reader: the error goes to
+    the caller-supplied ``on_error`` (which counts it as ``handler_errors``). :meth:`stalled` tells the watchdog whether
     data is waiting that the reader has not serviced for a while (a stuck data path).
     """
 
@@ -164,7 +166,7 @@ class DatagramReader:
         self.batch.count = 0
         self._namelen[:] = _NAME_BYTES
         self._controllen[:] = _CONTROL_BYTES
-        n = recvmmsg(self.sock.fileno(), self._hdrs, n_max, socket.MSG_DONTWAIT | MSG_TRUNC, None)
+        n: int = recvmmsg(self.sock.fileno(), self._hdrs, n_max, socket.MSG_DONTWAIT | MSG_TRUNC, None)
         if n < 0:
             err = ctypes.get_errno()
             if err not in (errno.EAGAIN, errno.EINTR, errno.ECONNREFUSED):
@@ -180,9 +182,9 @@ class DatagramReader:
         self._read_drops(n - 1)
         if b.family == socket.AF_INET:
             b.ipv4[:n] = b.names[:n, 4:8].copy().view(np.uint32).ravel()
-        self.received += n
         too_big = b.lengths[:n] > self.max_bytes
         b.count = self._drop_oversize(n, too_big) if too_big.any() else n
+        self.received += b.count
         return n
 
     def _stamp(self, n: int, now: int) -> None:

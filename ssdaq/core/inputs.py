@@ -7,6 +7,7 @@ the inherited socket of that name is used, otherwise one is bound to the address
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,10 @@ from typing import Any
 from ssdaq.core.counters import Counters
 from ssdaq.core.datagrams import DatagramBatch, DatagramReader
 from ssdaq.core.sockets import SocketSource, tune_receive_buffer
+
+# Test hook for the end-to-end watchdog check: after this many seconds every datagram reader stops
+# servicing its socket, as a stuck data path would, so the watchdog must withhold WATCHDOG=1.
+HANG_ENV = "SSDAQ_TEST_HANG_AFTER_S"
 
 
 class Inputs:
@@ -26,6 +31,7 @@ class Inputs:
         self.source = SocketSource(log)
         self.readers: list[DatagramReader] = []
         self._closers: list[Callable[[], Any]] = []
+        self._stopped = False
 
     def address(self, name: str, ip: str | None, port: int | None) -> tuple[str, int, int]:
         """(ip, port, receive buffer bytes) to bind socket ``name`` to when not activated."""
@@ -53,13 +59,7 @@ class Inputs:
     def datagrams(self, handler: Callable[[DatagramBatch], None], name: str, ip: str | None,
                   port: int | None, max_bytes: int, batch: int,
                   timestamps: bool) -> DatagramReader:
-        values = self.counters.values
-
-        def counted(b: DatagramBatch) -> None:
-            values["received"] += b.count
-            handler(b)
-
-        reader = DatagramReader(self._udp_socket(name, ip, port), counted, self._handler_error,
+        reader = DatagramReader(self._udp_socket(name, ip, port), handler, self._handler_error,
                                 max_bytes=max_bytes, batch=batch, timestamps=timestamps)
         self.readers.append(reader)
         return reader
@@ -75,12 +75,21 @@ class Inputs:
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("data path error", exc_info=exc)
 
-    def start(self) -> None:
-        for reader in self.readers:
-            reader.start(self.loop)
+    def start(self, after_s: float) -> None:
+        """Start the readers in ``after_s`` seconds (input waits in the kernel meanwhile), unless
+        :meth:`stop_reading` came first."""
+        self.loop.call_later(after_s, self._start)
+        if hang := os.environ.get(HANG_ENV):
+            self.loop.call_later(float(hang), self.hang)
+
+    def _start(self) -> None:
+        if not self._stopped:
+            for reader in self.readers:
+                reader.start(self.loop)
 
     def stop_reading(self) -> None:
         """Stop taking input; what is queued in the kernel stays there for the successor."""
+        self._stopped = True
         for reader in self.readers:
             reader.pause()
         for close in self._closers:
@@ -88,6 +97,7 @@ class Inputs:
 
     def hang(self) -> None:
         """Test hook: stop servicing the sockets as a stuck data path would (stall detection stays)."""
+        self.log.warning("%s is set: the data path now hangs (test hook)", HANG_ENV)
         for reader in self.readers:
             reader.pause()
 
@@ -103,6 +113,12 @@ class Inputs:
         return None
 
     def update_counters(self) -> None:
-        """Copy the readers' kernel-drop and oversize counts into the receiver's counters."""
-        self.counters.values["kernel_drops"] = sum(r.kernel_drops for r in self.readers)
-        self.counters.values["oversize"] = sum(r.oversize for r in self.readers)
+        """Show the readers' counts in the receiver's counters (the readers count, once).
+
+        Receivers whose input is not a batched reader count ``received`` themselves.
+        """
+        values = self.counters.values
+        if self.readers:
+            values["received"] = sum(r.received for r in self.readers)
+        values["kernel_drops"] = sum(r.kernel_drops for r in self.readers)
+        values["oversize"] = sum(r.oversize for r in self.readers)

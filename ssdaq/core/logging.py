@@ -51,8 +51,8 @@ def setup(name: str, level: str = "info") -> logging.Logger:
     Called once per process by the daemon entry point; ``name`` is the receiver's service name.
     """
     root = logging.getLogger("ssdaq")
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     if systemd.stderr_is_journal():
         handler: logging.Handler = JournalFieldHandler(name)
     else:

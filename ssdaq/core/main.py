@@ -12,14 +12,17 @@ import logging
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from ssdaq import streams, verbs
 from ssdaq.core import config as configlib
+from ssdaq.core import lifecycle
 from ssdaq.core import logging as sslogging
 from ssdaq.core import systemd
 from ssdaq.core.cli import Parser
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, EX_USAGE, ConfigError, SsdaqError
-from ssdaq.core.receiver_server import ReceiverServer, RunContext, _run_context, release_all
+from ssdaq.core.receiver_server import ReceiverServer
+from ssdaq.core.settings import ReceiverConfig
 
 CONFIG_DIR = Path("/etc/ssdaq")
 ENTRY_POINT_GROUP = "ssdaq.receivers"
@@ -32,7 +35,7 @@ def registered() -> dict[str, str]:
                       if ep.name not in builtin}
 
 
-def import_class(spec: str, where: str = "") -> type[ReceiverServer]:
+def import_class(spec: str, where: str = "") -> type[ReceiverServer[Any]]:
     """Import ``package.module:Class`` and check that it is a ReceiverServer."""
     module_name, _, class_name = spec.partition(":")
     try:
@@ -46,11 +49,11 @@ def import_class(spec: str, where: str = "") -> type[ReceiverServer]:
     return cls
 
 
-def resolve(name: str, config_path: Path | None) -> tuple[str, type[ReceiverServer], Path]:
+def resolve(name: str, config_path: Path | None) -> tuple[str, type[ReceiverServer[Any]], Path]:
     """(service name, receiver class, config path) for the NAME given on the command line."""
     if ":" in name:
         cls = import_class(name)
-        service = getattr(cls, "service_name", cls.__name__.lower())
+        service = cls.service_name or cls.__name__.lower()
         return service, cls, config_path or CONFIG_DIR / f"{service}.toml"
     path = config_path or CONFIG_DIR / f"{name}.toml"
     known = registered()
@@ -65,7 +68,8 @@ def resolve(name: str, config_path: Path | None) -> tuple[str, type[ReceiverServ
     return name, import_class(spec, str(path)), path
 
 
-def load_config(cls: type[ReceiverServer], path: Path, explicit: bool) -> tuple[object, str | None]:
+def load_config(cls: type[ReceiverServer[Any]], path: Path,
+                explicit: bool) -> tuple[ReceiverConfig, str | None]:
     """The receiver's configuration; the built-in defaults when the default file does not exist.
 
     ``receiver_class`` (which names the class) is accepted in any receiver's file.
@@ -134,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         log = sslogging.setup(service, args.log_level or config.log.level)
         if config_file is None:
             log.info("%s not found: using the built-in defaults", path)
-        _run_context.set(RunContext(service, config, config_file))
-        return cls.from_config(config).run()
+        return lifecycle.run_receiver(cls, config, service, config_file)
     except SsdaqError as e:
         extra = {"SSDAQ_CONFIG_FILE": e.file, "SSDAQ_CONFIG_KEY": e.key} if isinstance(e, ConfigError) else {}
         if args.check_config or args.print_config:
@@ -143,11 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log.error("%s", e, extra=extra)
         systemd.notify(f"STATUS=failed: {e}")
-        release_all()
         return e.exit_code
     except Exception:
         logging.getLogger("ssdaq").exception("unexpected error")
-        release_all()
         return EX_SOFTWARE
 
 

@@ -1,5 +1,7 @@
 """ReceiverMonSender: pushes a chec.MonitorData message once per interval to the MonitorReceiver.
 
+:class:`Monitoring` is the receiver's side: which sender it has, and its replacement on reload.
+
 The message is what old dashboards read: the receiver's name, pid, whether data arrived since
 the previous message, and the input rate (datagrams or messages per second). Sending never
 blocks and never queues for an absent MonitorReceiver (``ZMQ_IMMEDIATE``): a message that cannot
@@ -9,12 +11,13 @@ go out is dropped and counted in :attr:`dropped`, so a missing MonitorReceiver c
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import zmq
 import zmq.asyncio
 
 from ssdaq import streams
+from ssdaq.core.settings import MonitorSettings
 from ssdaq.data.messages import monitor_data
 
 #: where the MonitorReceiver pulls from (the seed examples construct the sender without one)
@@ -39,7 +42,7 @@ class ReceiverMonSender:
         self._own = 0
         self._input_count = input_count
         # a plain (non-asyncio) socket on the same context: a NOBLOCK send then fails at once
-        self._sock = zmq.Context.shadow(context.underlying).socket(zmq.PUSH)
+        self._sock: zmq.Socket[bytes] = zmq.Context.shadow(context.underlying).socket(zmq.PUSH)
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
         self._sock.setsockopt(zmq.SNDHWM, 10)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -74,3 +77,40 @@ class ReceiverMonSender:
 
     def stats(self) -> dict[str, object]:
         return {"endpoint": self.endpoint, "sent": self.sent, "dropped": self.dropped}
+
+
+
+class Monitoring:
+    """A receiver's MonitorData: the sender a seed receiver made itself, else one from ``[monitor]``."""
+
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop, context: zmq.asyncio.Context,
+                 input_count: Callable[[], int]) -> None:
+        self.name, self.loop, self.context, self.input_count = name, loop, context, input_count
+        self.sender: ReceiverMonSender | None = None
+        self.owned = False
+
+    def start(self, receiver_attributes: Iterable[object], settings: MonitorSettings) -> None:
+        """Adopt the receiver's own sender if it has one; otherwise make the configured one."""
+        self.sender = next((v for v in receiver_attributes if isinstance(v, ReceiverMonSender)), None)
+        if self.sender is None:
+            self.owned = True
+            self.sender = self._make(settings)
+
+    def reconfigure(self, old: MonitorSettings, new: MonitorSettings) -> None:
+        """Replace the sender made from ``old`` (a receiver's own sender is left alone)."""
+        if new != old and self.owned:
+            self.close()
+            self.sender = self._make(new)
+
+    def _make(self, settings: MonitorSettings) -> ReceiverMonSender | None:
+        if not settings.enabled:
+            return None
+        return ReceiverMonSender(self.name, self.loop, self.context, endpoint=settings.endpoint,
+                                 interval_s=settings.interval_s, input_count=self.input_count)
+
+    def stats(self) -> dict[str, object] | None:
+        return self.sender.stats() if self.sender else None
+
+    def close(self) -> None:
+        if self.sender is not None:
+            self.sender.close()

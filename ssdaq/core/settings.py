@@ -31,8 +31,8 @@ class ControlSettings:
 
     socket: str = setting(
         "",
-        help="Path of the zmq IPC command socket; empty: $RUNTIME_DIRECTORY/<name>.ctl,\n"
-        "else /run/ssdaq/<name>.ctl (ssdaqctl finds it by the same rule)",
+        help="Path of the zmq IPC command socket; empty: <name>.ctl in $RUNTIME_DIRECTORY, else in\n"
+        "/run/ssdaq if it exists, else in $XDG_RUNTIME_DIR/ssdaq (ssdaqctl finds it by the same rule)",
     )
 
 

@@ -7,11 +7,12 @@ places where a port can be set cannot silently disagree.
 
 import logging
 import socket
+from typing import Any
 
 from ssdaq.core import systemd
 from ssdaq.core.errors import UnavailableError
 
-KIND_NAMES = {socket.SOCK_DGRAM: "datagram (UDP)", socket.SOCK_STREAM: "stream (TCP)"}
+KIND_NAMES: dict[int, str] = {socket.SOCK_DGRAM: "datagram (UDP)", socket.SOCK_STREAM: "stream (TCP)"}
 # SO_RCVBUFFORCE is not exported by the socket module; its value is fixed in the Linux ABI
 SO_RCVBUFFORCE = 33
 
@@ -101,5 +102,5 @@ def tune_receive_buffer(sock: socket.socket, wanted: int, log: logging.Logger) -
     return granted
 
 
-def _fmt(addr: tuple) -> str:
+def _fmt(addr: tuple[Any, ...]) -> str:
     return f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"

@@ -33,7 +33,7 @@ def notify(*fields: str) -> bool:
     if not os.environ.get("NOTIFY_SOCKET"):
         return False
     try:
-        return daemon.notify("\n".join(fields))
+        return bool(daemon.notify("\n".join(fields)))
     except OSError:  # a vanished notify socket must not take the daemon down
         return False
 

@@ -144,7 +144,7 @@ class LogConnection(asyncio.Protocol):
         self.receiver.closed(self)
 
 
-class LogReceiver(ReceiverServer):
+class LogReceiver(ReceiverServer[LogConfig]):
     """Receives LogData records over TCP; publishes them and writes them into the journal."""
 
     config_class = LogConfig

@@ -65,7 +65,7 @@ class Seen:
     messages: int
 
 
-class MonitorReceiver(ReceiverServer):
+class MonitorReceiver(ReceiverServer[MonitorConfig]):
     """Pulls MonitorData, republishes it, and keeps a table of the receivers it hears from.
 
     Seed API: ``MonitorReceiver(ip, port, publishers)`` binds ``tcp://ip:port``; without them the

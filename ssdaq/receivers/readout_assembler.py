@@ -96,7 +96,7 @@ class ReadoutConfig(ReceiverConfig):
         help="Publishers: every readout (SSReadout, 16 416 bytes) goes to each")
 
 
-class ReadoutAssembler(ReceiverServer):
+class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
     """Builds slow-signal readouts from the modules' datagrams and publishes them.
 
     The keywords of the old constructor still work and override the configuration:
@@ -115,7 +115,6 @@ class ReadoutAssembler(ReceiverServer):
                  buffer_length: int | None = None, buffer_time: float | None = None,
                  publishers: list | None = None, packet_debug_stream_file: str | None = None) -> None:
         cfg = self.current_config() or ReadoutConfig()
-        assert isinstance(cfg, ReadoutConfig)
         cfg = _legacy(cfg, relaxed_ip_range, readout_tw, listen_ip, listen_port, buffer_length, buffer_time)
         data = cfg.sockets.data
         super().__init__(data.ip, data.port, publishers, "ReadoutAssembler", config=cfg)
@@ -196,8 +195,7 @@ class ReadoutAssembler(ReceiverServer):
         if self._debug is not None:
             self._debug.close()
 
-    async def on_reload(self, old: ReceiverConfig, new: ReceiverConfig) -> None:
-        assert isinstance(new, ReadoutConfig)
+    async def on_reload(self, old: ReadoutConfig, new: ReadoutConfig) -> None:
         if new.latency_readouts != getattr(old, "latency_readouts", None):
             self.latency = LatencyWindow(new.latency_readouts)
         modules = _module_map(new, self.config_file)

@@ -33,7 +33,7 @@ class RelayConfig(ReceiverConfig):
         zmq_publisher(STREAM.pub_port), help="Publishers: every datagram goes to each of them")
 
 
-class UDPRelay(ReceiverServer):
+class UDPRelay(ReceiverServer[RelayConfig]):
     """Relays datagrams from its ``data`` socket to its publishers, byte for byte."""
 
     service_name = "relay"

@@ -60,7 +60,7 @@ class TelDataConfig(ReceiverConfig):
     )
 
 
-class TelDataReceiver(ReceiverServer):
+class TelDataReceiver(ReceiverServer[TelDataConfig]):
     """Polls the configured pointing source and publishes chec.TelData."""
 
     config_class = TelDataConfig

@@ -76,7 +76,7 @@ class TimestampConfig(ReceiverConfig):
     )
 
 
-class TimestampReceiver(ReceiverServer):
+class TimestampReceiver(ReceiverServer[TimestampConfig]):
     """Subscribes to the timing board and republishes each trigger of each bunch on its own.
 
     Seed API: ``TimestampReceiver(ip, port, publishers)`` with the board's address; without them

@@ -57,7 +57,7 @@ class TriggerConfig(ReceiverConfig):
     )
 
 
-class TriggerPacketReceiver(ReceiverServer):
+class TriggerPacketReceiver(ReceiverServer[TriggerConfig]):
     """Relays valid trigger packets from its ``data`` socket to its publishers, byte for byte."""
 
     config_class = TriggerConfig

@@ -58,11 +58,10 @@ def default_directory(stream: str) -> Path:
     return Path(base) / stream
 
 
-class StreamWriter(ReceiverServer):
+class StreamWriter(ReceiverServer[WriterConfig]):
     """Writes the streams of :attr:`layout` to rotating HDF5 files (see the module docstring)."""
 
     layout: ClassVar[FileLayout]
-    config: WriterConfig
     counter_names = ("written", "files", "missed", "disk_full", "bad_size", "bad_message", "bad_magic",
                      "unknown_type", "bad_phase")
 
@@ -143,7 +142,7 @@ class StreamWriter(ReceiverServer):
 
     async def on_stop(self) -> None:
         """Stop receiving, take what zmq already queued, write it all and publish the file."""
-        task = self._tasks.get("ct_receive")
+        task = self.tasks.get("ct_receive")
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -42,7 +42,8 @@ def parser() -> Parser:
         epilog=f"Verbs: {verb_help}. "
         "Exit status: 0 ok, 1 refused by the receiver (status: something unhealthy; "
         "start/stop: systemctl failed), 2 no answer, 64 usage error, 69 no systemd. "
-        "The socket is $RUNTIME_DIRECTORY/NAME.ctl, else /run/ssdaq/NAME.ctl.",
+        "The socket is NAME.ctl in $RUNTIME_DIRECTORY, else in /run/ssdaq if it exists, "
+        "else in $XDG_RUNTIME_DIR/ssdaq.",
     )
     p.add_argument("name", help="receiver name (e.g. readout, writer-readout), or a verb: "
                                 + ", ".join(verbs.NAMES))

@@ -1,18 +1,20 @@
 """The command channel and ssdaqctl against a running receiver (real process, real IPC socket)."""
 
+import grp
 import json
 import os
 import socket
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from ssdaq.core.commands import request
+from ssdaq.core.commands import SYSTEM_RUNTIME_DIR, make_runtime_directory, request, runtime_directory
 from tests.conftest import child_env, ctl_argv, free_port, receiver_argv, stop
-from tests.core.test_receiver_server import relay_config, send_udp
+from tests.core.test_receiver_server import SAMPLES, relay_config, send_udp
 from tests.sdnotify import NotifyListener
 
 
@@ -116,3 +118,72 @@ def test_ssdaqctl_usage_error_exits_64() -> None:
     assert code == 64 and "invalid float value" in err
     code, _, _ = ctl("worker")
     assert code == 64
+
+
+def test_the_runtime_directory_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    system = str(tmp_path / "run-ssdaq")
+    monkeypatch.setenv("RUNTIME_DIRECTORY", "/run/a:/run/b")
+    assert runtime_directory(system) == "/run/a", "systemd's RuntimeDirectory= first"
+    monkeypatch.delenv("RUNTIME_DIRECTORY")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "user"))
+    assert runtime_directory(system) == str(tmp_path / "user" / "ssdaq"), "no system dir: the user's"
+    os.mkdir(system)
+    assert runtime_directory(system) == system, "the installed package's directory wins"
+    os.rmdir(system)
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert runtime_directory(system) == system, "nothing else: the system dir, made if we may"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making the system directory needs root")
+def test_root_makes_the_system_directory_group_ssdaq_setgid(tmp_path: Path) -> None:
+    system = str(tmp_path / "run-ssdaq")
+    make_runtime_directory(system, system)
+    st = os.stat(system)
+    assert stat.S_IMODE(st.st_mode) == 0o2750
+    try:
+        assert st.st_gid == grp.getgrnam("ssdaq").gr_gid
+    except KeyError:
+        assert st.st_gid == 0, "without a group ssdaq, root's"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as another user")
+def test_a_user_without_a_runtime_directory_is_told_what_to_do(tmp_path: Path) -> None:
+    code = ("from ssdaq.core.commands import make_runtime_directory as m\n"
+            f"m({str(tmp_path / 'absent')!r}, {str(tmp_path / 'absent')!r})")
+    done = subprocess.run([sys.executable, "-c", code], env=child_env(), user="nobody",
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert "only root may create it" in done.stderr and "XDG_RUNTIME_DIR" in done.stderr
+
+
+@pytest.mark.skipif(os.path.isdir(SYSTEM_RUNTIME_DIR), reason=f"{SYSTEM_RUNTIME_DIR} exists here: the rule picks it")
+def test_started_by_hand_in_a_login_session_it_is_reachable_with_ssdaqctl(
+        tmp_path: Path, short_dir: Path, notify: NotifyListener) -> None:
+    xdg = short_dir / "user"
+    xdg.mkdir(mode=0o700)
+    env = {k: v for k, v in child_env(XDG_RUNTIME_DIR=str(xdg)).items() if k != "RUNTIME_DIRECTORY"}
+    cfg = relay_config(tmp_path, free_port(), free_port(socket.SOCK_STREAM))
+    proc = subprocess.Popen(receiver_argv(f"{SAMPLES}:Worker", "--config", str(cfg)),
+                            env={**env, "NOTIFY_SOCKET": notify.path}, stderr=subprocess.PIPE, text=True)
+    try:
+        notify.wait_for("READY", "1")
+        assert stat.S_IMODE(os.stat(xdg / "ssdaq").st_mode) == 0o700
+        done = subprocess.run(ctl_argv("worker", "ping"), env=env, capture_output=True, text=True,
+                              timeout=20)
+        assert done.returncode == 0 and json.loads(done.stdout)["result"] == "pong", done.stderr
+        assert stop(proc) == 0
+    finally:
+        stop(proc)
+    assert not (xdg / "ssdaq" / "worker.ctl").exists(), "the socket is removed at stop"
+
+
+def test_a_command_socket_that_cannot_be_bound_exits_69_and_never_says_exit_0(
+        tmp_path: Path, runtime_dir: Path, notify: NotifyListener) -> None:
+    cfg = relay_config(tmp_path, free_port(), free_port(socket.SOCK_STREAM),
+                       f'[control]\nsocket = "{tmp_path}/absent/worker.ctl"\n')
+    proc = subprocess.Popen(receiver_argv(f"{SAMPLES}:Worker", "--config", str(cfg)),
+                            env=child_env(NOTIFY_SOCKET=notify.path), stderr=subprocess.PIPE, text=True)
+    proc.wait(20)
+    assert stop(proc) == 69
+    assert f"cannot bind command socket {tmp_path}/absent/worker.ctl" in proc.err
+    assert "exit 0" not in proc.err, proc.err

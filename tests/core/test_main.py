@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 from ssdaq.core import config
+from ssdaq.core.main import import_class, registered
 from ssdaq.receivers.relay import RelayConfig
 from tests.conftest import child_env, receiver_argv
 
@@ -67,3 +68,8 @@ def test_a_config_file_may_name_a_class_that_has_settings_of_its_own(tmp_path: P
     cfg.write_text('receiver_class = "ssdaq.receivers.relay:UDPRelay"\nmax_datagram_bytes = 1500\n')
     done = run("site", "--config", str(cfg), "--check-config")
     assert done.returncode == 0, done.stderr
+
+
+def test_each_registered_receiver_has_one_name() -> None:
+    for name, spec in registered().items():
+        assert import_class(spec).service_name == name, f"{spec} says another name than {name!r}"

@@ -10,7 +10,8 @@ import pytest
 import zmq
 
 from ssdaq.core.errors import UnavailableError
-from ssdaq.core.publishers import RawWriter, ZMQTCPPublisher
+from ssdaq.core.counters import Counters
+from ssdaq.core.publishers import RawWriter, ZMQTCPPublisher, close_all, fan_out
 from tests.conftest import free_port
 
 TCP = socket.SOCK_STREAM
@@ -109,3 +110,14 @@ def test_a_port_in_use_is_an_unavailable_error_naming_the_endpoint(ctx: zmq.Cont
     with pytest.raises(UnavailableError, match=f"cannot bind tcp://127.0.0.1:{port}: Address already in use"):
         ZMQTCPPublisher("127.0.0.1", port, context=ctx)
     first.close()
+
+
+def test_fan_out_counts_a_failing_publisher_and_still_feeds_the_others(tmp_path: Path) -> None:
+    broken, good = RawWriter(str(tmp_path / "a.raw"), "pub0"), RawWriter(str(tmp_path / "b.raw"), "pub1")
+    broken._file.close()  # writing now raises
+    counters = Counters(logging.getLogger("ssdaq.test"))
+    counters.declare(("published", "pub_errors"))  # as ReceiverServer does
+    fan_out([broken, good], [b"x", b"y"], counters)
+    close_all([good, broken], logging.getLogger("ssdaq.test"))
+    assert (tmp_path / "b.raw").read_bytes() == b"xy"
+    assert counters["pub_errors"] == 1 and counters["published"] == 2
