@@ -68,11 +68,11 @@ class ReceiverServer(Generic[C]):
         self.running = True
         self._setup = False
         # the base's own parts are class-private (``__name``): a subclass's names cannot clash
-        self.__inputs = Inputs(self.loop, self.log, self.counters, getattr(self.config, "sockets", None),
-                              (ip, port))
+        self.__inputs = Inputs(self.loop, self.log, self.counters,
+                               getattr(self.config, "sockets", None), (ip, port))
         self.__lifecycle = lifecycle.Lifecycle(self.loop, self.log)
         self.__health = health.Health(self.log, self.counters, self.status_line, self.health_problem,
-                                     self.__inputs.update_counters, self.__tick_publishers)
+                                      self.__inputs.update_counters, self.__tick_publishers)
         self.__monitoring = mon_sender.Monitoring(name, self.loop, self._context, self.__health.received)
         self.__reloader = Reloader(self.log, self.__health, self.counters, self.__monitoring)
         self.__commands: commands.CommandServer | None = None
