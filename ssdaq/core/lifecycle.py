@@ -17,8 +17,10 @@ import asyncio
 import contextvars
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, CommandError
@@ -79,16 +81,23 @@ class Lifecycle:
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self.failure: BaseException | None = None
         self._stop: asyncio.Event | None = None
+        self._wakeup: tuple[socket.socket, ...] = ()
 
     def run(self, main: Coroutine[Any, Any, int]) -> int:
         """Run ``main`` (normally :meth:`serve`) to completion, blocking; then close the loop."""
         try:
             return self.loop.run_until_complete(main)
         finally:
-            self.loop.close()  # restores the default signal actions
-            # the process is exiting with its code: a repeated stop request must not kill it
-            for sig in STOP_SIGNALS:
+            # The process is exiting with its code: a repeated stop request (or a reload) must
+            # not kill it. The handlers go straight to SIG_IGN, never through the default action.
+            for sig in (*STOP_SIGNALS, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_IGN)
+            if self._wakeup:
+                signal.set_wakeup_fd(-1)
+                self.loop.remove_reader(self._wakeup[0].fileno())
+                for s in self._wakeup:
+                    s.close()
+            self.loop.close()
 
     async def serve(self, *, startup: Callable[[], Awaitable[None]], ready: Callable[[], None],
                     drain: Callable[[], Awaitable[None]], close: Callable[[], None],
@@ -151,10 +160,36 @@ class Lifecycle:
             except CommandError:
                 pass  # a rejected reload is logged and shown in STATUS= by whoever rejected it
 
+        def start_reload() -> None:
+            self.loop.create_task(reload_quietly(), name="reload")
+
+        def handler(action: Callable[[], None]) -> Callable[[int, FrameType | None], None]:
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                if not self.loop.is_closed():
+                    self.loop.call_soon_threadsafe(action)
+            return on_signal
+
+        # Plain signal handlers that hand over to the loop, not loop.add_signal_handler: closing
+        # the loop would reset those to the default action (death) before SIG_IGN could be set,
+        # and a stop request in between, delivered to any of the process's threads (OpenBLAS's,
+        # zmq's do not block it), would turn exit 0 into death by SIGTERM.
         for sig in STOP_SIGNALS:
-            self.loop.add_signal_handler(sig, self.request_stop)
-        self.loop.add_signal_handler(
-            signal.SIGHUP, lambda: self.loop.create_task(reload_quietly(), name="reload"))
+            signal.signal(sig, handler(self.request_stop))
+        signal.signal(signal.SIGHUP, handler(start_reload))
+        # A signal taken by another thread must still wake the loop at once: the C-level handler
+        # writes to this socket, and the handler above then runs in the main thread.
+        self._wakeup = socket.socketpair()
+        for s in self._wakeup:
+            s.setblocking(False)
+        signal.set_wakeup_fd(self._wakeup[1].fileno(), warn_on_full_buffer=False)
+        self.loop.add_reader(self._wakeup[0].fileno(), self._drain_wakeup)
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wakeup[0].recv(512):
+                pass
+        except BlockingIOError:
+            pass
 
     async def _cancel_tasks(self) -> None:
         current = asyncio.current_task()

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +100,35 @@ def test_sigterm_stops_after_ready_in_phase_order_with_exit_0(
     assert cancelled == ["drain"]
     assert "stopped (exit 0): bye" in caplog.text
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN, "a second stop request must not kill"
+
+
+def test_a_stop_request_taken_by_another_thread_stops_the_idle_loop_at_once(
+        saved_signals: None) -> None:
+    """A process-directed SIGTERM may land on any thread (OpenBLAS's do not block it): the loop,
+    asleep with nothing due for a minute, still stops within a fraction of a second."""
+    lc = new_lifecycle()
+
+    async def work() -> None:
+        await asyncio.sleep(60)
+
+    phases = Phases(lc, work)
+    other = threading.Event()
+    thread = threading.Thread(target=other.wait, args=(30,))
+    thread.start()
+    try:
+        assert thread.ident is not None
+        sent: list[float] = []
+
+        def send() -> None:
+            sent.append(time.monotonic())
+            signal.pthread_kill(thread.ident, signal.SIGTERM)  # type: ignore[arg-type]
+
+        lc.loop.call_later(0.2, send)
+        assert phases.serve() == 0
+        assert time.monotonic() - sent[0] < 0.5
+    finally:
+        other.set()
+        thread.join()
 
 
 def test_a_task_failing_at_once_fails_the_start_without_ready_or_an_exit_code(
@@ -203,3 +233,25 @@ def test_both_seed_examples_receive_the_loaded_config(
         stop(proc)
         udp.close()
         ctx.destroy(linger=0)
+
+
+def test_a_flood_of_stop_requests_while_exiting_still_exits_0(tmp_path: Path,
+                                                              runtime_dir: Path) -> None:
+    """SIGTERM again and again (an impatient operator, a second ``systemctl stop``): the first
+    stops the receiver, none of the others may turn exit 0 into death by signal."""
+    cfg = tmp_path / "relay.toml"
+    cfg.write_text(f"start_hold_s = 0.0\n[monitor]\nenabled = false\n"
+                   f'[sockets.data]\nip = "127.0.0.1"\nport = {free_port()}\n'
+                   f'[[publishers]]\nip = "127.0.0.1"\nport = {free_port(socket.SOCK_STREAM)}\n')
+    for _ in range(5):
+        proc = subprocess.Popen(receiver_argv("relay", "--config", str(cfg)), env=child_env(),
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not (runtime_dir / "relay.ctl").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.02)
+        request(str(runtime_dir / "relay.ctl"), "ping", 5.0)
+        while proc.poll() is None and time.monotonic() < deadline:
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.0005)
+        assert stop(proc) == 0, proc.err  # type: ignore[attr-defined]
