@@ -173,6 +173,40 @@ class ClosedHistory:
         return np.where(dist < window, order[best], np.where(late, LATE, NEW))
 
 
+def seen_before(history: ClosedHistory, elsewhere: ClosedHistory, ref: int, tack: np.ndarray,
+                slot: np.ndarray, new: np.ndarray, window: int,
+                span: int) -> tuple[np.ndarray | None, int]:
+    """Which of records ``new`` (TACKs ``tack``, slots ``slot[new]``), that match no open readout
+    and that ``history.classify`` left ``NEW``, belong to a readout published already though the
+    history's rules cannot tell: far from ``ref`` (so maybe a new counter's), or kept in
+    ``elsewhere`` (the other counter's readouts, far-future ones).
+
+    Returns the mask of those (None if there are none) and how many of them are duplicates (their
+    readout held their slot; the others are late). Only an exact match counts: such a record is
+    never late for being older than something forgotten. ``window``, ``span``: the builder's
+    ``readout_window_ns`` and ``tack_reset_ns``. Costs nothing unless the TACKs reach a
+    range that needs asking.
+    """
+    lo, hi = int(tack.min()), int(tack.max())
+    far_ones = history.len and (lo < ref - span or hi > ref + span)
+    there = elsewhere.len and elsewhere.high is not None and elsewhere.lowest is not None and (
+        lo < elsewhere.high + window and hi > elsewhere.lowest - window)
+    if not (far_ones or there):
+        return None, 0
+    known, dups = np.zeros(len(new), bool), 0
+    if far_ones:
+        far = np.flatnonzero(np.abs(tack - ref) > span)
+        cls = history.lookup(tack[far], window, None)
+        known[far[cls != NEW]] = True
+        dups += history.holding(cls, slot[new[far]])
+    if there:
+        cls = elsewhere.lookup(tack, window, None)
+        cls[known] = NEW  # found in the history already
+        known |= cls != NEW
+        dups += elsewhere.holding(cls, slot[new])
+    return (known, dups) if np.count_nonzero(known) else (None, 0)
+
+
 def nearest(sorted_values: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index into ``sorted_values`` (non-empty) of the element nearest each ``x``, and |distance|.
 
