@@ -14,7 +14,8 @@ bit-reversed: wire bit ``i`` is phase bit ``7 - i``. Decoded patterns are ``(L, 
 0/1 with time along the first axis, as in the original SSDAQ classes, whose property names are
 kept (``tack_time``, ``phase``, ``phase_index``, ``ro_count``, ``pps_count``, ``clock_count``,
 ``source``, ``busy``, ``trigg``, ``trigg_union``, ``message_type``, ``error_flags``,
-``readout_length``, ``trigg_pattrns``). Two deliberate changes from the original:
+``readout_length``, ``trigg_pattrns``). The tables between backplane trigger bits and super-pixels
+are in :mod:`ssdaq.data.mapping`. Two deliberate changes from the original:
 
 * ``phase_index`` is the position of the phase bit (bit k -> k, 0..7); the original computed
   ``int(log2(phase + 1))`` and gave 1 for both bit 0 and bit 1.
@@ -374,30 +375,3 @@ _TYPES: dict[int, type[TriggerPacket]] = {
     cls.mtype: cls
     for cls in (NominalTriggerPacketV1, BusyTriggerPacketV1, TriggerPacketV2, TriggerPacketV3)
 }
-
-
-def _sp_table(values: list[int]) -> np.ndarray:
-    return _frozen(np.array(values, dtype=np.intp))
-
-
-# Backplane trigger mask bit <-> super-pixel within one module, for the two module flavours.
-MASK2SP_A = _sp_table([6, 7, 14, 12, 4, 5, 15, 13, 3, 2, 8, 11, 1, 0, 10, 9])
-MASK2SP_B = _sp_table([9, 10, 0, 1, 11, 8, 2, 3, 13, 15, 5, 4, 12, 14, 7, 6])
-SP2MASK_A = _sp_table([13, 12, 9, 8, 4, 5, 0, 1, 10, 15, 14, 11, 3, 7, 2, 6])
-SP2MASK_B = _sp_table([2, 3, 6, 7, 11, 10, 15, 14, 5, 0, 1, 4, 12, 8, 13, 9])
-MODULE_MASK_FLAVOUR = _sp_table([0, 1, 0, 1] + [1, 0] * 12 + [0, 1, 0, 1])  # 0 = A, 1 = B
-
-
-def _camera_table(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _frozen(
-        np.concatenate(
-            [(b if flavour else a) + 16 * tm for tm, flavour in enumerate(MODULE_MASK_FLAVOUR)]
-        )
-    )
-
-
-SP2BPTRIGG = _camera_table(MASK2SP_A, MASK2SP_B)
-"""Camera-wide table of the original ``get_SP2bptrigg_mapping()`` (built from the Mask2SP
-tables)."""
-BPTRIGG2SP = _camera_table(SP2MASK_A, SP2MASK_B)
-"""Camera-wide table of the original ``get_bptrigg2SP_mapping()``; the inverse of SP2BPTRIGG."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
-from ssdaq.core.datagrams import DatagramBatch
+from ssdaq.core.datagram_batch import DatagramBatch
 from ssdaq.core.errors import CommandError, ConfigError
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import (
