@@ -32,7 +32,7 @@ class DatagramBatch:
         self.arrival_ns = np.zeros(batch, dtype=np.int64)
 
     def payload(self, i: int) -> memoryview:
-        return memoryview(self.data[i, : self.lengths[i]])
+        return self.data[i, : self.lengths[i]].data
 
     def sender(self, i: int) -> tuple[str, int]:
         """(address, port) of datagram ``i``."""

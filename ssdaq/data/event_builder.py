@@ -69,8 +69,7 @@ class AssemblerSettings:
 
 
 def _check(s: AssemblerSettings, expected_slots: tuple[int, ...]) -> None:
-    """Reject settings the builder cannot work with (beyond the declared ranges, which only a
-    loaded file is checked against)."""
+    """Reject settings the builder cannot work with (the declared ranges check only files)."""
     for name in ("readout_window_ns", "max_open_readouts", "closed_history", "tack_reset_ns"):
         if not 1 <= getattr(s, name) <= TACK_LIMIT:
             raise ValueError(f"{name} must be in 1..2**62, got {getattr(s, name)}")
@@ -184,7 +183,8 @@ class EventBuilder:
         again when data resumes after every expected module was silent that long: a camera
         coming back must not publish its first module's records alone, as if the rest were
         absent."""
-        return now - np.fmax(self.last_seen, self._floor) < self.settings.module_timeout_s
+        heard: np.ndarray = np.fmax(self.last_seen, self._floor)
+        return now - heard < self.settings.module_timeout_s
 
     def _waived(self, now: float) -> np.ndarray:
         """Slots a readout does not wait for: not expected, or not ``alive``."""

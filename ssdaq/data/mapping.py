@@ -27,7 +27,7 @@ module and ``SP2BPTRIGG``/``BPTRIGG2SP`` camera-wide (the 512 SPs of the trigger
 import numpy as np
 
 
-def _frozen(values: list[int] | np.ndarray) -> np.ndarray:
+def _frozen(values: list[int] | list[tuple[int, int]] | np.ndarray) -> np.ndarray:
     array = np.array(values, dtype=np.intp)
     array.setflags(write=False)
     return array

@@ -31,7 +31,8 @@ def records_to_mv(words: np.ndarray, out: np.ndarray) -> np.ndarray:
     counts[..., :32] = words[..., _LO]
     counts[..., 32:] = words[..., _HI]
     counts ^= ADC_SIGN
-    return np.multiply(counts, MV_PER_COUNT, out=out)
+    np.multiply(counts, MV_PER_COUNT, out=out)
+    return out
 
 
 @dataclass(frozen=True, eq=False)

@@ -277,7 +277,8 @@ def _decode_uniform(rows: np.ndarray, slot: np.ndarray) -> RecordBatch:
 
 
 def _tacks(stamps: np.ndarray) -> np.ndarray:
-    return np.minimum(stamps, TACK_LIMIT).astype(np.int64)
+    tacks: np.ndarray = np.minimum(stamps, TACK_LIMIT).astype(np.int64)
+    return tacks
 
 
 def _sender_text(sources: Addresses, i: int) -> str:

@@ -140,7 +140,7 @@ class ClosedHistory:
         ``ref`` is the builder's reference TACK and ``span`` its ``tack_reset_ns``: a TACK
         farther than ``span`` below ``ref`` may be a counter reset, so it is never late.
         """
-        if not self.len:
+        if not self.len or self.high is None:  # (``high`` is set once anything was added)
             return None
         low = self.low
         if ref is not None and low is not None and low > ref + span:
@@ -148,10 +148,10 @@ class ClosedHistory:
         top = (self.high if low is None else max(self.high, low)) + window
         if int(tack.min()) >= top:
             return None
-        ask = tack < top
+        below = tack < top
         if ref is not None:
-            ask &= tack >= ref - span
-        ask = ask.nonzero()[0]
+            below &= tack >= ref - span
+        ask = below.nonzero()[0]
         if not len(ask):
             return None
         cls = np.full(len(tack), NEW)

@@ -197,6 +197,17 @@ class TriggerPacket(ABC):
         return self.pack()
 
     @property
+    def _patterns(self) -> np.ndarray:
+        """``trigger_patterns``, which ``__post_init__`` always sets (None is for the caller)."""
+        assert self.trigger_patterns is not None
+        return self.trigger_patterns
+
+    @property
+    def _union(self) -> np.ndarray:
+        assert self.trigg_union is not None
+        return self.trigg_union
+
+    @property
     def phase_index(self) -> int:
         """Position of the phase bit: 1 -> 0, 2 -> 1, ..., 128 -> 7 (the row ``trigg`` reads)."""
         return self.phase.bit_length() - 1
@@ -204,17 +215,18 @@ class TriggerPacket(ABC):
     @property
     def readout_length(self) -> int:
         """Number of pattern samples (16 for V1)."""
-        return self.trigger_patterns.shape[0]
+        return int(self._patterns.shape[0])
 
     @property
     def trigg(self) -> np.ndarray:
         """The 512 SP trigger bits of the sample at the trigger phase."""
-        return self.trigger_patterns[self.phase_index]
+        row: np.ndarray = self._patterns[self.phase_index]
+        return row
 
     @property
     def trigg_pattrns(self) -> np.ndarray:
         """The original SSDAQ name of ``trigger_patterns``."""
-        return self.trigger_patterns
+        return self._patterns
 
     @property
     @abstractmethod
@@ -222,7 +234,7 @@ class TriggerPacket(ABC):
         """True for a trigger that arrived while the camera was busy (no readout)."""
 
     def _pattern_bytes(self, sps: np.ndarray | slice) -> bytes:
-        return np.packbits(self.trigger_patterns[:, sps].T).tobytes()
+        return np.packbits(self._patterns[:, sps].T).tobytes()
 
     def _describe(self) -> list[tuple[str, object]]:
         return [
@@ -234,7 +246,7 @@ class TriggerPacket(ABC):
             ("source", self.source),
             ("busy", self.busy),
             ("readout_length", self.readout_length),
-            ("triggered_sps", int(self.trigg_union.sum())),
+            ("triggered_sps", int(self._union.sum())),
         ]
 
     def __repr__(self) -> str:
@@ -282,7 +294,7 @@ class NominalTriggerPacketV1(TriggerPacket):
             _HEAD.pack(MAGIC, self.mtype),
             _V1_BODY.pack(self.spare, self.tack_time, _REVERSED[self.phase]),
             self._pattern_bytes(slice(None)),
-            np.packbits(self.trigg_union).tobytes(),
+            np.packbits(self._union).tobytes(),
             _V1_TAIL.pack(*(getattr(self, name) for name in _V1_TAIL_FIELDS)),
         )
         return b"".join(parts)
@@ -338,8 +350,8 @@ class TriggerPacketV2(TriggerPacket):
         parts = (
             _HEAD.pack(MAGIC, self.mtype),
             body,
-            np.packbits(self.trigg_union).tobytes(),
-            self._pattern_bytes(self._sent_sps(self.trigg_union)),
+            np.packbits(self._union).tobytes(),
+            self._pattern_bytes(self._sent_sps(self._union)),
         )
         return b"".join(parts)
 
@@ -359,7 +371,7 @@ class TriggerPacketV3(TriggerPacketV2):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        dropped = self.trigger_patterns.any(axis=0) & ~self.trigg_union
+        dropped = self._patterns.any(axis=0) & ~self._union
         if dropped.any():
             raise ValueError(
                 f"SPs {np.flatnonzero(dropped).tolist()} triggered but are not in trigg_union, "

@@ -201,6 +201,7 @@ def test_old_constructor_keywords_map_onto_the_settings(runtime_dir: Path) -> No
     finally:
         rx.reader.close()
         rx.release()
+        rx.loop.close()
 
 
 def _queued(sock: socket.socket) -> None:
@@ -236,6 +237,7 @@ def test_one_batch_goes_down_the_path_and_comes_back_up_once(runtime_dir: Path) 
     finally:
         rx.reader.close()
         rx.release()
+        rx.loop.close()
     print("readout path:", " -> ".join(path.visits))
     assert path.callbacks == []
     assert {f: callers for f, callers in path.callers().items() if len(callers) > 1} == {}

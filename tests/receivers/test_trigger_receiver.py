@@ -141,6 +141,7 @@ def test_one_batch_goes_down_the_path_and_comes_back_up_once(runtime_dir) -> Non
     finally:
         rx.reader.close()
         rx.release()
+        rx.loop.close()
         rx._schedule(False)  # the receiver set SCHED_BATCH on every thread of this process
     print("trigger path:", " -> ".join(path.visits))
     assert path.callbacks == []
