@@ -4,12 +4,13 @@ The input is what a ``recvmmsg`` reader hands the assembler: batches of 64 datag
 ``uint8`` buffer, with lengths and raw sender addresses, from 32 modules sending 10 records per
 datagram, readouts 100 us apart (10 000 readouts/s of camera time). The readout pipeline is
 driven as the receiver drives it: ``feed`` per batch (decode, match, rows, counts and the next
-deadline), and ``expire`` once that deadline passes, with the clock following camera time. Each figure is per published readout, the best
-of five rounds (CPU time of this process), beside two baselines measured in the same run: a plain
-numpy copy of the same bytes (the floor) and the old assembler's way, ``struct.unpack`` of every
-record with the mV conversion in Python. A batch costs a fixed number of numpy calls, so larger
-batches (a reader draining more per wake-up) cost less per readout; batches that do not hold
-whole readouts leave readouts open for the next batch to match, as a live reader's do.
+deadline), and ``expire`` once that deadline passes, with the clock following camera time. Each
+figure is per published readout, the best of five rounds (CPU time of this process), beside two
+baselines measured in the same run: a plain numpy copy of the same bytes (the floor) and the
+old assembler's way, ``struct.unpack`` of every record with the mV conversion in Python. A batch
+costs a fixed number of numpy calls, so larger batches (a reader draining more per wake-up) cost
+less per readout; batches that do not hold whole readouts leave readouts open for the next batch
+to match, as a live reader's do.
 Bounded: about 15 s.
 """
 

@@ -3,7 +3,8 @@
 A receiver declares its settings once, with :func:`setting` (defined in :mod:`ssdaq.schema`);
 from that declaration come the defaults, :func:`load` (which rejects unknown keys, wrong types
 and out-of-range values with a :class:`ConfigError` naming file and ``table.key``) and
-:func:`render` (the commented TOML shipped in ``etc/ssdaq/``). TOML is data: nothing in it is evaluated.
+:func:`render` (the commented TOML shipped in ``etc/ssdaq/``). TOML is data: nothing in it is
+evaluated.
 
 Supported field types: ``bool``, ``int``, ``float``, ``str``, ``tuple[str, ...]``, a nested
 settings dataclass (a TOML table), ``tuple[<dataclass>, ...]`` (an array of tables) and

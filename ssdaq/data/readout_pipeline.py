@@ -45,8 +45,8 @@ class ReadoutPipeline:
     """Decode -> match -> rows for the ``[assembler]`` settings and a sender -> slot map.
 
     ``feed`` takes a batch as a batched reader hands it over: ``data`` (rows of datagram bytes),
-    ``lengths``, ``sources`` (see ``slowsignal.ModuleMap.slots``) and ``arrival_ns`` (UTC ns per
-    datagram, or one for all). ``expire`` is for the timer, ``flush`` for shutdown. ``builder`` is read for
+    ``lengths``, ``sources`` (see ``slowsignal.ModuleMap.slots``) and ``arrival_ns`` (UTC ns
+    per datagram, or one for all). ``expire`` is for the timer, ``flush`` for shutdown. ``builder`` is read for
     ``status`` (per-module figures, open readouts, totals).
     """
 

@@ -1,11 +1,11 @@
 """ReadoutAssembler (``ssdaq-receiver readout``): slow-signal datagrams of 32 modules -> SSReadouts.
 
 Datagrams are read in batches (``recvmmsg``) and handed to the pure
-:class:`~ssdaq.data.readout_pipeline.ReadoutPipeline` (decode, TACK matching, rows), whose output
-goes to the publishers and whose counts go to the counters as they are; a readout is published as soon as every live expected module has
-contributed, or when its ``max_wait_s`` deadline passes (a timer, not the next packet). Readout
-numbers rise by exactly 1 per published readout and continue across restarts (kept in the state
-directory). At stop, input is left in the kernel for the successor and every open readout,
+:class:`~ssdaq.data.readout_pipeline.ReadoutPipeline` (decode, TACK matching, rows), whose
+output goes to the publishers and whose counts go to the counters as they are. A readout is
+published as soon as every live expected module has contributed, or when its ``max_wait_s``
+deadline passes (a timer, not the next packet). Readout numbers rise by exactly 1 per
+published readout and continue across restarts (kept in the state directory). At stop, input is left in the kernel for the successor and every open readout,
 partial ones included, is published before exit: a readout that straddles a restart may
 therefore appear as two partial readouts with the same TACK.
 
