@@ -30,8 +30,8 @@ class Output:
     """What one call produced.
 
     ``readouts``: numbered from the ``first_number`` passed in, in publish order (see
-    ``Published``). ``counts``: counter name -> how many this call counted, for names in
-    ``COUNTERS``. ``peers``: a sender (text) per rejected reason, for the log line.
+    ``Published``). ``counts``: counter name -> how many this call counted, for the names in
+    ``COUNTERS`` it counted any of. ``peers``: a sender (text) per rejected reason, for the log line.
     ``next_deadline``: when to call ``expire`` (monotonic s), None if nothing is open.
     """
 
@@ -72,5 +72,5 @@ class ReadoutPipeline:
     def _output(self, built: Published, rejected: dict[str, int] | None = None,
                 peers: dict[str, str] | None = None) -> Output:
         counts = dict(rejected or {})
-        counts.update(self.builder.take_counts().as_dict())
+        counts.update((k, n) for k, n in self.builder.take_counts().as_dict().items() if n)
         return Output(built, counts, self.builder.next_deadline(), peers or {})

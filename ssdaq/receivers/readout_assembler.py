@@ -146,7 +146,7 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
         elif len(ro.rows):
             self.numbers.next += len(ro.rows)  # the pipeline numbered them from numbers.next
             self.publish_many(ro.rows)
-            if out.counts["complete"]:
+            if "complete" in out.counts:
                 self.latency.add(time.time_ns() - ro.arrived_ns[ro.complete])
             if self._debug is not None:
                 h = ro.header
