@@ -26,7 +26,7 @@ second bounded history, ``_elsewhere``; the two swap roles at a reset, and
 datagram is never published twice while its readout is remembered.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -92,11 +92,11 @@ class BuilderCounts:
     tack_resets: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return dict(vars(self))  # (``dataclasses.asdict`` deep-copies: 10x the cost, per batch)
 
     def add(self, other: "BuilderCounts") -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name, n in vars(other).items():
+            setattr(self, name, getattr(self, name) + n)
 
 
 class _Records(NamedTuple):
@@ -115,10 +115,9 @@ class EventBuilder:
     """Groups records into readouts by TACK; see the module docstring for the rules.
 
     ``add`` (a decoded batch), ``expire`` (timer) and ``flush`` (shutdown) return ``Published``,
-    numbered from their ``first_number``; ``take_counts`` hands over what was counted since it was
-    last called. ``expected_slots``: the modules a readout waits for. Per-slot ``packets``,
-    ``records`` and ``last_seen`` (monotonic s, NaN = never) and ``counts`` (totals) are for
-    ``status``.
+    numbered from their ``first_number``; ``take_counts`` hands over what was counted since its
+    last call. ``expected_slots``: the modules a readout waits for. Per-slot ``packets``,
+    ``records``, ``last_seen`` (monotonic s, NaN = never) and ``counts`` (totals): for ``status``.
     """
 
     def __init__(self, settings: AssemblerSettings, now: float,
@@ -395,5 +394,6 @@ class EventBuilder:
 
 
 def _numbered(published: Published, first: int) -> Published:
-    published.number(first)
+    if len(published.rows):
+        published.number(first)
     return published
