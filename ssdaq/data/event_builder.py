@@ -166,15 +166,16 @@ class EventBuilder:
     @property
     def counts(self) -> BuilderCounts:
         """Everything counted since the builder was made."""
-        total = BuilderCounts()
-        total.add(self._counted)
+        total = BuilderCounts(**vars(self._counted))
         total.add(self._counting)
         return total
 
-    def take_counts(self) -> BuilderCounts:
-        """What was counted since the last call: each count is handed over exactly once."""
-        taken, self._counting = self._counting, BuilderCounts()
-        self._counted.add(taken)
+    def take_counts(self) -> dict[str, int]:
+        """What was counted since the last call (the names counted), each count handed over once."""
+        taken = {name: n for name, n in vars(self._counting).items() if n}
+        if taken:
+            self._counted.add(self._counting)
+            self._counting = BuilderCounts()
         return taken
 
     def alive(self, now: float) -> np.ndarray:
@@ -394,6 +395,5 @@ class EventBuilder:
 
 
 def _numbered(published: Published, first: int) -> Published:
-    if len(published.rows):
-        published.number(first)
+    published.number(first)
     return published

@@ -72,5 +72,5 @@ class ReadoutPipeline:
     def _output(self, built: Published, rejected: dict[str, int] | None = None,
                 peers: dict[str, str] | None = None) -> Output:
         counts = dict(rejected or {})
-        counts.update((k, n) for k, n in self.builder.take_counts().as_dict().items() if n)
+        counts.update(self.builder.take_counts())
         return Output(built, counts, self.builder.next_deadline(), peers or {})

@@ -89,6 +89,8 @@ class Published:
 
     def number(self, first: int) -> int:
         """Write readout numbers ``first, first + 1, ...`` into the headers; return the next one."""
+        if not len(self.rows):
+            return first
         self.header[:, 0] = np.arange(first, first + len(self), dtype=np.uint64)
         return first + len(self)
 
