@@ -2,14 +2,15 @@
 
 The input is what a ``recvmmsg`` reader hands the assembler: batches of 64 datagrams in a
 ``uint8`` buffer, with lengths and raw sender addresses, from 32 modules sending 10 records per
-datagram, readouts 100 us apart (10 000 readouts/s of camera time). The builder is driven as the
-receiver drives it: ``add`` per batch, then ``next_deadline`` to arm the timer, and ``expire`` once
-that passes, with the clock following camera time. Each figure is per published readout, the best
-of five rounds (CPU time of this process), beside two baselines measured in the same run: a plain
-numpy copy of the same bytes (the floor) and the old assembler's way, ``struct.unpack`` of every
-record with the mV conversion in Python. A batch costs a fixed number of numpy calls, so larger
-batches (a reader draining more per wake-up) cost less per readout; batches that do not hold
-whole readouts leave readouts open for the next batch to match, as a live reader's do.
+datagram, readouts 100 us apart (10 000 readouts/s of camera time). The readout pipeline is
+driven as the receiver drives it: ``feed`` per batch (decode, match, rows, counts and the next
+deadline), and ``expire`` once that deadline passes, with the clock following camera time. Each
+figure is per published readout, the best of five rounds (CPU time of this process), beside two
+baselines measured in the same run: a plain numpy copy of the same bytes (the floor) and the
+old assembler's way, ``struct.unpack`` of every record with the mV conversion in Python. A batch
+costs a fixed number of numpy calls, so larger batches (a reader draining more per wake-up) cost
+less per readout; batches that do not hold whole readouts leave readouts open for the next batch
+to match, as a live reader's do.
 Bounded: about 15 s.
 """
 
@@ -19,7 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ssdaq.data.event_builder import BuilderSettings, EventBuilder
+from ssdaq.data.event_builder import AssemblerSettings
+from ssdaq.data.readout_pipeline import ReadoutPipeline
 from ssdaq.data.slowsignal import RECORD_BYTES, ModuleMap, decode, ipv4_raw
 from ssdaq.simulators.tm import Packets, TMSimConfig, source_address
 
@@ -60,20 +62,19 @@ def _best(stages: list[tuple[str, Callable[[], int]]], rounds: int) -> list[tupl
 def _build(stream: list, modules: int = MODULES) -> Callable[[], int]:
     """The receiver's calls over ``stream``. A module that never sends is absent after
     ``module_timeout_s`` of camera time; until then its readouts wait ``max_wait_s``."""
-    settings = BuilderSettings(readout_window_ns=20_000, max_wait_s=0.002, module_timeout_s=0.005)
+    settings = AssemblerSettings(readout_window_ns=20_000, max_wait_s=0.002, module_timeout_s=0.005)
     datagram_s = RECORDS / RATE / modules  # camera time per datagram
 
     def go() -> int:
-        builder, module_map, published, now = EventBuilder(settings, now=0.0), ModuleMap(), 0, 0.0
+        pipeline, published, now = ReadoutPipeline(settings, ModuleMap(), now=0.0), 0, 0.0
         for buf, lengths, senders in stream:
             now += len(lengths) * datagram_s
-            batch = decode(buf, lengths, senders, module_map)
-            published += len(builder.add(batch, now, WALL_NS))
-            deadline = builder.next_deadline()
-            if deadline is not None and deadline <= now:
-                published += len(builder.expire(now))
-        published += len(builder.flush())
-        counts = builder.counts
+            out = pipeline.feed(buf, lengths, senders, WALL_NS, now, published + 1)
+            published += len(out.readouts.rows)
+            if out.next_deadline is not None and out.next_deadline <= now:
+                published += len(pipeline.expire(now, published + 1).readouts.rows)
+        published += len(pipeline.flush(published + 1).readouts.rows)
+        counts = pipeline.builder.counts
         assert counts.late == counts.duplicate == counts.evicted == 0
         return published
 

@@ -1,9 +1,10 @@
 """Declared settings: one frozen dataclass per TOML table, validated on load, rendered as TOML.
 
-A receiver declares its settings once, with :func:`setting`; from that declaration come the
-defaults, :func:`load` (which rejects unknown keys, wrong types and out-of-range values with a
-:class:`ConfigError` naming file and ``table.key``) and :func:`render` (the commented TOML shipped
-in ``etc/ssdaq/``). TOML is data: nothing in it is evaluated.
+A receiver declares its settings once, with :func:`setting` (defined in :mod:`ssdaq.schema`);
+from that declaration come the defaults, :func:`load` (which rejects unknown keys, wrong types
+and out-of-range values with a :class:`ConfigError` naming file and ``table.key``) and
+:func:`render` (the commented TOML shipped in ``etc/ssdaq/``). TOML is data: nothing in it is
+evaluated.
 
 Supported field types: ``bool``, ``int``, ``float``, ``str``, ``tuple[str, ...]``, a nested
 settings dataclass (a TOML table), ``tuple[<dataclass>, ...]`` (an array of tables) and
@@ -20,44 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ssdaq.core.errors import ConfigError
+# declared in ssdaq.schema so that ssdaq.data, which imports nothing from core, can use them
+from ssdaq.schema import setting as setting, table as table, tables as tables
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 T = TypeVar("T", bound="DataclassInstance")
-
-
-def setting(
-    default: Any = dataclasses.MISSING,
-    *,
-    help: str,
-    default_factory: Any = dataclasses.MISSING,
-    min: float | None = None,
-    max: float | None = None,
-    choices: tuple[str, ...] | None = None,
-) -> Any:
-    """Declare one setting: its default, the comment rendered above it, and its valid range.
-
-    Units belong in the name (``…_ns``, ``…_s``, ``…_bytes``) so they show in the TOML too.
-    """
-    meta = {"help": help, "min": min, "max": max, "choices": choices}
-    if default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
-
-
-def table(cls: type[T], help: str = "", **overrides: Any) -> Any:
-    """Declare a nested table whose defaults are ``cls(**overrides)``."""
-    return setting(default_factory=lambda: cls(**overrides), help=help or _first_line(cls))
-
-
-def tables(*items: Any, help: str) -> Any:
-    """Declare an array of tables defaulting to ``items``."""
-    return setting(default_factory=lambda: tuple(items), help=help)
-
-
-def _first_line(cls: type) -> str:
-    return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
 
 def _hints(cls: type) -> dict[str, Any]:

@@ -15,7 +15,6 @@ moment after the first socket of the system asks; datagrams before that are stam
 import asyncio
 import ctypes
 import errno
-import ipaddress
 import select
 import socket
 import time
@@ -23,12 +22,14 @@ from collections.abc import Callable
 
 import numpy as np
 
+# the batch a handler gets is declared apart (see there why); importable from here as before
+from ssdaq.core.datagram_batch import NAME_BYTES
+from ssdaq.core.datagram_batch import DatagramBatch as DatagramBatch
 from ssdaq.core.mmsg import MMSG_BYTES, IOVec, MMsgHdr, MsgHdr, recvmmsg
 
 SO_RXQ_OVFL = 40
 SO_TIMESTAMPNS = 35  # also the control message's type (SCM_TIMESTAMPNS): a struct timespec
 MSG_TRUNC = 0x20
-_NAME_BYTES = 128  # sizeof(struct sockaddr_storage)
 # Control messages on 64-bit Linux: a 16-byte cmsghdr (len, level, type), then the data, padded
 # to 8. The kernel writes the timestamp before the drop counter, and the counter only once the
 # socket has dropped something.
@@ -44,40 +45,6 @@ def _field_view(hdrs: "ctypes.Array[MMsgHdr]", field: str, dtype: type[np.generi
     offset = getattr(MsgHdr, field).offset if hasattr(MsgHdr, field) else getattr(MMsgHdr, field).offset
     raw = np.frombuffer(memoryview(hdrs), dtype=np.uint8)
     return np.ndarray((n,), dtype=dtype, buffer=raw, offset=offset, strides=(MMSG_BYTES,))
-
-
-class DatagramBatch:
-    """The datagrams of one ``recvmmsg`` call. Arrays are reused: copy what must outlive the call.
-
-    ``data[i, :lengths[i]]`` is datagram ``i``; ``ipv4`` holds IPv4 senders as uint32 in network
-    byte order (the bytes of ``sin_addr``) on an IPv4 socket; :meth:`sender` works for both families.
-    """
-
-    def __init__(self, batch: int, max_bytes: int, family: int) -> None:
-        self.family = family
-        self.count = 0
-        self.data = np.zeros((batch, max_bytes), dtype=np.uint8)
-        self.names = np.zeros((batch, _NAME_BYTES), dtype=np.uint8)
-        self.lengths = np.zeros(batch, dtype=np.int64)
-        self.ipv4 = self.names[:, 4:8].copy().view(np.uint32).ravel()
-        # UTC ns each datagram arrived: the kernel's receive time if the reader asks for
-        # timestamps, else the time of the call that returned the batch
-        self.arrival_ns = np.zeros(batch, dtype=np.int64)
-
-    def payload(self, i: int) -> memoryview:
-        return self.data[i, : self.lengths[i]].data
-
-    def sender(self, i: int) -> tuple[str, int]:
-        """(address, port) of datagram ``i``."""
-        name = self.names[i]
-        port = int(name[2]) << 8 | int(name[3])
-        if self.family == socket.AF_INET6:
-            return str(ipaddress.IPv6Address(name[8:24].tobytes())), port
-        return str(ipaddress.IPv4Address(name[4:8].tobytes())), port
-
-    def addresses(self) -> list[str]:
-        """Sender address strings of the whole batch (for explicit address -> module maps)."""
-        return [self.sender(i)[0] for i in range(self.count)]
 
 
 class DatagramReader:
@@ -164,7 +131,7 @@ class DatagramReader:
     def _receive(self, n_max: int) -> int:
         """One recvmmsg call; returns how many datagrams it took (the batch keeps the valid ones)."""
         self.batch.count = 0
-        self._namelen[:] = _NAME_BYTES
+        self._namelen[:] = NAME_BYTES
         self._controllen[:] = _CONTROL_BYTES
         n: int = recvmmsg(self.sock.fileno(), self._hdrs, n_max, socket.MSG_DONTWAIT | MSG_TRUNC, None)
         if n < 0:

@@ -21,59 +21,63 @@ counted as late until the new TACKs pass the old ones.
 
 Closed readouts too far from ``ref`` for the history's late/duplicate rules (the old counter's
 after a reset, a far-future one, the new counter's before its reset is seen) are kept in a
-second bounded history, ``_elsewhere``, and the two swap roles at a reset. A record far from
-``ref``, or within the span of ``_elsewhere``, that exactly matches a readout kept there is a
-duplicate (or late), not a new readout: a copied datagram is never published twice while its
-readout is remembered. Both lookups are skipped unless a batch's TACKs reach those ranges.
+second bounded history, ``_elsewhere``; the two swap roles at a reset, and
+:func:`~ssdaq.data.tack_match.seen_before` finds copies of what either holds, so a copied
+datagram is never published twice while its readout is remembered.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from ssdaq.data.readout import HEADER, N_TM, N_TM_PIX, SSREADOUT_BYTES
-from ssdaq.data.slowsignal import RECORD_BYTES, TACK_LIMIT, RecordBatch, records_to_mv
-from ssdaq.data.tack_match import NEW, ClosedHistory, OpenAnchors, group
+from ssdaq.data import readout_rows
+from ssdaq.data.readout import N_TM
+from ssdaq.data.readout_rows import Published
+from ssdaq.data.slowsignal import RECORD_BYTES, TACK_LIMIT, RecordBatch
+from ssdaq.data.tack_match import NEW, ClosedHistory, OpenAnchors, group, seen_before
+from ssdaq.schema import setting
 
-ROW_WORDS = SSREADOUT_BYTES // 8  # 2052 float64: the header's 4 u64 then 32 x 64 mV
-HEADER_WORDS = HEADER.size // 8
-_NS = 1_000_000_000
+ALL_SLOTS = tuple(range(N_TM))
 # A record as one opaque 144-byte scalar: fancy indexing then copies it whole, where a row of
 # 72 words costs a strided copy per record.
 _RECORD = np.dtype((np.void, RECORD_BYTES))
 
 
 @dataclass(frozen=True)
-class BuilderSettings:
-    """Event-building settings; the receiver maps its ``[assembler]`` table onto these.
+class AssemblerSettings:
+    """Event building: which records form one readout, and how long a readout waits."""
 
-    ``readout_window_ns``: records this close to a readout's anchor belong to it (keep it below
-    half the readout spacing). ``max_wait_s``: a readout is published this long after it opened
-    at the latest. ``module_timeout_s``: a module silent this long is absent and not waited for.
-    ``max_open_readouts``: beyond it the oldest open readout is published early (``evicted``).
-    ``closed_history``: closed readouts remembered to tell late and duplicate records.
-    ``tack_reset_ns``: a backwards TACK jump beyond this is a counter reset, not late data.
-    ``expected_slots``: the modules a readout waits for.
-    """
+    readout_window_ns: int = setting(
+        10_000_000, help="Records whose TACKs differ by less than this belong to one readout;\n"
+        "keep it below half the spacing of readouts", min=1)
+    max_wait_s: float = setting(
+        0.5, help="A readout missing a live module is published this long after it opened", min=0.001)
+    module_timeout_s: float = setting(
+        5.0, help="A module silent this long is absent: readouts stop waiting for it until it sends",
+        min=0.01)
+    max_open_readouts: int = setting(
+        1000, help="Readouts being built at once; beyond it the oldest is published early (evicted)",
+        min=1, max=1_000_000)
+    closed_history: int = setting(
+        4096, help="Published readouts remembered to tell late and duplicate records", min=1)
+    tack_reset_ns: int = setting(
+        10_000_000_000, help="A backwards TACK jump larger than this is a counter reset, not late data",
+        min=1)
+    relaxed_ip_range: bool = setting(
+        False, help="Old rule for senders outside .100-.131: slot = last octet % 100 % 32")
 
-    readout_window_ns: int = 10_000_000
-    max_wait_s: float = 0.5
-    module_timeout_s: float = 5.0
-    max_open_readouts: int = 1000
-    closed_history: int = 4096
-    tack_reset_ns: int = 10 * _NS
-    expected_slots: tuple[int, ...] = tuple(range(N_TM))
 
-    def __post_init__(self) -> None:
-        for name in ("readout_window_ns", "max_open_readouts", "closed_history", "tack_reset_ns"):
-            if not 1 <= getattr(self, name) <= TACK_LIMIT:
-                raise ValueError(f"{name} must be in 1..2**62, got {getattr(self, name)}")
-        for name in ("max_wait_s", "module_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not self.expected_slots or not set(self.expected_slots) <= set(range(N_TM)):
-            raise ValueError(f"expected_slots must be slots in 0..{N_TM - 1}")
+def _check(s: AssemblerSettings, expected_slots: tuple[int, ...]) -> None:
+    """Reject settings the builder cannot work with (the declared ranges check only files)."""
+    for name in ("readout_window_ns", "max_open_readouts", "closed_history", "tack_reset_ns"):
+        if not 1 <= getattr(s, name) <= TACK_LIMIT:
+            raise ValueError(f"{name} must be in 1..2**62, got {getattr(s, name)}")
+    for name in ("max_wait_s", "module_timeout_s"):
+        if not getattr(s, name) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(s, name)}")
+    if not expected_slots or not set(expected_slots) <= set(ALL_SLOTS):
+        raise ValueError(f"expected_slots must be slots in 0..{N_TM - 1}")
 
 
 @dataclass
@@ -88,65 +92,11 @@ class BuilderCounts:
     tack_resets: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return dict(vars(self))  # (``dataclasses.asdict`` deep-copies: 10x the cost, per batch)
 
-
-@dataclass(frozen=True, eq=False)
-class Published:
-    """Readouts in publish order; ``rows[i]`` is readout i's 16 416 bytes once numbered.
-
-    Each row is float64 in SSReadout layout: the first 4 elements are the ``<4Q`` header viewed as
-    float64 (readout number 0 until ``number()``, TACK of the lowest slot present, CPU seconds,
-    CPU ns), then 32 x 64 mV with NaN rows for absent modules. The arrays belong to the caller.
-    The CPU time is UTC: the arrival wall time of the datagram holding the readout's first record
-    (the kernel's receive timestamp, in the receiver), minus the TACK distance from that record to
-    the last record of its datagram, i.e. an estimate of when the readout was sampled (a datagram
-    is sent after its last record is taken). ``arrived_ns``: UTC ns when the first datagram of the
-    batch that last fed each readout arrived: no later than the readout's last record, so the
-    caller can bound how long building took.
-    """
-
-    rows: np.ndarray
-    complete: np.ndarray
-    n_modules: np.ndarray
-    arrived_ns: np.ndarray
-
-    @classmethod
-    def empty(cls) -> "Published":
-        return cls(np.empty((0, ROW_WORDS)), np.empty(0, bool), np.empty(0, np.intp),
-                   np.empty(0, np.int64))
-
-    @classmethod
-    def concat(cls, parts: list["Published"]) -> "Published":
-        parts = [p for p in parts if len(p)]
-        if len(parts) == 1:
-            return parts[0]
-        if not parts:
-            return cls.empty()
-        return cls(
-            np.concatenate([p.rows for p in parts]),
-            np.concatenate([p.complete for p in parts]),
-            np.concatenate([p.n_modules for p in parts]),
-            np.concatenate([p.arrived_ns for p in parts]),
-        )
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @property
-    def header(self) -> np.ndarray:
-        """(k, 4) uint64 view of the headers."""
-        return self.rows[:, :HEADER_WORDS].view(np.uint64)
-
-    @property
-    def data(self) -> np.ndarray:
-        """(k, 32, 64) mV view."""
-        return self.rows[:, HEADER_WORDS:].reshape(len(self), N_TM, N_TM_PIX)
-
-    def number(self, first: int) -> int:
-        """Write readout numbers ``first, first + 1, ...`` into the headers; return the next one."""
-        self.header[:, 0] = np.arange(first, first + len(self), dtype=np.uint64)
-        return first + len(self)
+    def add(self, other: "BuilderCounts") -> None:
+        for name, n in vars(other).items():
+            setattr(self, name, getattr(self, name) + n)
 
 
 class _Records(NamedTuple):
@@ -164,14 +114,19 @@ class _Records(NamedTuple):
 class EventBuilder:
     """Groups records into readouts by TACK; see the module docstring for the rules.
 
-    ``add`` (a decoded batch), ``expire`` (timer) and ``flush`` (shutdown) return ``Published``.
-    Per-slot ``packets``, ``records`` and ``last_seen`` (monotonic s, NaN = never) and ``counts``
-    are read by the receiver for ``status`` and ``STATUS=``.
+    ``add`` (a decoded batch), ``expire`` (timer) and ``flush`` (shutdown) return ``Published``,
+    numbered from their ``first_number``; ``take_counts`` hands over what was counted since its
+    last call. ``expected_slots``: the modules a readout waits for. Per-slot ``packets``,
+    ``records``, ``last_seen`` (monotonic s, NaN = never) and ``counts`` (totals): for ``status``.
     """
 
-    def __init__(self, settings: BuilderSettings, now: float) -> None:
+    def __init__(self, settings: AssemblerSettings, now: float,
+                 expected_slots: tuple[int, ...] = ALL_SLOTS) -> None:
+        _check(settings, expected_slots)
         self.settings = s = settings
-        self.counts = BuilderCounts()
+        self.expected_slots = expected_slots
+        self._counting = BuilderCounts()  # since the last ``take_counts``
+        self._counted = BuilderCounts()  # taken before
         self.packets = np.zeros(N_TM, np.int64)
         self.records = np.zeros(N_TM, np.int64)
         self.last_seen = np.full(N_TM, np.nan)
@@ -179,11 +134,11 @@ class EventBuilder:
         self._start = self._now = now
         self._heard = -np.inf  # when an expected module last sent
         self._expected = np.zeros(N_TM, bool)
-        self._expected[list(s.expected_slots)] = True
+        self._expected[list(expected_slots)] = True
         self._unexpected = ~self._expected
         # when a slot last counts as heard at the latest: expected slots at ``_start``
         self._floor = np.where(self._expected, now, -np.inf)
-        self._quorum = min(2, len(s.expected_slots))
+        self._quorum = min(2, len(expected_slots))
         cap = s.max_open_readouts
         # Open readouts: raw records per (readout, slot), converted to mV only when published.
         self._raw = np.zeros((cap, N_TM), _RECORD)
@@ -208,18 +163,35 @@ class EventBuilder:
     def n_open(self) -> int:
         return len(self._open)
 
+    @property
+    def counts(self) -> BuilderCounts:
+        """Everything counted since the builder was made."""
+        total = BuilderCounts(**vars(self._counted))
+        total.add(self._counting)
+        return total
+
+    def take_counts(self) -> dict[str, int]:
+        """What was counted since the last call (the names counted), each count handed over once."""
+        taken = {name: n for name, n in vars(self._counting).items() if n}
+        if taken:
+            self._counted.add(self._counting)
+            self._counting = BuilderCounts()
+        return taken
+
     def alive(self, now: float) -> np.ndarray:
         """Slots heard within ``module_timeout_s``. Expected slots count as heard at start, and
         again when data resumes after every expected module was silent that long: a camera
         coming back must not publish its first module's records alone, as if the rest were
         absent."""
-        return now - np.fmax(self.last_seen, self._floor) < self.settings.module_timeout_s
+        heard: np.ndarray = np.fmax(self.last_seen, self._floor)
+        return now - heard < self.settings.module_timeout_s
 
     def _waived(self, now: float) -> np.ndarray:
         """Slots a readout does not wait for: not expected, or not ``alive``."""
         return ~self.alive(now) | self._unexpected
 
-    def add(self, batch: RecordBatch, now: float, wall_ns: int | np.ndarray) -> Published:
+    def add(self, batch: RecordBatch, now: float, wall_ns: int | np.ndarray,
+            first_number: int = 0) -> Published:
         """Take a decoded batch that arrived at ``wall_ns`` (one UTC ns value, or one per
         datagram of the batch, indexed by ``batch.datagram``) and ``now``."""
         self._now = now
@@ -232,7 +204,7 @@ class EventBuilder:
             self.packets += np.bincount(batch.datagram_slot, minlength=N_TM)
             self.records += np.bincount(batch.slot, minlength=N_TM)
             self.last_seen[batch.datagram_slot] = now
-        if not len(batch):
+        if not len(batch.tack):  # (``len(batch)`` would call back into slowsignal)
             return Published.empty()
         if np.ndim(wall_ns) == 0:
             wall, self._batch_ns = wall_ns, int(wall_ns)
@@ -241,18 +213,18 @@ class EventBuilder:
         out: list[Published] = []
         record = np.ascontiguousarray(batch.words).view(_RECORD).reshape(-1)
         self._add(_Records(batch.tack, batch.slot, record, wall - batch.age_ns), now, out)
-        return Published.concat(out)
+        return _numbered(Published.concat(out), first_number)
 
-    def expire(self, now: float) -> Published:
+    def expire(self, now: float, first_number: int = 0) -> Published:
         """Publish readouts whose deadline passed or that no longer wait for an absent module."""
         self._now = now
         ids = self._open.ids
         due = (self._deadline[ids] <= now) | (self._present[ids] | self._waived(now)).all(axis=1)
-        return self._publish(ids[due])
+        return _numbered(self._publish(ids[due]), first_number)
 
-    def flush(self) -> Published:
+    def flush(self, first_number: int = 0) -> Published:
         """Publish every open readout, partial ones included (shutdown)."""
-        return self._publish(self._open.ids)
+        return _numbered(self._publish(self._open.ids), first_number)
 
     def next_deadline(self) -> float | None:
         """When ``expire`` may next publish something (monotonic s), or None if nothing is open."""
@@ -276,8 +248,8 @@ class EventBuilder:
         n_lost = n_new = dup_closed = 0
         if len(lost):
             every = len(lost) == n
-            cls = self._history.classify(rec.tack if every else rec.tack[lost],
-                                         self.settings.readout_window_ns, self.ref,
+            window = self.settings.readout_window_ns
+            cls = self._history.classify(rec.tack if every else rec.tack[lost], window, self.ref,
                                          self.settings.tack_reset_ns)
             new = lost
             if cls is not None:
@@ -285,7 +257,10 @@ class EventBuilder:
                 dup_closed = self._history.holding(cls, rec.slot if every else rec.slot[lost])
                 new = lost[cls == NEW]
             if len(new) and self.ref is not None and (self._history.len or self._elsewhere.len):
-                new, dup_closed = self._seen_before(new, rec, dup_closed)
+                known, dups = seen_before(self._history, self._elsewhere, self.ref, rec.tack[new],
+                                          rec.slot, new, window, self.settings.tack_reset_ns)
+                if known is not None:
+                    new, dup_closed = new[~known], dup_closed + dups
             n_new, n_lost = len(new), len(lost) - len(new)
             if n_new and not self._open_new(new, rec, ro, now, out):
                 half = n // 2  # more new readouts than fit at once: take it in parts
@@ -303,36 +278,6 @@ class EventBuilder:
         self._arrived[touched] = self._batch_ns
         self._move_ref(touched, present)
         out.append(self._publish(touched[(present | self._waived(now)).all(axis=1)]))
-
-    def _seen_before(self, new: np.ndarray, rec: _Records,
-                     dup_closed: int) -> tuple[np.ndarray, int]:
-        """Of records ``new``, those whose readout was published already though the history's
-        rules cannot tell (far from ``ref``, so maybe a new counter; or kept ``_elsewhere``) are
-        not new: duplicates (added to ``dup_closed``) if it held their slot, else late. Only an
-        exact match counts: such a record is never late for being older than something
-        forgotten. Returns the rest, in order. Costs nothing unless their TACKs reach a range
-        that needs asking."""
-        tack = rec.tack[new]
-        window, span = self.settings.readout_window_ns, self.settings.tack_reset_ns
-        lo, hi, there = int(tack.min()), int(tack.max()), self._elsewhere
-        far_ones = self._history.len and (lo < self.ref - span or hi > self.ref + span)
-        elsewhere = there.len and lo < there.high + window and hi > there.lowest - window
-        if not (far_ones or elsewhere):
-            return new, dup_closed
-        known, dups = np.zeros(len(new), bool), 0
-        if far_ones:
-            far = np.flatnonzero(np.abs(tack - self.ref) > span)
-            cls = self._history.lookup(tack[far], window, None)
-            known[far[cls != NEW]] = True
-            dups += self._history.holding(cls, rec.slot[new[far]])
-        if elsewhere:
-            cls = there.lookup(tack, window, None)
-            cls[known] = NEW  # found in the history already
-            known |= cls != NEW
-            dups += there.holding(cls, rec.slot[new])
-        if not np.count_nonzero(known):
-            return new, dup_closed
-        return new[~known], dup_closed + dups
 
     def _open_new(self, new: np.ndarray, rec: _Records, ro: np.ndarray, now: float,
                   out: list[Published]) -> bool:
@@ -373,8 +318,8 @@ class EventBuilder:
         take: np.ndarray | slice = slice(None)
         if n_lost:
             take = (ro >= 0).nonzero()[0]
-            self.counts.duplicate += dup_closed
-            self.counts.late += n_lost - dup_closed
+            self._counting.duplicate += dup_closed
+            self._counting.late += n_lost - dup_closed
         cell = ro[take] * N_TM + slot[take]
         order = np.arange(len(cell))
         self._mark[cell] = order  # where a cell is written twice, one of the writes wins
@@ -386,14 +331,14 @@ class EventBuilder:
         keep[:] = False  # a duplicate: the first copy by arrival must be the one kept
         keep[np.unique(cell, return_index=True)[1]] = True
         keep &= empty
-        self.counts.duplicate += len(cell) - int(np.count_nonzero(keep))
+        self._counting.duplicate += len(cell) - int(np.count_nonzero(keep))
         return order[keep] if isinstance(take, slice) else take[keep], cell[keep]
 
     def _evict(self, n: int, keep: np.ndarray) -> Published:
         """Publish the ``n`` oldest open readouts early, except those in ``keep``."""
         ids = self._open.ids[~np.isin(self._open.ids, keep)]
         ids = ids[np.argsort(self._seq[ids], kind="stable")[:n]]
-        self.counts.evicted += len(ids)
+        self._counting.evicted += len(ids)
         return self._publish(ids)
 
     def _move_ref(self, touched: np.ndarray, present: np.ndarray) -> None:
@@ -413,7 +358,7 @@ class EventBuilder:
         if self.ref is None or int(anchors[0]) >= self.ref - span:
             self.ref = top if self.ref is None else max(self.ref, top)
             return
-        self.counts.tack_resets += 1
+        self._counting.tack_resets += 1
         # the old counter's readouts are now far from ``ref``; the new counter's, published
         # before the reset was seen, were kept far away and are now near
         self._history, self._elsewhere = self._elsewhere, self._history
@@ -433,21 +378,11 @@ class EventBuilder:
             ids = ids[self._seq[ids].argsort()]
         present = self._present[ids]
         raw = self._raw[ids].view(">u2").reshape(k, N_TM, -1)  # 72 words per record
-        complete = (present | self._unexpected).all(axis=1)
-        n_modules = present.sum(axis=1)
-        published = Published(np.empty((k, ROW_WORDS)), complete, n_modules, self._arrived[ids])
-        records_to_mv(raw, published.data)
-        if np.count_nonzero(present) < present.size:
-            published.data[~present] = np.nan
-        lowest = raw[np.arange(k), present.argmax(axis=1), :4]  # its TACK, 4 words
-        cpu = np.maximum(self._cpu_ns[ids], 0)
-        header = published.header
-        header[:, 0] = 0
-        header[:, 1] = np.ascontiguousarray(lowest).view(">u8")[:, 0]
-        header[:, 2], header[:, 3] = np.divmod(cpu, _NS)
-        n_complete = int(np.count_nonzero(complete))
-        self.counts.complete += n_complete
-        self.counts.incomplete += k - n_complete
+        published = readout_rows.close(raw, present, self._unexpected, self._cpu_ns[ids],
+                                       self._arrived[ids])
+        n_complete = int(np.count_nonzero(published.complete))
+        self._counting.complete += n_complete
+        self._counting.incomplete += k - n_complete
         span = self.settings.tack_reset_ns
         far = self._history.remember(self._anchor[ids], present, self.ref, span)
         if far is not None:
@@ -457,3 +392,8 @@ class EventBuilder:
             self._stale[ids] = False
             self._stale_open = bool(self._stale[self._open.ids].any())
         return published
+
+
+def _numbered(published: Published, first: int) -> Published:
+    published.number(first)
+    return published

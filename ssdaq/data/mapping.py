@@ -1,4 +1,4 @@
-"""Pixel mappings of a TARGET module and the CHEC-S focal-plane geometry.
+"""Pixel mappings of a TARGET module, the CHEC-S focal-plane geometry and the trigger tables.
 
 A readout row holds a module's 64 amplitudes in "ss-line" order, the order the module sends them.
 Two tables from the original SSDAQ reorder a row (``mapped[:, j] = raw[:, table[j]]``):
@@ -18,12 +18,16 @@ it pixel by pixel in the tests:
 * modules in grid rows 0, 2 and 4 are mounted turned by 180 degrees;
 * rows grow with the camera's y and columns with its x (TargetCalib's ``row``/``col``), so draw
   with the origin at the lower left.
+
+The backplane numbers a module's 16 super-pixels (SPs) by trigger mask bit, in one of two orders
+(flavours A and B) depending on the module's slot; ``MASK2SP_*``/``SP2MASK_*`` convert within a
+module and ``SP2BPTRIGG``/``BPTRIGG2SP`` camera-wide (the 512 SPs of the trigger packets).
 """
 
 import numpy as np
 
 
-def _frozen(values: list[int] | np.ndarray) -> np.ndarray:
+def _frozen(values: list[int] | list[tuple[int, int]] | np.ndarray) -> np.ndarray:
     array = np.array(values, dtype=np.intp)
     array.setflags(write=False)
     return array
@@ -85,3 +89,26 @@ def camera_image(data: np.ndarray) -> np.ndarray:
     image = np.full(CAMERA_SHAPE, np.nan)
     image[_ROWS, _COLS] = np.asarray(data, dtype=float).reshape(-1)
     return image
+
+
+# Backplane trigger mask bit <-> super-pixel within one module, for the two module flavours.
+MASK2SP_A = _frozen([6, 7, 14, 12, 4, 5, 15, 13, 3, 2, 8, 11, 1, 0, 10, 9])
+MASK2SP_B = _frozen([9, 10, 0, 1, 11, 8, 2, 3, 13, 15, 5, 4, 12, 14, 7, 6])
+SP2MASK_A = _frozen([13, 12, 9, 8, 4, 5, 0, 1, 10, 15, 14, 11, 3, 7, 2, 6])
+SP2MASK_B = _frozen([2, 3, 6, 7, 11, 10, 15, 14, 5, 0, 1, 4, 12, 8, 13, 9])
+MODULE_MASK_FLAVOUR = _frozen([0, 1, 0, 1] + [1, 0] * 12 + [0, 1, 0, 1])  # 0 = A, 1 = B
+
+
+def _camera_table(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _frozen(
+        np.concatenate(
+            [(b if flavour else a) + 16 * tm for tm, flavour in enumerate(MODULE_MASK_FLAVOUR)]
+        )
+    )
+
+
+SP2BPTRIGG = _camera_table(MASK2SP_A, MASK2SP_B)
+"""Camera-wide table of the original ``get_SP2bptrigg_mapping()`` (built from the Mask2SP
+tables)."""
+BPTRIGG2SP = _camera_table(SP2MASK_A, SP2MASK_B)
+"""Camera-wide table of the original ``get_bptrigg2SP_mapping()``; the inverse of SP2BPTRIGG."""

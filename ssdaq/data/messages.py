@@ -61,7 +61,7 @@ def time_utc(ns: int | None = None) -> TimeUTC:
 
 def ns_from_time_utc(stamp: TimeUTC) -> int:
     """Nanoseconds since the Unix epoch of a ``TimeUTC``."""
-    return stamp.sec * _NS + stamp.nsec
+    return int(stamp.sec * _NS + stamp.nsec)
 
 
 def monitor_data(
@@ -133,7 +133,7 @@ def parse(cls: type[M], payload: bytes) -> M:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            message = cls.FromString(payload)
+            message: M = cls.FromString(payload)
     except DecodeError as exc:
         raise FormatError("bad_message", f"not a {cls.__name__}: {exc}") from None
     if caught:
@@ -155,7 +155,7 @@ def _varint(value: int) -> bytes:
 
 def encode_delimited(message: Message) -> bytes:
     """``message`` serialized behind its varint length (protobuf's delimited form)."""
-    body = message.SerializeToString()
+    body = bytes(message.SerializeToString())
     return _varint(len(body)) + body
 
 

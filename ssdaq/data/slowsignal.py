@@ -46,19 +46,6 @@ def adc_to_mv(words: np.ndarray) -> np.ndarray:
     return (np.asarray(words) ^ ADC_SIGN) * MV_PER_COUNT
 
 
-def records_to_mv(words: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Records as big-endian words (..., 72) to mV in ``out`` (..., 64), float64.
-
-    The same values as ``adc_to_mv`` of the channel words, computed through a native uint16
-    copy, because a mixed-type ufunc over strided big-endian input is several times slower.
-    """
-    counts = np.empty(out.shape, np.uint16)
-    counts[..., :32] = words[..., 4:36]
-    counts[..., 32:] = words[..., 40:72]
-    counts ^= ADC_SIGN
-    return np.multiply(counts, MV_PER_COUNT, out=out)
-
-
 def mv_to_adc(mv: np.ndarray | float) -> np.ndarray:
     """The inverse of ``adc_to_mv``, for simulators: the nearest count, clipped to 16 bits.
 
@@ -215,7 +202,7 @@ class RecordBatch:
 
     def mv(self) -> np.ndarray:
         """The (n, 64) amplitudes in mV."""
-        return records_to_mv(self.words, np.empty((len(self), N_TM_PIX)))
+        return adc_to_mv(self.words[:, CHANNEL_WORDS])
 
 
 def decode(
@@ -290,7 +277,8 @@ def _decode_uniform(rows: np.ndarray, slot: np.ndarray) -> RecordBatch:
 
 
 def _tacks(stamps: np.ndarray) -> np.ndarray:
-    return np.minimum(stamps, TACK_LIMIT).astype(np.int64)
+    tacks: np.ndarray = np.minimum(stamps, TACK_LIMIT).astype(np.int64)
+    return tacks
 
 
 def _sender_text(sources: Addresses, i: int) -> str:

@@ -140,7 +140,7 @@ class ClosedHistory:
         ``ref`` is the builder's reference TACK and ``span`` its ``tack_reset_ns``: a TACK
         farther than ``span`` below ``ref`` may be a counter reset, so it is never late.
         """
-        if not self.len:
+        if not self.len or self.high is None:  # (``high`` is set once anything was added)
             return None
         low = self.low
         if ref is not None and low is not None and low > ref + span:
@@ -148,10 +148,10 @@ class ClosedHistory:
         top = (self.high if low is None else max(self.high, low)) + window
         if int(tack.min()) >= top:
             return None
-        ask = tack < top
+        below = tack < top
         if ref is not None:
-            ask &= tack >= ref - span
-        ask = ask.nonzero()[0]
+            below &= tack >= ref - span
+        ask = below.nonzero()[0]
         if not len(ask):
             return None
         cls = np.full(len(tack), NEW)
@@ -171,6 +171,40 @@ class ClosedHistory:
         best, dist = nearest(self.anchor[order], tack)
         late = np.full(len(tack), False) if low is None else tack < low + window
         return np.where(dist < window, order[best], np.where(late, LATE, NEW))
+
+
+def seen_before(history: ClosedHistory, elsewhere: ClosedHistory, ref: int, tack: np.ndarray,
+                slot: np.ndarray, new: np.ndarray, window: int,
+                span: int) -> tuple[np.ndarray | None, int]:
+    """Which of records ``new`` (TACKs ``tack``, slots ``slot[new]``), that match no open readout
+    and that ``history.classify`` left ``NEW``, belong to a readout published already though the
+    history's rules cannot tell: far from ``ref`` (so maybe a new counter's), or kept in
+    ``elsewhere`` (the other counter's readouts, far-future ones).
+
+    Returns the mask of those (None if there are none) and how many of them are duplicates (their
+    readout held their slot; the others are late). Only an exact match counts: such a record is
+    never late for being older than something forgotten. ``window``, ``span``: the builder's
+    ``readout_window_ns`` and ``tack_reset_ns``. Costs nothing unless the TACKs reach a
+    range that needs asking.
+    """
+    lo, hi = int(tack.min()), int(tack.max())
+    far_ones = history.len and (lo < ref - span or hi > ref + span)
+    there = elsewhere.len and elsewhere.high is not None and elsewhere.lowest is not None and (
+        lo < elsewhere.high + window and hi > elsewhere.lowest - window)
+    if not (far_ones or there):
+        return None, 0
+    known, dups = np.zeros(len(new), bool), 0
+    if far_ones:
+        far = np.flatnonzero(np.abs(tack - ref) > span)
+        cls = history.lookup(tack[far], window, None)
+        known[far[cls != NEW]] = True
+        dups += history.holding(cls, slot[new[far]])
+    if there:
+        cls = elsewhere.lookup(tack, window, None)
+        cls[known] = NEW  # found in the history already
+        known |= cls != NEW
+        dups += elsewhere.holding(cls, slot[new])
+    return (known, dups) if np.count_nonzero(known) else (None, 0)
 
 
 def nearest(sorted_values: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,8 @@ bit-reversed: wire bit ``i`` is phase bit ``7 - i``. Decoded patterns are ``(L, 
 0/1 with time along the first axis, as in the original SSDAQ classes, whose property names are
 kept (``tack_time``, ``phase``, ``phase_index``, ``ro_count``, ``pps_count``, ``clock_count``,
 ``source``, ``busy``, ``trigg``, ``trigg_union``, ``message_type``, ``error_flags``,
-``readout_length``, ``trigg_pattrns``). Two deliberate changes from the original:
+``readout_length``, ``trigg_pattrns``). The tables between backplane trigger bits and super-pixels
+are in :mod:`ssdaq.data.mapping`. Two deliberate changes from the original:
 
 * ``phase_index`` is the position of the phase bit (bit k -> k, 0..7); the original computed
   ``int(log2(phase + 1))`` and gave 1 for both bit 0 and bit 1.
@@ -196,6 +197,17 @@ class TriggerPacket(ABC):
         return self.pack()
 
     @property
+    def _patterns(self) -> np.ndarray:
+        """``trigger_patterns``, which ``__post_init__`` always sets (None is for the caller)."""
+        assert self.trigger_patterns is not None
+        return self.trigger_patterns
+
+    @property
+    def _union(self) -> np.ndarray:
+        assert self.trigg_union is not None
+        return self.trigg_union
+
+    @property
     def phase_index(self) -> int:
         """Position of the phase bit: 1 -> 0, 2 -> 1, ..., 128 -> 7 (the row ``trigg`` reads)."""
         return self.phase.bit_length() - 1
@@ -203,17 +215,18 @@ class TriggerPacket(ABC):
     @property
     def readout_length(self) -> int:
         """Number of pattern samples (16 for V1)."""
-        return self.trigger_patterns.shape[0]
+        return int(self._patterns.shape[0])
 
     @property
     def trigg(self) -> np.ndarray:
         """The 512 SP trigger bits of the sample at the trigger phase."""
-        return self.trigger_patterns[self.phase_index]
+        row: np.ndarray = self._patterns[self.phase_index]
+        return row
 
     @property
     def trigg_pattrns(self) -> np.ndarray:
         """The original SSDAQ name of ``trigger_patterns``."""
-        return self.trigger_patterns
+        return self._patterns
 
     @property
     @abstractmethod
@@ -221,7 +234,7 @@ class TriggerPacket(ABC):
         """True for a trigger that arrived while the camera was busy (no readout)."""
 
     def _pattern_bytes(self, sps: np.ndarray | slice) -> bytes:
-        return np.packbits(self.trigger_patterns[:, sps].T).tobytes()
+        return np.packbits(self._patterns[:, sps].T).tobytes()
 
     def _describe(self) -> list[tuple[str, object]]:
         return [
@@ -233,7 +246,7 @@ class TriggerPacket(ABC):
             ("source", self.source),
             ("busy", self.busy),
             ("readout_length", self.readout_length),
-            ("triggered_sps", int(self.trigg_union.sum())),
+            ("triggered_sps", int(self._union.sum())),
         ]
 
     def __repr__(self) -> str:
@@ -281,7 +294,7 @@ class NominalTriggerPacketV1(TriggerPacket):
             _HEAD.pack(MAGIC, self.mtype),
             _V1_BODY.pack(self.spare, self.tack_time, _REVERSED[self.phase]),
             self._pattern_bytes(slice(None)),
-            np.packbits(self.trigg_union).tobytes(),
+            np.packbits(self._union).tobytes(),
             _V1_TAIL.pack(*(getattr(self, name) for name in _V1_TAIL_FIELDS)),
         )
         return b"".join(parts)
@@ -337,8 +350,8 @@ class TriggerPacketV2(TriggerPacket):
         parts = (
             _HEAD.pack(MAGIC, self.mtype),
             body,
-            np.packbits(self.trigg_union).tobytes(),
-            self._pattern_bytes(self._sent_sps(self.trigg_union)),
+            np.packbits(self._union).tobytes(),
+            self._pattern_bytes(self._sent_sps(self._union)),
         )
         return b"".join(parts)
 
@@ -358,7 +371,7 @@ class TriggerPacketV3(TriggerPacketV2):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        dropped = self.trigger_patterns.any(axis=0) & ~self.trigg_union
+        dropped = self._patterns.any(axis=0) & ~self._union
         if dropped.any():
             raise ValueError(
                 f"SPs {np.flatnonzero(dropped).tolist()} triggered but are not in trigg_union, "
@@ -374,30 +387,3 @@ _TYPES: dict[int, type[TriggerPacket]] = {
     cls.mtype: cls
     for cls in (NominalTriggerPacketV1, BusyTriggerPacketV1, TriggerPacketV2, TriggerPacketV3)
 }
-
-
-def _sp_table(values: list[int]) -> np.ndarray:
-    return _frozen(np.array(values, dtype=np.intp))
-
-
-# Backplane trigger mask bit <-> super-pixel within one module, for the two module flavours.
-MASK2SP_A = _sp_table([6, 7, 14, 12, 4, 5, 15, 13, 3, 2, 8, 11, 1, 0, 10, 9])
-MASK2SP_B = _sp_table([9, 10, 0, 1, 11, 8, 2, 3, 13, 15, 5, 4, 12, 14, 7, 6])
-SP2MASK_A = _sp_table([13, 12, 9, 8, 4, 5, 0, 1, 10, 15, 14, 11, 3, 7, 2, 6])
-SP2MASK_B = _sp_table([2, 3, 6, 7, 11, 10, 15, 14, 5, 0, 1, 4, 12, 8, 13, 9])
-MODULE_MASK_FLAVOUR = _sp_table([0, 1, 0, 1] + [1, 0] * 12 + [0, 1, 0, 1])  # 0 = A, 1 = B
-
-
-def _camera_table(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _frozen(
-        np.concatenate(
-            [(b if flavour else a) + 16 * tm for tm, flavour in enumerate(MODULE_MASK_FLAVOUR)]
-        )
-    )
-
-
-SP2BPTRIGG = _camera_table(MASK2SP_A, MASK2SP_B)
-"""Camera-wide table of the original ``get_SP2bptrigg_mapping()`` (built from the Mask2SP
-tables)."""
-BPTRIGG2SP = _camera_table(SP2MASK_A, SP2MASK_B)
-"""Camera-wide table of the original ``get_bptrigg2SP_mapping()``; the inverse of SP2BPTRIGG."""

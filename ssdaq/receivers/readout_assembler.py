@@ -1,10 +1,11 @@
 """ReadoutAssembler (``ssdaq-receiver readout``): slow-signal datagrams of 32 modules -> SSReadouts.
 
-Datagrams are read in batches (``recvmmsg``), decoded and matched by TACK with numpy in
-:mod:`ssdaq.data.event_builder`; a readout is published as soon as every live expected module has
-contributed, or when its ``max_wait_s`` deadline passes (a timer, not the next packet). Readout
-numbers rise by exactly 1 per published readout and continue across restarts (kept in the state
-directory). At stop, input is left in the kernel for the successor and every open readout,
+Datagrams are read in batches (``recvmmsg``) and handed to the pure
+:class:`~ssdaq.data.readout_pipeline.ReadoutPipeline` (decode, TACK matching, rows), whose
+output goes to the publishers and whose counts go to the counters as they are. A readout is
+published as soon as every live expected module has contributed, or when its ``max_wait_s``
+deadline passes (a timer, not the next packet). Readout numbers rise by exactly 1 per
+published readout and continue across restarts (kept in the state directory). At stop, input is left in the kernel for the successor and every open readout,
 partial ones included, is published before exit: a readout that straddles a restart may
 therefore appear as two partial readouts with the same TACK.
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
-from ssdaq.core.datagrams import DatagramBatch
+from ssdaq.core.datagram_batch import DatagramBatch
 from ssdaq.core.errors import CommandError, ConfigError
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import (
@@ -37,36 +38,13 @@ from ssdaq.core.settings import (
     zmq_publisher,
 )
 from ssdaq.data import slowsignal
-from ssdaq.data.event_builder import BuilderSettings, EventBuilder, Published
+from ssdaq.data.event_builder import AssemblerSettings
 from ssdaq.data.readout import N_TM
+from ssdaq.data.readout_pipeline import BUILT, COUNTERS, Output, ReadoutPipeline
 from ssdaq.receivers.readout_latency import LatencyWindow
 from ssdaq.receivers.readout_number import ReadoutNumber
 
 STREAM = streams.get("readout")
-
-
-@dataclass(frozen=True)
-class AssemblerSettings:
-    """Event building: which records form one readout, and how long a readout waits."""
-
-    readout_window_ns: int = setting(
-        10_000_000, help="Records whose TACKs differ by less than this belong to one readout;\n"
-        "keep it below half the spacing of readouts", min=1)
-    max_wait_s: float = setting(
-        0.5, help="A readout missing a live module is published this long after it opened", min=0.001)
-    module_timeout_s: float = setting(
-        5.0, help="A module silent this long is absent: readouts stop waiting for it until it sends",
-        min=0.01)
-    max_open_readouts: int = setting(
-        1000, help="Readouts being built at once; beyond it the oldest is published early (evicted)",
-        min=1, max=1_000_000)
-    closed_history: int = setting(
-        4096, help="Published readouts remembered to tell late and duplicate records", min=1)
-    tack_reset_ns: int = setting(
-        10_000_000_000, help="A backwards TACK jump larger than this is a counter reset, not late data",
-        min=1)
-    relaxed_ip_range: bool = setting(
-        False, help="Old rule for senders outside .100-.131: slot = last octet % 100 % 32")
 
 
 @dataclass(frozen=True)
@@ -107,8 +85,7 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
 
     service_name = "readout"
     config_class = ReadoutConfig
-    counter_names = ("complete", "incomplete", "evicted", "tack_resets", "empty", "bad_size",
-                     "unknown_source", "late", "duplicate", "paused")
+    counter_names = (*COUNTERS, "paused")
 
     def __init__(self, relaxed_ip_range: bool | None = None, readout_tw: float | None = None,
                  listen_ip: str | None = None, listen_port: int | None = None,
@@ -118,8 +95,8 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
         cfg = _legacy(cfg, relaxed_ip_range, readout_tw, listen_ip, listen_port, buffer_length, buffer_time)
         data = cfg.sockets.data
         super().__init__(data.ip, data.port, publishers, "ReadoutAssembler", config=cfg)
-        self.modules = _module_map(cfg, self.config_file)
-        self.builder = EventBuilder(_builder_settings(cfg, self.modules), time.monotonic())
+        self.pipeline = ReadoutPipeline(cfg.assembler, _module_map(cfg, self.config_file),
+                                        time.monotonic())
         self.numbers = ReadoutNumber(_state_path(cfg, self.service), self.log)
         self.publishing = True
         self._debug = open(packet_debug_stream_file, "a") if packet_debug_stream_file else None
@@ -127,7 +104,6 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
         self._timer_when = float("inf")
         self._absent: set[int] = set()
         self.latency = LatencyWindow(cfg.latency_readouts)
-        self._reported = dict.fromkeys(("late", "duplicate", "evicted", "tack_resets"), 0)
         # big batches under load: the builder's cost per batch is mostly fixed
         # kernel receive times: a readout's CPU time must not grow with the backlog in a burst
         self.reader = self.setup_datagrams(self._on_batch, max_bytes=cfg.max_datagram_bytes, batch=256,
@@ -142,19 +118,14 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
     def _on_batch(self, batch: DatagramBatch) -> None:
         n = batch.count
         sources = batch.ipv4[:n] if batch.family == socket.AF_INET else batch.addresses()
-        records = slowsignal.decode(batch.data, batch.lengths[:n], sources, self.modules)
-        for reason, count in records.rejected.items():
-            self.counters.report(reason, count, peer=records.rejected_from.get(reason, ""))
-        self._emit(self.builder.add(records, time.monotonic(), batch.arrival_ns[:n]))
-        self._arm_timer()
+        self._emit(self.pipeline.feed(batch.data, batch.lengths[:n], sources, batch.arrival_ns[:n],
+                                      time.monotonic(), self.numbers.next))
 
     def _on_timer(self) -> None:
         self._timer, self._timer_when = None, float("inf")
-        self._emit(self.builder.expire(time.monotonic()))
-        self._arm_timer()
+        self._emit(self.pipeline.expire(time.monotonic(), self.numbers.next))
 
-    def _arm_timer(self) -> None:
-        when = self.builder.next_deadline()
+    def _arm_timer(self, when: float | None) -> None:
         if when is None or when >= self._timer_when:
             return
         if self._timer is not None:
@@ -162,35 +133,33 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
         # the builder's clock is time.monotonic(), which is also the event loop's clock
         self._timer, self._timer_when = self.loop.call_at(when, self._on_timer), when
 
-    def _emit(self, out: Published) -> None:
-        if len(out):
-            complete = int(out.complete.sum())
-            self.counters.add("complete", complete)
-            self.counters.add("incomplete", len(out) - complete)
-            if not self.publishing:
-                self.counters.add("paused", len(out))
+    def _emit(self, out: Output) -> None:
+        """Count what the pipeline counted, publish what it built, arm the timer it asks for."""
+        for name, count in out.counts.items():
+            if name in BUILT:
+                self.counters.add(name, count)
             else:
-                self.numbers.next = out.number(self.numbers.next)
-                self.publish_many(out.rows)
-                if complete:
-                    self.latency.add(time.time_ns() - out.arrived_ns[out.complete])
-                if self._debug is not None:
-                    h = out.header
-                    np.savetxt(self._debug, np.c_[h[:, :2], h[:, 2] * 10**9 + h[:, 3], out.n_modules],
-                               fmt="%d")
-        counts = self.builder.counts
-        for name, seen in self._reported.items():
-            now = getattr(counts, name)
-            if now != seen:
-                self.counters.report(name, now - seen)
-                self._reported[name] = now
+                self.counters.report(name, count, peer=out.peers.get(name, ""))
+        ro = out.readouts
+        if len(ro.rows) and not self.publishing:
+            self.counters.add("paused", len(ro.rows))
+        elif len(ro.rows):
+            self.numbers.next += len(ro.rows)  # the pipeline numbered them from numbers.next
+            self.publish_many(ro.rows)
+            if "complete" in out.counts:
+                self.latency.add(time.time_ns() - ro.arrived_ns[ro.complete])
+            if self._debug is not None:
+                h = ro.header
+                np.savetxt(self._debug, np.c_[h[:, :2], h[:, 2] * 10**9 + h[:, 3], ro.n_modules],
+                           fmt="%d")
+        self._arm_timer(out.next_deadline)
 
     # ------------------------------------------------------------------ lifecycle hooks
 
     async def on_stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._emit(self.builder.flush())
+        self._emit(self.pipeline.flush(self.numbers.next))
         self.numbers.save()
         if self._debug is not None:
             self._debug.close()
@@ -199,20 +168,19 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
         if new.latency_readouts != getattr(old, "latency_readouts", None):
             self.latency = LatencyWindow(new.latency_readouts)
         modules = _module_map(new, self.config_file)
-        settings = _builder_settings(new, modules)
-        if settings != self.builder.settings or new.modules != getattr(old, "modules", None):
-            self._emit(self.builder.flush())  # open readouts follow the rules they started under
-            self.modules = modules
-            self.builder = EventBuilder(settings, time.monotonic())
-            self._reported = dict.fromkeys(self._reported, 0)
-            self.log.info("event building now: %s", settings)
+        if new.assembler != self.pipeline.settings or new.modules != getattr(old, "modules", None):
+            # open readouts follow the rules they started under
+            self._emit(self.pipeline.flush(self.numbers.next))
+            self.pipeline = ReadoutPipeline(new.assembler, modules, time.monotonic())
+            self.log.info("event building now: %s, waiting for modules %s", new.assembler,
+                          modules.expected)
 
     # ------------------------------------------------------------------ status
 
     def status_line(self) -> str:
         c, alive = self.counters, self._alive_expected()
         line = (f"{c.rates.get('complete', 0.0) + c.rates.get('incomplete', 0.0):.1f} ro/s, "
-                f"{len(alive)}/{len(self.builder.settings.expected_slots)} TMs, {c['late']} late, "
+                f"{len(alive)}/{len(self.pipeline.modules.expected)} TMs, {c['late']} late, "
                 f"{c['duplicate']} dup, {c['evicted']} evicted, "
                 f"{c['bad_size'] + c['empty'] + c['unknown_source']} bad, "
                 f"{c['incomplete']} incomplete, {c['kernel_drops']} kernel drops")
@@ -220,7 +188,7 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
 
     def status_fields(self) -> dict[str, Any]:
         now = time.monotonic()
-        b = self.builder
+        b = self.pipeline.builder
         ago = np.round(now - b.last_seen, 3)
         return {
             "publishing": self.publishing,
@@ -231,16 +199,16 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
             "absent_modules": self._absent_now(),
             "modules": {int(s): {"packets": int(b.packets[s]), "records": int(b.records[s]),
                                  "last_seen_s_ago": None if np.isnan(ago[s]) else float(ago[s])}
-                        for s in b.settings.expected_slots},
+                        for s in b.expected_slots},
         }
 
     def _alive_expected(self) -> list[int]:
-        alive = self.builder.alive(time.monotonic())
-        return [s for s in self.builder.settings.expected_slots if alive[s]]
+        alive = self.pipeline.builder.alive(time.monotonic())
+        return [s for s in self.pipeline.modules.expected if alive[s]]
 
     def _absent_now(self) -> list[int]:
         alive = set(self._alive_expected())
-        return [s for s in self.builder.settings.expected_slots if s not in alive]
+        return [s for s in self.pipeline.modules.expected if s not in alive]
 
     async def ct_modules(self) -> None:
         """Log once when a module goes silent and when it comes back; keep the state file fresh."""
@@ -249,7 +217,7 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
             absent = set(self._absent_now())
             for slot in sorted(absent - self._absent):
                 self.log.warning("module %d absent: silent for %.1f s; readouts no longer wait for it",
-                                 slot, self.builder.settings.module_timeout_s,
+                                 slot, self.pipeline.settings.module_timeout_s,
                                  extra={"SSDAQ_MODULE": slot})
             for slot in sorted(self._absent - absent):
                 self.log.info("module %d is sending again", slot, extra={"SSDAQ_MODULE": slot})
@@ -295,15 +263,6 @@ def _module_map(cfg: ReadoutConfig, file: str | None) -> slowsignal.ModuleMap:
         return slowsignal.ModuleMap(cfg.modules or None, relaxed=cfg.assembler.relaxed_ip_range)
     except ValueError as e:
         raise ConfigError(file or "<defaults>", "modules", str(e)) from None
-
-
-def _builder_settings(cfg: ReadoutConfig, modules: slowsignal.ModuleMap) -> BuilderSettings:
-    a = cfg.assembler
-    return BuilderSettings(
-        readout_window_ns=a.readout_window_ns, max_wait_s=a.max_wait_s,
-        module_timeout_s=a.module_timeout_s, max_open_readouts=a.max_open_readouts,
-        closed_history=a.closed_history, tack_reset_ns=a.tack_reset_ns,
-        expected_slots=modules.expected)
 
 
 def _state_path(cfg: ReadoutConfig, service: str) -> Path | None:

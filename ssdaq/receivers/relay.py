@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
-from ssdaq.core.datagrams import DatagramBatch
+from ssdaq.core.datagram_batch import DatagramBatch
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import (
     DataSocket,

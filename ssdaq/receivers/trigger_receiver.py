@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
-from ssdaq.core.datagrams import DatagramBatch
+from ssdaq.core.datagram_batch import DatagramBatch
 from ssdaq.core.errors import FormatError
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import (
@@ -72,13 +72,13 @@ class TriggerPacketReceiver(ReceiverServer[TriggerConfig]):
         name: str = "TriggerPacketReceiver",
     ) -> None:
         super().__init__(ip, port, publishers, name)
-        reader = self.setup_datagrams(
+        self.reader = self.setup_datagrams(
             self._on_batch, max_bytes=MAX_PACKET_BYTES, batch=self.config.batch
         )
         self._schedule(self.config.batch_scheduling)
         # One flat view made once: a payload is then a memoryview slice, no numpy call per packet.
-        self._flat = memoryview(reader.batch.data.reshape(-1))
-        self._row_bytes = reader.batch.data.shape[1]
+        self._flat = memoryview(self.reader.batch.data.reshape(-1))
+        self._row_bytes = self.reader.batch.data.shape[1]
 
     def _schedule(self, batch: bool) -> None:
         """Set the policy of every thread now running (zmq's I/O thread included)."""

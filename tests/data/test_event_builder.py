@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ssdaq.data.event_builder import BuilderCounts, BuilderSettings, EventBuilder, Published
+from ssdaq.data.event_builder import ALL_SLOTS, AssemblerSettings, BuilderCounts, EventBuilder
+from ssdaq.data.readout_rows import Published
 from ssdaq.data.readout import SSREADOUT_BYTES, SSReadout
 from ssdaq.data.slowsignal import ModuleMap, RecordBatch, decode, encode_records, ipv4_raw, to_batch
 from ssdaq.simulators.tm import datagram, pattern_mv, source_address
@@ -34,8 +35,8 @@ def camera(readouts, modules=ALL) -> RecordBatch:
     return batch(*(packet(m, readouts) for m in modules))
 
 
-def builder(**settings) -> EventBuilder:
-    return EventBuilder(BuilderSettings(**settings), now=0.0)
+def builder(expected_slots=ALL_SLOTS, **settings) -> EventBuilder:
+    return EventBuilder(AssemblerSettings(**settings), now=0.0, expected_slots=expected_slots)
 
 
 def readouts(pub: Published) -> list[SSReadout]:
@@ -303,6 +304,8 @@ def test_numbers_rise_by_one_per_published_readout():
     pub = b.add(camera(range(10)), now=0.1, wall_ns=WALL)
     assert pub.number(41) == 51
     assert [r.iro for r in readouts(pub)] == list(range(41, 51))
+    pub = b.add(camera(range(10, 13)), now=0.2, wall_ns=WALL, first_number=51)
+    assert [r.iro for r in readouts(pub)] == [51, 52, 53]
 
 
 def test_expected_slots_are_the_only_modules_waited_for():
@@ -351,4 +354,4 @@ def test_batch_of_only_rejected_datagrams_publishes_nothing():
 ])
 def test_bad_settings_are_rejected(settings):
     with pytest.raises(ValueError):
-        BuilderSettings(**settings)
+        builder(**settings)

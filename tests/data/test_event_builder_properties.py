@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssdaq.data.event_builder import BuilderSettings, EventBuilder, Published
+from ssdaq.data.event_builder import AssemblerSettings, EventBuilder
+from ssdaq.data.readout_rows import Published
 from ssdaq.data.slowsignal import ModuleMap, decode, ipv4_raw, to_batch
 from ssdaq.simulators.tm import datagram, pattern_mv, source_address
 
@@ -60,11 +61,10 @@ def to_datagram(m: int, ks: list[int] | None, jitter: np.ndarray) -> bytes:
 @settings(max_examples=300, deadline=None)
 @given(scenarios())
 def test_every_record_is_published_once_with_its_values_or_counted(sc):
-    b = EventBuilder(BuilderSettings(
+    b = EventBuilder(AssemblerSettings(
         readout_window_ns=WINDOW, max_wait_s=0.5, module_timeout_s=2.0,
         max_open_readouts=sc["max_open"], closed_history=sc["history"],
-        expected_slots=tuple(range(sc["n_mod"])),
-    ), now=0.0)
+    ), now=0.0, expected_slots=tuple(range(sc["n_mod"])))
     out, now, given_records, bad = [], 0.0, 0, 0
     for step, advance, expire in zip(sc["steps"], sc["advance"], sc["expire"]):
         now += advance
@@ -135,10 +135,10 @@ def jumpy_scenarios(draw: st.DrawFn) -> dict:
 @settings(max_examples=200, deadline=None)
 @given(jumpy_scenarios())
 def test_every_record_is_published_once_or_counted_across_tack_resets_and_jumps(sc):
-    b = EventBuilder(BuilderSettings(
+    b = EventBuilder(AssemblerSettings(
         readout_window_ns=WINDOW, max_open_readouts=sc["max_open"],
-        closed_history=sc["history"], expected_slots=tuple(range(sc["n_mod"])),
-    ), now=0.0)
+        closed_history=sc["history"],
+    ), now=0.0, expected_slots=tuple(range(sc["n_mod"])))
     out, given_records = [], 0
     for i, step in enumerate(sc["steps"]):
         dgs = [datagram(m, ks, [sc["tacks"][k] for k in ks]) for m, ks in step]

@@ -1,16 +1,23 @@
-"""Pixel tables and the CHEC-S focal-plane geometry."""
+"""Pixel tables, the CHEC-S focal-plane geometry and the SP <-> backplane trigger tables."""
 
 import numpy as np
 import pytest
 
 from ssdaq.data.mapping import (
+    BPTRIGG2SP,
     CAMERA_SHAPE,
+    MASK2SP_A,
+    MASK2SP_B,
     MODULE_GRID,
+    SP2BPTRIGG,
+    SP2MASK_A,
+    SP2MASK_B,
     camera_image,
     pixel_positions,
     ssl2asic_ch,
     ssl2colrow,
 )
+from ssdaq.data.trigger import N_SP
 from ssdaq.data.readout import N_CAM_PIX, N_TM, N_TM_PIX
 
 # (slot, tmpix) -> (row, col) read from the CHEC-S pixel table (TargetCalib Mapping columns) that
@@ -95,3 +102,21 @@ def test_camera_image_places_each_amplitude_at_its_pixel() -> None:
     np.testing.assert_array_equal(image[rows, cols], data.ravel())
     assert np.isnan(image[:8, :8]).all() and np.isnan(image[-8:, -8:]).all()
     assert np.count_nonzero(np.isnan(image)) == 4 * 64
+
+
+# --- SP <-> backplane trigger tables --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mask2sp", "sp2mask"), [(MASK2SP_A, SP2MASK_A), (MASK2SP_B, SP2MASK_B)])
+def test_module_tables_are_inverse_permutations(mask2sp, sp2mask) -> None:
+    assert mask2sp[sp2mask].tolist() == list(range(16))
+
+
+def test_camera_tables_are_inverse_permutations_within_each_module() -> None:
+    assert SP2BPTRIGG[BPTRIGG2SP].tolist() == list(range(N_SP))
+    assert (SP2BPTRIGG // 16).tolist() == [sp // 16 for sp in range(N_SP)]
+
+
+def test_camera_table_uses_flavour_b_for_module_1_and_a_for_module_5() -> None:
+    assert (SP2BPTRIGG[16:32] - 16).tolist() == MASK2SP_B.tolist()
+    assert (SP2BPTRIGG[80:96] - 80).tolist() == MASK2SP_A.tolist()

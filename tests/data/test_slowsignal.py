@@ -17,7 +17,6 @@ from ssdaq.data.slowsignal import (
     encode_records,
     ipv4_raw,
     mv_to_adc,
-    records_to_mv,
     to_batch,
 )
 
@@ -130,13 +129,6 @@ def test_tack_beyond_the_limit_is_clipped_not_wrapped():
     batch = decode(*to_batch([struct_datagram([2**64 - 1, 2**63], 0)]), ipv4_raw(["1.1.1.100"]),
                    ModuleMap())
     assert batch.tack.tolist() == [TACK_LIMIT, TACK_LIMIT]
-
-
-def test_records_to_mv_equals_adc_to_mv_of_the_channel_words():
-    datagram = struct_datagram([1, 2, 3], 65000)
-    batch = decode(*to_batch([datagram]), ipv4_raw(["1.1.1.100"]), ModuleMap())
-    out = records_to_mv(batch.words, np.empty((3, 64)))
-    assert (out == adc_to_mv(words_of(datagram))).all()
 
 
 @pytest.mark.parametrize(("address", "slot"), [

@@ -13,12 +13,6 @@ from hypothesis import strategies as st
 
 from ssdaq.core.errors import FormatError
 from ssdaq.data.trigger import (
-    BPTRIGG2SP,
-    MASK2SP_A,
-    MASK2SP_B,
-    SP2BPTRIGG,
-    SP2MASK_A,
-    SP2MASK_B,
     BusyTriggerPacketV1,
     NominalTriggerPacketV1,
     TriggerPacket,
@@ -373,21 +367,3 @@ def test_decoded_arrays_are_read_only() -> None:
     packet = unpack(NominalTriggerPacketV1().pack())
     with pytest.raises(ValueError):
         packet.trigger_patterns[0, 0] = 1
-
-
-# --- SP <-> backplane trigger tables --------------------------------------------------------
-
-
-@pytest.mark.parametrize(("mask2sp", "sp2mask"), [(MASK2SP_A, SP2MASK_A), (MASK2SP_B, SP2MASK_B)])
-def test_module_tables_are_inverse_permutations(mask2sp, sp2mask) -> None:
-    assert mask2sp[sp2mask].tolist() == list(range(16))
-
-
-def test_camera_tables_are_inverse_permutations_within_each_module() -> None:
-    assert SP2BPTRIGG[BPTRIGG2SP].tolist() == list(range(N_SP))
-    assert (SP2BPTRIGG // 16).tolist() == [sp // 16 for sp in range(N_SP)]
-
-
-def test_camera_table_uses_flavour_b_for_module_1_and_a_for_module_5() -> None:
-    assert (SP2BPTRIGG[16:32] - 16).tolist() == MASK2SP_B.tolist()
-    assert (SP2BPTRIGG[80:96] - 80).tolist() == MASK2SP_A.tolist()

@@ -4,6 +4,7 @@ The event builder's rules are tested exhaustively without sockets in tests/data/
 path is checked: datagrams from 32 loopback addresses -> batched reader -> builder -> publisher.
 """
 
+import select
 import socket
 import threading
 import time
@@ -13,9 +14,11 @@ import numpy as np
 import pytest
 import zmq
 
+from ssdaq.core.publishers import ZMQTCPPublisher
 from ssdaq.data.readout import N_TM_PIX, SSReadout
 from ssdaq.receivers.readout_assembler import ReadoutAssembler, ReadoutConfig
 from ssdaq.simulators.tm import TMSimConfig, datagram, pattern_mv, simulate, source_address
+from tests.callpath import trace
 from tests.conftest import free_port
 from tests.receivers.conftest import CLASSES, nothing_more, publisher_config, subscribe
 
@@ -198,3 +201,50 @@ def test_old_constructor_keywords_map_onto_the_settings(runtime_dir: Path) -> No
     finally:
         rx.reader.close()
         rx.release()
+        rx.loop.close()
+
+
+def _queued(sock: socket.socket) -> None:
+    """Wait until what was sent to ``sock`` on loopback is readable."""
+    assert select.select([sock], [], [], 5.0)[0]
+    time.sleep(0.05)  # loopback delivers at once; a margin for the last datagrams
+
+
+def test_one_batch_goes_down_the_path_and_comes_back_up_once(runtime_dir: Path) -> None:
+    """Calls go down, results come back: no file on the path calls into a file that called it,
+    and each file is entered from one caller file only (the files of a batch form a tree)."""
+    pub = ZMQTCPPublisher("127.0.0.1", free_port(socket.SOCK_STREAM))
+    rx = ReadoutAssembler(listen_ip="127.0.0.1", listen_port=0, publishers=[pub])
+    port = rx.reader.sock.getsockname()[1]
+
+    def send(*readouts: int, bad: bool = False) -> None:
+        for m in range(32):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind((source_address(m), 0))
+                for k in readouts:
+                    s.sendto(datagram(m, [k], [T0 + k * 10**8]), ("127.0.0.1", port))
+                if bad and m == 3:
+                    s.sendto(b"x" * 100, ("127.0.0.1", port))
+        _queued(rx.reader.sock)
+
+    try:
+        send(0, 1)
+        rx.reader._on_readable()  # the first readouts: ``ref`` and the history are set up
+        send(2, 1, bad=True)  # readout 2, a copy of readout 1 (duplicate), a bad datagram
+        path = trace(rx.reader._on_readable)
+        c = rx.counters
+        assert (c["complete"], c["duplicate"], c["bad_size"], rx.numbers.next) == (3, 32, 1, 4)
+    finally:
+        rx.reader.close()
+        rx.release()
+        rx.loop.close()
+    print("readout path:", " -> ".join(path.visits))
+    assert path.callbacks == []
+    assert {f: callers for f, callers in path.callers().items() if len(callers) > 1} == {}
+    assert path.files[:3] == ["core/datagrams.py", "receivers/readout_assembler.py", "data/readout_pipeline.py"]
+    data = {f for f in path.files if f.startswith("data/")}
+    assert data == {"data/readout_pipeline.py", "data/slowsignal.py", "data/event_builder.py",
+                    "data/tack_match.py", "data/readout_rows.py"}
+    # the receiver hands the data part to the pipeline alone
+    assert {callee for caller, callee in path.calls
+            if caller.startswith("receivers/")} & data == {"data/readout_pipeline.py"}

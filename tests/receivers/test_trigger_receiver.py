@@ -1,12 +1,17 @@
 """TriggerPacketReceiver as a process: valid packets relayed byte for byte, bad ones counted."""
 
 import os
+import select
 import socket
+import time
 
 import pytest
 
+from ssdaq.core.publishers import ZMQTCPPublisher
 from ssdaq.data import trigger
+from ssdaq.receivers.trigger_receiver import TriggerPacketReceiver
 from ssdaq.simulators.trigger import PacketMaker, TriggerSimConfig, simulate
+from tests.callpath import trace
 from tests.conftest import free_port
 from tests.receivers.conftest import QUIET, nothing_more, publisher_config, subscribe
 
@@ -118,3 +123,27 @@ def test_a_failing_publisher_is_counted_and_does_not_stop_the_others(
     counters = running.status()["counters"]
     assert counters["published"] == 50 and counters["pub_errors"] > 0
     assert "pub_errors" in running.stop()
+
+
+def test_one_batch_goes_down_the_path_and_comes_back_up_once(runtime_dir) -> None:
+    """As for the readout path: no file calls into one that called it, each file has one caller;
+    a rejected packet (whose sender is named in the log) included."""
+    pub = ZMQTCPPublisher("127.0.0.1", free_port(socket.SOCK_STREAM))
+    rx = TriggerPacketReceiver("127.0.0.1", 0, [pub])
+    try:
+        port = rx.reader.sock.getsockname()[1]
+        make = PacketMaker(TriggerSimConfig(version=1))
+        send(port, *(make(k) for k in range(3)), b"\x00" * 10)
+        assert select.select([rx.reader.sock], [], [], 5.0)[0]
+        time.sleep(0.05)
+        path = trace(rx.reader._on_readable)
+        assert (rx.counters["published"], rx.counters["bad_magic"]) == (3, 1)
+    finally:
+        rx.reader.close()
+        rx.release()
+        rx.loop.close()
+        rx._schedule(False)  # the receiver set SCHED_BATCH on every thread of this process
+    print("trigger path:", " -> ".join(path.visits))
+    assert path.callbacks == []
+    assert {f: callers for f, callers in path.callers().items() if len(callers) > 1} == {}
+    assert path.files[:3] == ["core/datagrams.py", "receivers/trigger_receiver.py", "data/trigger.py"]

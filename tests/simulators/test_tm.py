@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from ssdaq.data.event_builder import BuilderSettings, EventBuilder, Published
+from ssdaq.data.event_builder import AssemblerSettings, EventBuilder
+from ssdaq.data.readout_rows import Published
 from ssdaq.data.slowsignal import ModuleMap, RecordBatch, decode, to_batch
 from ssdaq.simulators import cli
 from ssdaq.simulators.tm import RESET_TACK0, TMSimConfig, pattern_counts, pattern_mv, simulate
@@ -118,7 +119,7 @@ def test_late_packets_arrive_after_later_ones(listener):
 def test_simulated_camera_builds_complete_readouts_of_the_pattern(listener):
     cfg = TMSimConfig(modules=32, rate=1000, duration=0.05, tack0=T0)
     batch, _ = run(cfg, listener)
-    b = EventBuilder(BuilderSettings(readout_window_ns=100_000), now=0.0)
+    b = EventBuilder(AssemblerSettings(readout_window_ns=100_000), now=0.0)
     pub = Published.concat([b.add(batch, 0.1, 10**18), b.flush()])
     assert len(pub) == cfg.readouts and pub.complete.all()
     k = readout_index(cfg, pub.header[:, 1].astype(np.int64))
