@@ -14,7 +14,7 @@ by ``logging.shutdown`` at exit) gives the thread ``close_timeout_s`` to send wh
 
 Usage::
 
-    logging.getLogger().addHandler(LogSender("127.0.0.1", 10001))
+    logging.getLogger().addHandler(LogSender("127.0.0.1"))   # the log receiver's port, 10001
 """
 
 import collections
@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 
+from ssdaq import streams
 from ssdaq.data.messages import LogData, encode_delimited, log_data
 
 _BATCH_BYTES = 64 * 1024  # records joined into one send
@@ -36,7 +37,7 @@ class LogSender(logging.Handler):
     def __init__(
         self,
         host: str = "127.0.0.1",
-        port: int = 10001,
+        port: int = streams.get("log").input_port or 0,
         *,
         capacity: int = 10000,
         retry_min_s: float = 0.1,
