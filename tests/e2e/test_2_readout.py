@@ -90,11 +90,10 @@ def test_reload_goes_through_reloading_to_ready_and_applies_a_changed_value(
     """A [modules] table listing 16 senders makes readouts wait for those 16 only."""
     path = "/etc/ssdaq/readout.toml"
     original = machine.run("cat", path).stdout
-    assert "\n[modules]\n" in original
     listed = "".join(f'"127.0.0.{100 + m}" = {m}\n' for m in range(16))
     before = machine.show("ssdaq-readout.service", "MainPID", "ActiveState")
     assert expected_modules(machine) == 32
-    machine.write(path, original.replace("\n[modules]\n", "\n[modules]\n" + listed, 1))
+    machine.write(path, f"{original}\n[modules]\n{listed}")
     try:
         cursor = machine.journal_cursor()
         t0 = time.monotonic()

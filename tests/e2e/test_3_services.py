@@ -5,7 +5,6 @@ leaves the units as it found them: sockets listening, receivers stopped or runni
 """
 
 import json
-import re
 import time
 
 import pytest
@@ -34,11 +33,7 @@ def test_teldata_takes_its_database_password_from_the_systemd_credential(
     """LoadCredential= under the hardening: missing, the mysql source says so; present, it polls."""
     path, unit = "/etc/ssdaq/teldata.toml", "ssdaq-teldata.service"
     original = machine.run("cat", path).stdout
-    mysql = re.sub(
-        r'^source = "static"$', 'source = "mysql"', original, count=1, flags=re.MULTILINE
-    )
-    assert mysql != original
-    machine.write(path, mysql)
+    machine.write(path, f'source = "mysql"\n{original}')
     try:
         machine.run("systemctl", "restart", unit)
         assert "credential" in teldata_status(machine)["problem"]
@@ -64,9 +59,10 @@ def teldata_status(c: Container) -> dict:
 
 def test_site_receiver_runs_from_the_template_units(machine: Container) -> None:
     """A site's own ReceiverServer subclass (the seed example) as ssdaq-receiver@NAME."""
-    machine.write(
-        "/usr/local/lib/python3.11/dist-packages/site_receivers.py", SITE_RECEIVER.read_text()
-    )
+    site_packages = machine.run(
+        "python3", "-c", "import sys; print('/usr/local/lib/python3.%d/dist-packages' % sys.version_info[1])"
+    ).stdout.strip()
+    machine.write(f"{site_packages}/site_receivers.py", SITE_RECEIVER.read_text())
     machine.write(
         "/etc/ssdaq/site-packets.toml",
         'receiver_class = "site_receivers:PacketReceiver"\n'
@@ -74,12 +70,15 @@ def test_site_receiver_runs_from_the_template_units(machine: Container) -> None:
     )
     machine.write(
         "/etc/systemd/system/ssdaq-receiver@site-packets.socket.d/port.conf",
-        "[Socket]\nListenDatagram=0.0.0.0:17300\n",
+        "[Socket]\nListenDatagram=\nListenDatagram=0.0.0.0:17300\n",
     )
     machine.run("systemctl", "daemon-reload")
+    # the drop-in replaced the template's local listener
+    assert machine.prop("ssdaq-receiver@site-packets.socket", "Listen") == "0.0.0.0:17300 (Datagram)"
     proc = machine.run(
         "systemd-analyze",
         "verify",
+        "--man=no",
         "ssdaq-receiver@site-packets.socket",
         "ssdaq-receiver@site-packets.service",
         check=False,
