@@ -68,7 +68,7 @@ def test_installed_units_pass_systemd_analyze_verify(machine: Container) -> None
 def test_pid1_gives_the_udp_sockets_16_mib_past_rmem_max(machine: Container) -> None:
     rmem_max = int(machine.run("cat", "/proc/sys/net/core/rmem_max").stdout)
     for port in (17000, 8307):
-        out = machine.run("ss", "-H", "-u", "-l", "-n", "-m", f"sport = :{port}").stdout
+        out = machine.run_host_tool("ss", "-H", "-u", "-l", "-n", "-m", f"sport = :{port}")
         granted = int(re.search(r"\brb(\d+)", out).group(1))  # the kernel doubles what was set
         assert granted >= 16 * 1024 * 1024 > rmem_max, (port, out)
 
@@ -98,6 +98,7 @@ def test_every_receiver_runs_under_its_hardening(machine: Container) -> None:
         "systemd-analyze", "security", "--no-pager", *(f"ssdaq-{n}.service" for n in RECEIVERS)
     ).stdout
     record(
+        machine,
         "security exposure (live units)",
         " ".join(line.split()[1] for line in score.splitlines()[1:] if line.startswith("ssdaq-")),
     )

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.e2e.container import Container
+from tests.e2e.packages import Built
 from tests.e2e.daq import (
     RECEIVERS,
     SIM,
@@ -112,21 +113,26 @@ def test_writer_records_readouts_under_var_lib_ssdaq_data(machine: Container) ->
     machine.run("systemctl", "stop", "ssdaq-writer@readout.service")
     files = machine.run("find", "/var/lib/ssdaq/data", "-type", "f").stdout.split()
     assert files, machine.run("journalctl", "-u", "ssdaq-writer@readout", "--no-pager").stdout
-    record("writer output", " ".join(files))
+    record(machine, "writer output", " ".join(files))
 
 
 # ------------------------------------------------------------------------------- upgrade
 
 
-def test_upgrade_restarts_running_receivers_behind_open_sockets(machine: Container) -> None:
-    """Reinstalling (an upgrade to the same version) runs the new code with no socket closed."""
+def test_upgrade_restarts_running_receivers_behind_open_sockets(
+    machine: Container, built: Built
+) -> None:
+    """Reinstalling (an upgrade to the same version) runs the new code with no socket closed.
+
+    test_5_upgrade upgrades from the previous release.
+    """
     machine.run("systemctl", "start", "ssdaq-readout.service")
     pid = machine.prop("ssdaq-readout.service", "MainPID")
     socket_since = machine.prop("ssdaq-readout.socket", "ActiveEnterTimestampMonotonic")
-    deb = machine.run("sh", "-c", "ls /root/*.deb").stdout.strip()
+    deb = f"/root/{built.current.name}"
     t0 = time.monotonic()
     machine.run("apt-get", "install", "--reinstall", "-y", "-q", deb, timeout=300)
-    record("upgrade (apt-get install --reinstall)", f"{time.monotonic() - t0:.1f} s")
+    record(machine, "upgrade (apt-get install --reinstall)", f"{time.monotonic() - t0:.1f} s")
     assert active(machine, "ssdaq-readout.service")
     assert machine.prop("ssdaq-readout.service", "MainPID") != pid
     for name in SOCKETS:
