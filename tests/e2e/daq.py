@@ -9,6 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
+from ssdaq import streams
 from tests.e2e.container import Container
 
 #: measured figures, printed at the end of the session
@@ -20,14 +21,16 @@ def record(c: Container, name: str, value: str) -> None:
     TIMINGS[f"{c.label}: {name}"] = value
 
 
-RECEIVERS = ("readout", "trigger", "log", "timestamp", "monitor", "teldata")
-SOCKETS = ("readout", "trigger", "log")
-READOUT_PUB = "tcp://127.0.0.101:9004"
+#: the packaged receivers (ssdaq-NAME.service), readout first; those with an ssdaq-NAME.socket
+RECEIVERS = tuple(s.name for s in streams.STREAMS if s.has_unit)
+SOCKETS = tuple(s.name for s in streams.STREAMS if s.socket_unit)
+READOUT_PUB = streams.endpoint("readout")
 ALL_MODULES = (1 << 32) - 1
 #: 32 simulated TARGET modules on the readout socket, 10 readouts/s, 10 records per datagram
 SIM_RATE_HZ = 10
 SIM = tuple(
-    f"ssdaq-sim tm --modules 32 --rate {SIM_RATE_HZ} --records-per-packet 10 --port 17000".split()
+    f"ssdaq-sim tm --modules 32 --rate {SIM_RATE_HZ} --records-per-packet 10 "
+    f"--port {streams.get('readout').input_port}".split()
 )
 SITE_RECEIVER = Path(__file__).with_name("site_receivers.py")
 
