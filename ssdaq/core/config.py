@@ -2,9 +2,10 @@
 
 A receiver declares its settings once, with :func:`setting` (defined in :mod:`ssdaq.schema`);
 from that declaration come the defaults, :func:`load` (which rejects unknown keys, wrong types
-and out-of-range values with a :class:`ConfigError` naming file and ``table.key``) and
-:func:`render` (the commented TOML shipped in ``etc/ssdaq/``). TOML is data: nothing in it is
-evaluated.
+and out-of-range values with a :class:`ConfigError` naming file and ``table.key``, and fills every
+key a file leaves out from the defaults) and :func:`render` (``--print-config``, and the override
+files shipped in ``etc/ssdaq/``, where every setting is commented out). TOML is data: nothing in
+it is evaluated.
 
 Supported field types: ``bool``, ``int``, ``float``, ``str``, ``tuple[str, ...]``, a nested
 settings dataclass (a TOML table), ``tuple[<dataclass>, ...]`` (an array of tables) and
@@ -150,10 +151,24 @@ def to_dict(obj: Any) -> Any:
 # Rendering
 
 
-def render(obj: Any, header: str = "") -> str:
-    """The settings object as commented TOML, every setting an active line."""
-    lines = [f"# {line}".rstrip() for line in header.splitlines()]
-    lines += _render_table(obj, "")
+#: The note under the first line of every shipped file in etc/ssdaq/ (``write_default_configs``)
+OVERRIDES_NOTE = """\
+Every setting is listed at its default, commented out: the defaults come from the code, so
+this file holds only what the site changes. Uncomment a line (and its [table] line) and
+change it; `--print-config` prints the merged result. Installation creates this file once
+and upgrades never touch it: /usr/share/ssdaq/config/ has the list of the installed version.
+Generated from the declared settings by `make configs`."""
+
+
+def render(obj: Any, header: str = "", *, commented: bool = False) -> str:
+    """The settings object as TOML with each setting's help above it.
+
+    ``commented``: every setting and table line is commented out as ``#key = value`` (help lines
+    are ``# text``), so that removing the ``#`` of a setting line makes it active.
+    """
+    lines = [f"# {line}".rstrip() for line in header.splitlines()] + [""]
+    for line in _render_table(obj, ""):
+        lines.append("#" + line if commented and line and not line.startswith("#") else line)
     return "\n".join(lines).strip("\n") + "\n"
 
 

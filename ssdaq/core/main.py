@@ -107,10 +107,10 @@ def write_default_configs(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, spec in sorted(registered().items()):
         cls = import_class(spec)
-        header = (f"/etc/ssdaq/{name}.toml: configuration of `ssdaq-receiver {name}` "
-                  f"({spec}).\nGenerated from the declared settings by `make configs`; "
-                  "every value shown is the default.")
-        (directory / f"{name}.toml").write_text(configlib.render(cls.config_class(), header))
+        header = (f"{CONFIG_DIR}/{name}.toml: settings of `ssdaq-receiver {name}` ({spec}).\n"
+                  f"{configlib.OVERRIDES_NOTE}")
+        (directory / f"{name}.toml").write_text(
+            configlib.render(cls.config_class(), header, commented=True))
 
 
 def main(argv: list[str] | None = None) -> int:

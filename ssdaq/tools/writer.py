@@ -37,9 +37,10 @@ def parser() -> Parser:
 def write_default_configs(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for stream, cls in CONFIGS.items():
-        header = (f"/etc/ssdaq/{service_name(stream)}.toml: configuration of `ssdaq-writer "
-                  f"{stream}`.\nGenerated from the declared settings; every value shown is the default.")
-        (directory / f"{service_name(stream)}.toml").write_text(configlib.render(cls(), header))
+        header = (f"{receiver_main.CONFIG_DIR}/{service_name(stream)}.toml: settings of "
+                  f"`ssdaq-writer {stream}`.\n{configlib.OVERRIDES_NOTE}")
+        (directory / f"{service_name(stream)}.toml").write_text(
+            configlib.render(cls(), header, commented=True))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,7 @@
 """ssdaq.core.config: declared settings load strictly, render as TOML, and shipped files match."""
 
+import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,19 +101,34 @@ def test_rendered_non_defaults_load_back_equal(tmp_path: Path) -> None:
     assert config.load(Outer, write(tmp_path, config.render(cfg))) == cfg
 
 
-@pytest.mark.parametrize("name", sorted(registered()))
-def test_shipped_config_equals_the_code_defaults(name: str) -> None:
-    """etc/ssdaq/<name>.toml holds every setting as an active line, equal to the defaults."""
-    cls = import_class(registered()[name])
-    path = ROOT / "etc" / "ssdaq" / f"{name}.toml"
-    assert config.load(cls.config_class, path) == cls.config_class()
-    expected = config.render(cls.config_class(), "")
-    assert path.read_text().endswith(expected), f"{path} drifted from the code: run `make configs`"
+def uncommented(text: str) -> str:
+    """A shipped override file with every setting line (``#key = …``, ``#[table]``) made active."""
+    return re.sub(r"^#(?=[^\s#])", "", text, flags=re.MULTILINE)
 
 
-@pytest.mark.parametrize("stream", sorted(WRITER_CONFIGS))
-def test_shipped_writer_config_equals_the_code_defaults(stream: str) -> None:
-    cls = WRITER_CONFIGS[stream]
-    path = ROOT / "etc" / "ssdaq" / f"writer-{stream}.toml"
+def test_commented_render_lists_every_setting_inactive(tmp_path: Path) -> None:
+    text = config.render(Outer(rate_s=2.0), "header line", commented=True)
+    assert "# a window (range: 1..)\n#window_ns = 10\n" in text and "\n#[inner]\n" in text
+    assert config.load(Outer, write(tmp_path, text)) == Outer()
+    assert config.load(Outer, write(tmp_path, uncommented(text))) == Outer(rate_s=2.0)
+
+
+SHIPPED = [
+    *((f"{name}.toml", import_class(spec).config_class) for name, spec in sorted(registered().items())),
+    *((f"writer-{stream}.toml", cls) for stream, cls in sorted(WRITER_CONFIGS.items())),
+]
+
+
+@pytest.mark.parametrize(("name", "cls"), SHIPPED, ids=[name for name, _ in SHIPPED])
+def test_shipped_override_file_is_the_code_defaults_commented_out(name: str, cls: type) -> None:
+    """etc/ssdaq/<name>: every setting, inactive; made active, each line equals the default."""
+    path = ROOT / "etc" / "ssdaq" / name
+    text = path.read_text()
+    assert text.endswith(config.render(cls(), "", commented=True)), (
+        f"{path} drifted from the code: run `make configs`")
     assert config.load(cls, path) == cls()
-    assert path.read_text().endswith(config.render(cls(), "")), f"{path} drifted: run `make configs`"
+    assert config.build(cls, tomllib.loads(uncommented(text)), f"{path} uncommented") == cls()
+
+
+def test_every_shipped_file_is_a_declared_one() -> None:
+    assert sorted(p.name for p in (ROOT / "etc" / "ssdaq").iterdir()) == sorted(n for n, _ in SHIPPED)

@@ -26,10 +26,13 @@ class BootFailed(Exception):
 
 
 class Container:
-    """PID 1 of a running container, addressed by its PID in the host's pid namespace."""
+    """PID 1 of a running container, addressed by its PID in the host's pid namespace.
 
-    def __init__(self, pid: int, workdir: Path) -> None:
-        self.pid, self.workdir = pid, workdir
+    ``label`` names what runs in it (``debian13``), for the figures the tests report.
+    """
+
+    def __init__(self, pid: int, workdir: Path, label: str) -> None:
+        self.pid, self.workdir, self.label = pid, workdir, label
         self.root = Path(f"/proc/{pid}/root")
 
     def argv(self, argv: Sequence[str], user: str | None = None) -> list[str]:
@@ -62,6 +65,14 @@ class Container:
                 f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
             )
         return proc
+
+    def run_host_tool(self, *argv: str) -> str:
+        """A tool of this machine run in the container's network namespace only (``ss``: a
+        minimal system has no iproute2); its output."""
+        return subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-n", *argv],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
 
     def spawn(self, *argv: str) -> subprocess.Popen[str]:
         """Start a command inside without waiting (stdout and stderr piped)."""
@@ -120,22 +131,22 @@ def wait_until(what: str, check: Callable[[], T], timeout: float, interval: floa
 
 
 @contextmanager
-def booted(workdir: Path, files: Sequence[Path]) -> Iterator[Container]:
-    """Boot a container with ``files`` in its /root/; shut it down (cleanly) on exit.
+def booted(workdir: Path, root: Path, files: Sequence[Path], label: str) -> Iterator[Container]:
+    """Boot ``root`` (overlaid) with ``files`` in its /root/; shut it down (cleanly) on exit.
 
     Raises BootFailed, with nspawn's reason, when the machine cannot run a container.
     """
     # The script holds the container up until its stdin closes: if this process dies, so does it.
     with open(workdir / "nspawn.stderr", "w") as stderr:
         script = subprocess.Popen(
-            [str(NSPAWN_SH), str(workdir), *map(str, files)],
+            [str(NSPAWN_SH), str(workdir), str(root), *map(str, files)],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
     try:
         pid = _wait_for_boot(script, workdir)
-        yield Container(pid, workdir)
+        yield Container(pid, workdir, label)
     finally:
         assert script.stdin is not None
         script.stdin.close()

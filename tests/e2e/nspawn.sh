@@ -1,9 +1,9 @@
 #!/bin/bash
 # Boot a throw-away Debian machine for the end-to-end test: systemd-nspawn over an overlay whose
-# lower layer is this machine's / and whose upper layer is a tmpfs, so systemd 252 runs as PID 1
-# with the host's /usr, Python packages and apt lists, and every write vanishes at the end.
+# lower layer is ROOT (a minimal Debian root from rootfs.sh) and whose upper layer is a tmpfs, so
+# that release's systemd runs as PID 1 and every write vanishes at the end.
 #
-#   nspawn.sh WORKDIR FILE...     (root)
+#   nspawn.sh WORKDIR ROOT FILE...     (root)
 #
 # Copies FILE... into the container's /root/, boots it, and once the system is up writes the
 # container's PID 1 (as seen from here) to WORKDIR/cpid; the caller enters it with
@@ -15,10 +15,9 @@ set -euo pipefail
 if [ -z "${E2E_IN_NS:-}" ]; then              # private mount namespace: our mounts die with us
   E2E_IN_NS=1 exec unshare -m --propagation private "$0" "$@"
 fi
-WORKDIR=$1; shift
-# enabled on the CI image, unrelated to us, slow or noisy at boot
-MASK=${MASK:-postgresql.service mariadb.service systemd-timesyncd.service apt-daily.timer
-  apt-daily-upgrade.timer}
+WORKDIR=$1; ROOT=$2; shift 2
+# slow or noisy at boot, unrelated to us (apt-daily would want the network)
+MASK=${MASK:-systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer}
 M=$WORKDIR/ovl/merged; NS=; CPID=
 
 cleanup() {
@@ -36,12 +35,10 @@ boot_failed() { echo "$*" >"$WORKDIR/boot-failed"; exit 1; }
 
 mkdir -p "$WORKDIR/ovl"; mount -t tmpfs -o size=4G tmpfs "$WORKDIR/ovl"
 mkdir -p "$WORKDIR/ovl/upper" "$WORKDIR/ovl/wd" "$M"
-mount -t overlay overlay -o "lowerdir=/,upperdir=$WORKDIR/ovl/upper,workdir=$WORKDIR/ovl/wd" "$M"
+mount -t overlay overlay -o "lowerdir=$ROOT,upperdir=$WORKDIR/ovl/upper,workdir=$WORKDIR/ovl/wd" "$M"
 # else nspawn leaves its files on the host's (on-disk) /run
 mkdir -p /run/systemd/nspawn && mount -t tmpfs tmpfs /run/systemd/nspawn
 cp "$@" "$M/root/"
-# The CI image's policy-rc.d forbids starting services (exit 101): a whiteout in the overlay only.
-rm -f "$M/usr/sbin/policy-rc.d"
 mkdir -p "$M/var/log/journal"       # persistent journal, readable after shutdown
 
 masks=(); for u in $MASK; do masks+=("systemd.mask=$u"); done

@@ -4,7 +4,6 @@ The files run in name order on one container (session fixture ``machine``); each
 leaves the units as it found them: sockets listening, receivers stopped or running.
 """
 
-import itertools
 import json
 import time
 from pathlib import Path
@@ -22,7 +21,9 @@ from tests.e2e.daq import (
     ensure_listening,
     messages,
     readouts,
+    reconnect_window,
     record,
+    record_coverage,
     subscribe,
 )
 
@@ -45,7 +46,7 @@ def test_first_datagram_starts_readout_and_subscriber_gets_complete_readouts(
     unit = "ssdaq-readout.service"
     start_us = int(machine.prop(unit, "InactiveExitTimestampMonotonic"))
     ready_us = int(machine.prop(unit, "ActiveEnterTimestampMonotonic"))
-    record("socket activation: trigger -> READY=1", f"{(ready_us - start_us) / 1e6:.3f} s")
+    record(machine, "socket activation: trigger -> READY=1", f"{(ready_us - start_us) / 1e6:.3f} s")
     got = readouts(result)
     complete = [r for r in got if r[4] == ALL_MODULES]
     assert len(complete) >= 2 * SIM_RATE_HZ, (sim.stdout, len(got), [hex(r[4]) for r in got[:5]])
@@ -69,7 +70,7 @@ def test_status_text_and_journal_fields(machine: Container) -> None:
     text = wait_until(
         "StatusText", lambda: machine.prop("ssdaq-readout.service", "StatusText"), timeout=5
     )
-    record("StatusText", text)
+    record(machine, "StatusText", text)
     entries = [
         json.loads(line)
         for line in machine.run(
@@ -90,11 +91,10 @@ def test_reload_goes_through_reloading_to_ready_and_applies_a_changed_value(
     """A [modules] table listing 16 senders makes readouts wait for those 16 only."""
     path = "/etc/ssdaq/readout.toml"
     original = machine.run("cat", path).stdout
-    assert "\n[modules]\n" in original
     listed = "".join(f'"127.0.0.{100 + m}" = {m}\n' for m in range(16))
     before = machine.show("ssdaq-readout.service", "MainPID", "ActiveState")
     assert expected_modules(machine) == 32
-    machine.write(path, original.replace("\n[modules]\n", "\n[modules]\n" + listed, 1))
+    machine.write(path, f"{original}\n[modules]\n{listed}")
     try:
         cursor = machine.journal_cursor()
         t0 = time.monotonic()
@@ -109,7 +109,7 @@ def test_reload_goes_through_reloading_to_ready_and_applies_a_changed_value(
             10,
             0.02,
         )
-        record("reload (systemctl reload -> READY=1)", f"{time.monotonic() - t0:.3f} s")
+        record(machine, "reload (systemctl reload -> READY=1)", f"{time.monotonic() - t0:.3f} s")
         log = messages(machine.journal(cursor, "ssdaq-readout.service"))
         assert "Reloading" in log and "Reloaded" in log, log
         assert machine.show("ssdaq-readout.service", "MainPID", "ActiveState") == before
@@ -141,41 +141,21 @@ def test_restart_while_the_simulator_sends_loses_no_record(machine: Container) -
     sent = json.loads(sim.communicate(timeout=30)[0].strip().splitlines()[-1])
     result = collected(sub, timeout=40)
 
-    got = readouts(result)
-    seen: dict[tuple[int, int], int] = {}
-    for _, _, _, tack, mask in got:
-        for module in range(32):
-            if mask >> module & 1:
-                seen[module, tack] = seen.get((module, tack), 0) + 1
-    period_ns = round(1e9 / SIM_RATE_HZ)
-    expected = {
-        (m, sent["tack0"] + k * period_ns) for m in range(32) for k in range(sent["readouts"])
-    }
-    lost = expected - seen.keys()
-    twice = {k for k, n in seen.items() if n > 1}
-    numbers = [r[2] for r in got]
-    gaps = sum(b - a - 1 for a, b in itertools.pairwise(numbers) if b > a + 1)
+    lost, twice, expected, gaps = record_coverage(readouts(result), sent)
     window = reconnect_window(result["events"], t0)
-    record("restart (systemctl restart, stop+start)", f"{restart_s:.3f} s")
+    record(machine, "restart (systemctl restart, stop+start)", f"{restart_s:.3f} s")
     record(
+        machine,
         "subscriber reconnect window", f"{window:.3f} s" if window is not None else "no reconnect"
     )
-    record("restart: records lost / twice / sent", f"{len(lost)} / {len(twice)} / {len(expected)}")
-    record("restart: readout numbers skipped", str(gaps))
-    assert sent["send_errors"] == 0 and sent["records"] == len(expected)
+    record(machine, "restart: records lost / twice / sent", f"{len(lost)} / {len(twice)} / {expected}")
+    record(machine, "restart: readout numbers skipped", str(gaps))
+    assert sent["send_errors"] == 0 and sent["records"] == expected
     assert not twice, f"{len(twice)} records published twice"
     assert not lost, (
-        f"{len(lost)} of {len(expected)} records lost across the restart "
+        f"{len(lost)} of {expected} records lost across the restart "
         f"({gaps} readout numbers skipped, reconnect window {window} s)"
     )
-
-
-def reconnect_window(events: list[list], since: float) -> float | None:
-    """Seconds from the subscriber's disconnect (after ``since``) to its next handshake."""
-    down = next((t for t, e in events if e == "disconnected" and t >= since), None)
-    if down is None:
-        return None
-    return next((t - down for t, e in events if e == "handshake" and t > down), None)
 
 
 # ------------------------------------------------------------------------------- 5. watchdog
@@ -195,13 +175,13 @@ def test_hung_data_path_is_killed_by_the_watchdog_and_restarted(machine: Contain
             lambda: int(machine.prop("ssdaq-readout.service", "NRestarts") or 0) >= 1,
             timeout=20,
         )
-        record("watchdog: restart -> killed and restarted", f"{time.monotonic() - t0:.1f} s")
+        record(machine, "watchdog: restart -> killed and restarted", f"{time.monotonic() - t0:.1f} s")
         entries = machine.journal(cursor)
         hang = next(e for e in entries if "data path now hangs" in str(e.get("MESSAGE")))
         kill = next(e for e in entries if "Watchdog timeout" in str(e.get("MESSAGE")))
         hung_s = (int(kill["__MONOTONIC_TIMESTAMP"]) - int(hang["__MONOTONIC_TIMESTAMP"])) / 1e6
         limit = machine.prop("ssdaq-readout.service", "WatchdogUSec")
-        record("watchdog: hang -> kill", f"{hung_s:.1f} s (WatchdogSec={limit})")
+        record(machine, "watchdog: hang -> kill", f"{hung_s:.1f} s (WatchdogSec={limit})")
         assert any("Failed with result 'watchdog'" in str(e.get("MESSAGE")) for e in entries)
         sim.communicate(timeout=30)
     finally:
@@ -244,7 +224,7 @@ def test_bad_config_fails_once_with_78_naming_file_and_key(machine: Container) -
         assert log.count("Starting ") == 1, log
         error = next(line for line in log.splitlines() if "no_such_setting" in line)
         assert path in error, error
-        record("bad config journal line", error)
+        record(machine, "bad config journal line", error)
     finally:
         machine.write(path, original)
         ensure_listening(machine)

@@ -5,12 +5,12 @@ leaves the units as it found them: sockets listening, receivers stopped or runni
 """
 
 import json
-import re
 import time
 
 import pytest
 
 from tests.e2e.container import Container
+from tests.e2e.packages import Built
 from tests.e2e.daq import (
     RECEIVERS,
     SIM,
@@ -34,11 +34,7 @@ def test_teldata_takes_its_database_password_from_the_systemd_credential(
     """LoadCredential= under the hardening: missing, the mysql source says so; present, it polls."""
     path, unit = "/etc/ssdaq/teldata.toml", "ssdaq-teldata.service"
     original = machine.run("cat", path).stdout
-    mysql = re.sub(
-        r'^source = "static"$', 'source = "mysql"', original, count=1, flags=re.MULTILINE
-    )
-    assert mysql != original
-    machine.write(path, mysql)
+    machine.write(path, f'source = "mysql"\n{original}')
     try:
         machine.run("systemctl", "restart", unit)
         assert "credential" in teldata_status(machine)["problem"]
@@ -64,9 +60,10 @@ def teldata_status(c: Container) -> dict:
 
 def test_site_receiver_runs_from_the_template_units(machine: Container) -> None:
     """A site's own ReceiverServer subclass (the seed example) as ssdaq-receiver@NAME."""
-    machine.write(
-        "/usr/local/lib/python3.11/dist-packages/site_receivers.py", SITE_RECEIVER.read_text()
-    )
+    site_packages = machine.run(
+        "python3", "-c", "import sys; print('/usr/local/lib/python3.%d/dist-packages' % sys.version_info[1])"
+    ).stdout.strip()
+    machine.write(f"{site_packages}/site_receivers.py", SITE_RECEIVER.read_text())
     machine.write(
         "/etc/ssdaq/site-packets.toml",
         'receiver_class = "site_receivers:PacketReceiver"\n'
@@ -74,12 +71,15 @@ def test_site_receiver_runs_from_the_template_units(machine: Container) -> None:
     )
     machine.write(
         "/etc/systemd/system/ssdaq-receiver@site-packets.socket.d/port.conf",
-        "[Socket]\nListenDatagram=0.0.0.0:17300\n",
+        "[Socket]\nListenDatagram=\nListenDatagram=0.0.0.0:17300\n",
     )
     machine.run("systemctl", "daemon-reload")
+    # the drop-in replaced the template's local listener
+    assert machine.prop("ssdaq-receiver@site-packets.socket", "Listen") == "0.0.0.0:17300 (Datagram)"
     proc = machine.run(
         "systemd-analyze",
         "verify",
+        "--man=no",
         "ssdaq-receiver@site-packets.socket",
         "ssdaq-receiver@site-packets.service",
         check=False,
@@ -113,21 +113,26 @@ def test_writer_records_readouts_under_var_lib_ssdaq_data(machine: Container) ->
     machine.run("systemctl", "stop", "ssdaq-writer@readout.service")
     files = machine.run("find", "/var/lib/ssdaq/data", "-type", "f").stdout.split()
     assert files, machine.run("journalctl", "-u", "ssdaq-writer@readout", "--no-pager").stdout
-    record("writer output", " ".join(files))
+    record(machine, "writer output", " ".join(files))
 
 
 # ------------------------------------------------------------------------------- upgrade
 
 
-def test_upgrade_restarts_running_receivers_behind_open_sockets(machine: Container) -> None:
-    """Reinstalling (an upgrade to the same version) runs the new code with no socket closed."""
+def test_upgrade_restarts_running_receivers_behind_open_sockets(
+    machine: Container, built: Built
+) -> None:
+    """Reinstalling (an upgrade to the same version) runs the new code with no socket closed.
+
+    test_5_upgrade upgrades from the previous release.
+    """
     machine.run("systemctl", "start", "ssdaq-readout.service")
     pid = machine.prop("ssdaq-readout.service", "MainPID")
     socket_since = machine.prop("ssdaq-readout.socket", "ActiveEnterTimestampMonotonic")
-    deb = machine.run("sh", "-c", "ls /root/*.deb").stdout.strip()
+    deb = f"/root/{built.current.name}"
     t0 = time.monotonic()
     machine.run("apt-get", "install", "--reinstall", "-y", "-q", deb, timeout=300)
-    record("upgrade (apt-get install --reinstall)", f"{time.monotonic() - t0:.1f} s")
+    record(machine, "upgrade (apt-get install --reinstall)", f"{time.monotonic() - t0:.1f} s")
     assert active(machine, "ssdaq-readout.service")
     assert machine.prop("ssdaq-readout.service", "MainPID") != pid
     for name in SOCKETS:

@@ -21,7 +21,7 @@ def test_purge_leaves_user_and_recorded_data_and_nothing_else(machine: Container
     machine.write("/etc/credstore/teldata-db-password", "secret\n", mode=0o600)
     t0 = time.monotonic()
     machine.run("apt-get", "purge", "-y", "-q", "ssdaq")
-    record("purge", f"{time.monotonic() - t0:.1f} s")
+    record(machine, "purge", f"{time.monotonic() - t0:.1f} s")
     machine.run("systemctl", "daemon-reload")
     units = machine.run(
         "find",

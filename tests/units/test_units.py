@@ -1,19 +1,21 @@
-"""The unit files in units/: systemd's own lint, the hardening score, and agreement with etc/ssdaq.
+"""The unit files in units/: systemd's own lint, the hardening score, the ports against the defaults.
 
 ``systemd-analyze verify`` insists that every ``ExecStart=`` binary exists, and on this machine
 the package is not installed: the verify test points the units at stub executables in a temporary
 directory, the only way to lint them here. The end-to-end test verifies the installed units
-against the real binaries and man pages inside its container.
+against the real binaries inside its containers (Debian 12 and 13).
 """
 
 import configparser
 import re
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+
+from ssdaq.core.config import to_dict
+from ssdaq.core.main import import_class, registered
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "units"
@@ -65,19 +67,21 @@ def verify(*units: Path) -> str:
 def test_systemd_analyze_verify_prints_nothing_for_any_unit(tmp_path: Path) -> None:
     """verify exits 0 even on unknown keys or bad values: any output at all is a failure."""
     units = with_stub_binaries(tmp_path)
-    files = sorted(units.iterdir())
-    # the template socket takes its port from the site's drop-in, as `systemctl edit` writes it
-    dropin = units / "ssdaq-receiver@.socket.d"
-    dropin.mkdir()
-    (dropin / "port.conf").write_text("[Socket]\nListenDatagram=0.0.0.0:17300\n")
-    assert verify(*files) == ""
+    assert verify(*sorted(units.iterdir())) == ""
 
 
-def test_template_socket_without_a_site_port_is_refused(tmp_path: Path) -> None:
-    """No guessed port: an instance nobody gave a port to does not start (and says why)."""
-    assert "has no Listen setting" in verify(
-        with_stub_binaries(tmp_path) / "ssdaq-receiver@.socket"
-    )
+def test_a_site_drop_in_replaces_the_template_socket_listener(tmp_path: Path) -> None:
+    """The drop-in's empty ListenDatagram= drops the shipped listener; its own line adds the port.
+
+    systemd itself says so: with the empty line alone the instance has no listener left.
+    """
+    units = with_stub_binaries(tmp_path)
+    dropin = units / "ssdaq-receiver@.socket.d" / "port.conf"
+    dropin.parent.mkdir()
+    dropin.write_text("[Socket]\nListenDatagram=\n")
+    assert "has no Listen setting" in verify(units / "ssdaq-receiver@site.socket")
+    dropin.write_text("[Socket]\nListenDatagram=\nListenDatagram=0.0.0.0:17300\n")
+    assert verify(units / "ssdaq-receiver@site.socket", units / "ssdaq-receiver@site.service") == ""
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda p: p.name)
@@ -112,14 +116,12 @@ def test_services_share_one_sorted_hardening_block() -> None:
 
 @pytest.mark.parametrize("socket_unit", SOCKETS, ids=lambda p: p.name)
 def test_socket_port_and_fd_name_match_the_shipped_config(socket_unit: Path) -> None:
-    """Under systemd the .socket's port wins; started by hand the config's is bound: the same."""
+    """Under systemd the .socket's port wins; started by hand the default config's: the same."""
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment, method-assign]
     unit.read(socket_unit)
-    name = socket_unit.stem.removeprefix("ssdaq-")
     listen = unit["Socket"].get("ListenDatagram") or unit["Socket"]["ListenStream"]
     fd_name = unit["Socket"]["FileDescriptorName"]
-    with open(ROOT / "etc" / "ssdaq" / f"{name}.toml", "rb") as f:
-        config = tomllib.load(f)
-    bind = config["sockets"][fd_name]
+    spec = registered()[socket_unit.stem.removeprefix("ssdaq-")]
+    bind = to_dict(import_class(spec).config_class())["sockets"][fd_name]
     assert listen == f"{bind['ip']}:{bind['port']}"
