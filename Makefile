@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml scripts/system-deps
 	scripts/system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test,tools,mysql]'
+	$(VPY) -m pip install -q -e '.[test,tools,mysql,web]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -43,10 +43,11 @@ deb:
 protos:
 	protoc -I. --python_out=. ssdaq/data/protos/*.proto
 
-## configs: regenerate etc/ssdaq/*.toml from the receivers' and writers' declared settings
+## configs: regenerate etc/ssdaq/*.toml from the receivers', writers' and ssdaq-web's declared settings
 configs: $(VENV)/.installed
 	$(VPY) -m ssdaq.core.main --write-default-configs etc/ssdaq
 	$(VPY) -m ssdaq.tools.writer --write-default-configs etc/ssdaq
+	$(VPY) -m ssdaq.web.server --write-default-configs etc/ssdaq
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .hypothesis *.egg-info

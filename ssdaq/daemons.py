@@ -11,6 +11,7 @@ directory.
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,11 @@ class ReceiverState:
                 "systemd": self.systemd or None, "status": self.reply, "error": self.error}
 
 
+def as_json(states: list[ReceiverState], with_systemd: bool) -> dict[str, Any]:
+    """``ssdaqctl status --json`` (and ssdaq-web's ``/api/status``)."""
+    return {"systemd": with_systemd, "receivers": [s.to_json() for s in states]}
+
+
 def systemd_show(units: list[str]) -> dict[str, dict[str, str]]:
     """``systemctl show`` of ``units`` in one call: unit -> properties."""
     if not units:
@@ -162,13 +168,17 @@ def known_names(with_systemd: bool) -> list[str]:
     return found
 
 
-def query(name: str, timeout_s: float) -> tuple[dict[str, Any] | None, str | None]:
+#: how a command reaches a receiver: (socket path, command line, timeout) -> decoded reply
+Send = Callable[[str, str, float], dict[str, Any]]
+
+
+def query(name: str, timeout_s: float, send: Send = request) -> tuple[dict[str, Any] | None, str | None]:
     """``status`` of receiver ``name``: (reply, None), (None, why not), or (None, None) when it
     has no command socket (it is not running)."""
     if not os.path.exists(socket_path(name)):
         return None, None
     try:
-        reply = request(socket_path(name), "status", timeout_s)
+        reply = send(socket_path(name), "status", timeout_s)
     except NoAnswer as e:
         return None, str(e)
     if not reply.get("ok"):
@@ -177,17 +187,18 @@ def query(name: str, timeout_s: float) -> tuple[dict[str, Any] | None, str | Non
 
 
 def gather(names: list[str] | None = None, timeout_s: float = 1.0,
-           use_systemd: bool | None = None) -> list[ReceiverState]:
+           use_systemd: bool | None = None, send: Send = request) -> list[ReceiverState]:
     """The state of ``names`` (default: every known name), querying them in parallel.
 
     ``use_systemd`` None: ask systemd when it runs the host (False for receivers started by hand,
-    as in the demo, whose units mean nothing).
+    as in the demo, whose units mean nothing). ``send`` carries the ``status`` command (ssdaq-web
+    passes one that refuses every other command).
     """
     with_systemd = systemd_running() if use_systemd is None else use_systemd
     names = names or known_names(with_systemd)
     units = {name: unit_of(name) for name in names}
     shown = systemd_show(list(units.values())) if with_systemd else {}
     with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-        answers = list(pool.map(lambda n: query(n, timeout_s), names))
+        answers = list(pool.map(lambda n: query(n, timeout_s, send), names))
     return [ReceiverState(name, units[name], shown.get(units[name], {}), reply, error)
             for name, (reply, error) in zip(names, answers, strict=True)]

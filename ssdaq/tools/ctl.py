@@ -99,8 +99,7 @@ verb_start = verb_stop = verb_restart = _unit_verb
 def status(as_json: bool, timeout_s: float) -> int:
     states = daemons.gather(timeout_s=min(timeout_s, 2.0))
     if as_json:
-        print(json.dumps({"systemd": daemons.systemd_running(),
-                          "receivers": [s.to_json() for s in states]}, indent=2))
+        print(json.dumps(daemons.as_json(states, daemons.systemd_running()), indent=2))
     else:
         print(table(states))
     trouble = [s for s in states if (s.running or s.health == "failed") and not s.healthy]

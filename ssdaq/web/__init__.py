@@ -1,0 +1,6 @@
+"""``ssdaq-web``: one HTTP service for what a scraper or a browser wants to know about the DAQ.
+
+``server`` (the process: sockets, sd_notify, routes), ``poller`` (one shared ``status`` poll of
+every receiver and writer, read by every request), ``metrics`` (``/metrics`` from the poller's
+latest snapshot), ``config`` (``/etc/ssdaq/web.toml``).
+"""

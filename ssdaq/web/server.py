@@ -1,0 +1,234 @@
+"""``ssdaq-web``: the HTTP service (``ssdaq-web.socket`` + ``.service``, or ``--listen`` by hand).
+
+Startup: the listening socket (systemd's, named ``http``; else ``--listen`` or ``[sockets.http]``),
+a first poll (so the request that socket-activated the service gets data), then ``READY=1``.
+Serving: the poller runs once a second; ``STATUS=`` says how many receivers answered;
+``WATCHDOG=1`` while the loop turns and the poller is alive. SIGTERM/SIGINT: ``STOPPING=1``,
+connections closed, exit 0. Startup failures are one log line and a sysexits code (78 for a
+rejected configuration, naming file and key; 69 for a socket that cannot be bound).
+"""
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ssdaq.core import config as configlib
+from ssdaq.core import logging as sslogging
+from ssdaq.core import systemd
+from ssdaq.core.errors import EX_OK, EX_SOFTWARE, ConfigError, SsdaqError, UnavailableError
+from ssdaq.core.main import CONFIG_DIR, add_daemon_options
+from ssdaq.core.sockets import SocketSource, bind
+from ssdaq.web.config import WebConfig
+from ssdaq.web.metrics import Metrics
+from ssdaq.web.poller import StatusPoller
+
+NAME = "web"
+CONFIG_FILE = CONFIG_DIR / "web.toml"
+#: the FileDescriptorName= of ssdaq-web.socket and the [sockets] key of web.toml
+SOCKET_NAME = "http"
+
+log = logging.getLogger("ssdaq.web")
+
+#: the application's keys (aiohttp 3.8, Debian 12's, has no typed AppKey)
+POLLER, CONFIG, METRICS = "poller", "config", "metrics"
+
+
+# ---------------------------------------------------------------------------------------- routes
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS].render(request.headers.get("Accept", ""))
+    mime, _, params = content_type.partition(";")
+    charset = params.partition("charset=")[2].strip() or None
+    return web.Response(body=body, content_type=mime.strip(), charset=charset,
+                        headers={"Cache-Control": "no-store"})
+
+
+async def get_status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[POLLER].latest().to_json(),
+                             headers={"Cache-Control": "no-store"})
+
+
+def make_app(config: WebConfig, poller: StatusPoller) -> web.Application:
+    """The application: every route reads ``app["poller"].latest()``; none talks to a receiver."""
+    app = web.Application()
+    app[CONFIG] = config
+    app[POLLER] = poller
+    app[METRICS] = Metrics(poller)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/api/status", get_status)
+    return app
+
+
+# ---------------------------------------------------------------------------------------- sockets
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``ADDR:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``PORT`` -> (ip, port); "" is all addresses."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ADDR:PORT, got {text!r}") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {number}")
+    return host, number
+
+
+def listening_socket(ip: str, port: int) -> socket.socket:
+    """systemd's ``http`` socket, else one bound to ``ip:port`` ("": dual-stack, else IPv4 only)."""
+    source = SocketSource(log)
+    if source.inherited and SOCKET_NAME not in source.inherited and "unknown" in source.inherited:
+        source.inherited[SOCKET_NAME] = source.inherited.pop("unknown")
+    if source.activated or ip:
+        sock = source.take(SOCKET_NAME, socket.SOCK_STREAM, ip or "::", port)
+        source.close_unused()
+        return sock
+    try:
+        return bind(socket.SOCK_STREAM, "::", port)
+    except UnavailableError:  # IPv6 disabled on this host
+        return bind(socket.SOCK_STREAM, "0.0.0.0", port)
+
+
+# ---------------------------------------------------------------------------------------- service
+
+
+class WebService:
+    """Startup -> serve -> shutdown of one ``ssdaq-web`` process."""
+
+    def __init__(self, config: WebConfig, sock: socket.socket, poller: StatusPoller) -> None:
+        self.config, self.sock, self.poller = config, sock, poller
+        self.app = make_app(config, poller)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            await asyncio.to_thread(self.poller.poll_once)
+            await web.SockSite(runner, self.sock).start()
+            self._tasks = [loop.create_task(self.poller.run(), name="poller"),
+                           loop.create_task(self._status_loop(), name="status"),
+                           loop.create_task(self._watchdog_loop(), name="watchdog")]
+            systemd.notify("READY=1", f"STATUS={self.status_text()}")
+            log.info("serving http on %s", _where(self.sock))
+            stopper = loop.create_task(self._stop.wait())
+            done, _ = await asyncio.wait([stopper, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+            failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception()]
+            for task in failed:
+                log.error("task %s failed", task.get_name(), exc_info=task.exception())
+            stopper.cancel()
+            return EX_SOFTWARE if failed else EX_OK
+        finally:
+            systemd.notify("STOPPING=1", "STATUS=stopping")
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await runner.cleanup()
+
+    def status_text(self) -> str:
+        snap = self.poller.latest()
+        up = sum(s.reply is not None for s in snap.states)
+        text = f"{up}/{len(snap.states)} receivers and writers answering, poll {snap.duration_s * 1e3:.0f} ms"
+        return text + (f"; poll failed: {snap.error}" if snap.error else "")
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            systemd.notify(f"STATUS={self.status_text()}")
+
+    async def _watchdog_loop(self) -> None:
+        """``WATCHDOG=1`` while the loop turns and the poller keeps up (never needs a scrape)."""
+        interval = systemd.watchdog_interval_s()
+        if interval is None:
+            await asyncio.Event().wait()  # no watchdog: nothing to do, but this task must not end
+        while True:
+            await asyncio.sleep(interval)
+            if self.poller.fresh():
+                systemd.notify("WATCHDOG=1")
+
+
+def _where(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ---------------------------------------------------------------------------------------- command line
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ssdaq-web",
+        description="Serve the DAQ's state over HTTP: /metrics for Prometheus (every receiver's "
+        "and writer's counters, unit state, modules, disk), /api/status as JSON. Under systemd "
+        "the socket comes from ssdaq-web.socket.",
+        epilog=f"Configuration: {CONFIG_FILE} unless --config is given (built-in defaults if it "
+        "does not exist).",
+    )
+    p.add_argument("--listen", type=parse_listen, metavar="ADDR:PORT",
+                   help="address to bind when started by hand (overrides [sockets.http]); "
+                   "':9010' is every address")
+    add_daemon_options(p, "web service")
+    return p
+
+
+def load_config(path: Path | None) -> tuple[WebConfig, str | None]:
+    if path is None and not CONFIG_FILE.exists():
+        return WebConfig(), None
+    path = path or CONFIG_FILE
+    return configlib.load(WebConfig, path), str(path)
+
+
+def write_default_configs(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    header = (f"{CONFIG_FILE}: configuration of `ssdaq-web` (ssdaq.web.config:WebConfig).\n"
+              "Generated from the declared settings by `make configs`; every value shown is the default.")
+    (directory / "web.toml").write_text(configlib.render(WebConfig(), header))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.write_default_configs:
+        write_default_configs(args.write_default_configs)
+        return EX_OK
+    log_ = sslogging.setup(NAME, args.log_level or "info")
+    try:
+        config, config_file = load_config(args.config)
+        if args.check_config:
+            print(f"{config_file or 'built-in defaults'}: ok")
+            return EX_OK
+        if args.print_config:
+            sys.stdout.write(configlib.render(config))
+            return EX_OK
+        sslogging.setup(NAME, args.log_level or config.log.level)
+        ip, port = args.listen or (config.sockets.http.ip, config.sockets.http.port)
+        sock = listening_socket(ip, port)
+        return asyncio.run(WebService(config, sock, StatusPoller(config.poll)).serve())
+    except SsdaqError as e:
+        extra: dict[str, Any] = ({"SSDAQ_CONFIG_FILE": e.file, "SSDAQ_CONFIG_KEY": e.key}
+                                 if isinstance(e, ConfigError) else {})
+        if args.check_config or args.print_config:
+            print(f"ssdaq-web: {e}", file=sys.stderr)
+        else:
+            log_.error("%s", e, extra=extra)
+        systemd.notify(f"STATUS=failed: {e}")
+        return e.exit_code
+    except Exception:
+        log_.exception("unexpected error")
+        return EX_SOFTWARE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
