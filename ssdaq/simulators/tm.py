@@ -74,6 +74,9 @@ class TMSimConfig:
                                max=1.0)
     reset_at: float | None = setting(
         None, help=f"restart the TACK counter (at {RESET_TACK0} ns) this many seconds in", min=0.0)
+    stop_module: int | None = setting(None, help="this module (slot) stops sending --at seconds in",
+                                      min=0, max=N_TM - 1)
+    at: float = setting(0.0, help="seconds in when --stop-module stops (0: it never sends)", min=0.0)
     seed: int = setting(0, help="seed of the fault injection's random numbers")
 
     @property
@@ -265,6 +268,8 @@ def _run(cfg: TMSimConfig, packets: Packets, sender: _MMsgSender) -> TMSimSummar
         release(time.monotonic())
         data = packets.group(g, time.time_ns())
         send, lost, late, dup = packets.faults()
+        if cfg.stop_module is not None and g * group_s >= cfg.at:
+            send = [m for m in send if m != cfg.stop_module]
         held.extend((due + cfg.late_delay, m, data[m].tobytes()) for m in late)
         failed = sender.send(send)
         summary.packets += len(send) - failed

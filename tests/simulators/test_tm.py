@@ -135,6 +135,15 @@ def test_paced_run_keeps_to_its_schedule(listener):
     assert 0.3 <= summary.elapsed_s < 3.0  # never ahead of the schedule
 
 
+def test_a_stopped_module_sends_until_its_time_and_then_nothing(listener):
+    port = str(listener.getsockname()[1])
+    # 100 readouts/s, 1 record per packet: 20 packets per module, module 1 stops after 0.1 s
+    assert cli.main(["tm", "--modules", "3", "--rate", "100", "--records-per-packet", "1",
+                     "--duration", "0.2", "--port", port, "--stop-module", "1", "--at", "0.1"]) == 0
+    senders = Counter(received(listener)[1])
+    assert senders == {"127.0.0.100": 20, "127.0.0.101": 10, "127.0.0.102": 20}
+
+
 def test_cli_prints_one_json_summary_line(listener, capsys):
     port = str(listener.getsockname()[1])
     assert cli.main(["tm", "--modules", "3", "--rate", "100", "--duration", "0.1", "--port",
@@ -154,7 +163,7 @@ def test_cli_prints_a_readable_summary_line(listener, capsys):
 
 @pytest.mark.parametrize("argv", [
     ["tm", "--rate", "0"], ["tm", "--loss", "1.5"], ["tm", "--modules", "33"],
-    ["tm", "--records-per-packet", "11"], ["nosuch"], [],
+    ["tm", "--records-per-packet", "11"], ["tm", "--stop-module", "32"], ["nosuch"], [],
 ])
 def test_cli_rejects_a_bad_command_line_with_usage_exit_code(argv, capsys):
     with pytest.raises(SystemExit) as exc:
