@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,11 @@ UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "MainPID", "Sta
 def systemd_running() -> bool:
     """True when systemd is PID 1 here (``sd_booted()``: /run/systemd/system exists)."""
     return os.path.isdir("/run/systemd/system") and shutil.which("systemctl") is not None
+
+
+def socket_of(name: str) -> str | None:
+    """The .socket unit that starts ``name``'s service, if it can have one (writers cannot)."""
+    return None if name.startswith(WRITER_PREFIX) else unit_of(name).replace(".service", ".socket")
 
 
 def unit_of(name: str) -> str:
@@ -67,6 +72,8 @@ class ReceiverState:
     reply: dict[str, Any] | None = None
     #: why a receiver with a command socket did not answer
     error: str | None = None
+    #: systemd's properties of its .socket unit (empty without systemd or without a socket unit)
+    socket: dict[str, str] = field(default_factory=dict)
 
     @property
     def unit_state(self) -> str | None:
@@ -83,6 +90,19 @@ class ReceiverState:
         if self.systemd:
             return self.systemd.get("ActiveState") in ("active", "reloading", "activating")
         return self.reply is not None or self.error is not None  # its socket exists
+
+    @property
+    def activity(self) -> str:
+        """active (running, or should be: its command socket exists), idle (its socket listens
+        and no first datagram has started the service yet: a camera that is off is not a
+        fault), failed, or inactive."""
+        if self.systemd.get("ActiveState") == "failed":
+            return "failed"
+        if self.running:
+            return "active"
+        if self.socket.get("ActiveState") == "active":
+            return "idle"
+        return "inactive"
 
     @property
     def health(self) -> str:
@@ -123,7 +143,8 @@ class ReceiverState:
         return {"name": self.name, "unit": self.unit, "unit_state": self.unit_state,
                 "running": self.running, "health": self.health, "status_line": self.status_line,
                 "absent_modules": self.absent_modules, "last_data_s_ago": self.last_data_s_ago,
-                "systemd": self.systemd or None, "status": self.reply, "error": self.error}
+                "activity": self.activity, "systemd": self.systemd or None,
+                "socket": self.socket or None, "status": self.reply, "error": self.error}
 
 
 def as_json(states: list[ReceiverState], with_systemd: bool) -> dict[str, Any]:
@@ -197,8 +218,15 @@ def gather(names: list[str] | None = None, timeout_s: float = 1.0,
     with_systemd = systemd_running() if use_systemd is None else use_systemd
     names = names or known_names(with_systemd)
     units = {name: unit_of(name) for name in names}
-    shown = systemd_show(list(units.values())) if with_systemd else {}
+    sockets = {name: socket_of(name) for name in names}
+    shown = systemd_show([*units.values(), *filter(None, sockets.values())]) if with_systemd else {}
     with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
         answers = list(pool.map(lambda n: query(n, timeout_s, send), names))
-    return [ReceiverState(name, units[name], shown.get(units[name], {}), reply, error)
+    return [ReceiverState(name, units[name], shown.get(units[name], {}), reply, error,
+                          _loaded(shown.get(sockets[name] or "", {})))
             for name, (reply, error) in zip(names, answers, strict=True)]
+
+
+def _loaded(props: dict[str, str]) -> dict[str, str]:
+    """``props`` of a unit that exists (``systemctl show`` answers for any name: not-found)."""
+    return props if props.get("LoadState") == "loaded" else {}

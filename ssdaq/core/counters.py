@@ -89,6 +89,7 @@ CATALOGUE: dict[str, CounterSpec] = _catalogue(
     ("timeouts", "loss", "Polls that did not answer within timeout_s (or overlapped the previous one)"),
     # writers
     ("written", "info", "Rows written to files"),
+    ("written_bytes", "info", "Bytes the rows written added to the files on disk"),
     ("files", "info", "Files completed"),
     ("missed", "loss", "Messages the writer's subscription lost upstream (gaps in sequence numbers)"),
     ("disk_full", "loss", "Rows dropped because the disk was at its reserve and the memory buffer full"),

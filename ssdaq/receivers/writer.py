@@ -62,7 +62,7 @@ class StreamWriter(ReceiverServer[WriterConfig]):
     """Writes the streams of :attr:`layout` to rotating HDF5 files (see the module docstring)."""
 
     layout: ClassVar[FileLayout]
-    counter_names = ("written", "files", "missed", "disk_full", "bad_size", "bad_message", "bad_magic",
+    counter_names = ("written", "written_bytes", "files", "missed", "disk_full", "bad_size", "bad_message", "bad_magic",
                      "unknown_type", "bad_phase")
 
     def __init__(self) -> None:
@@ -75,6 +75,7 @@ class StreamWriter(ReceiverServer[WriterConfig]):
         self._pending: list[Rows] = []
         self._pending_bytes = 0
         self._file: files.OpenFile | None = None
+        self._file_bytes = 0  # size of the open file after its latest write
         self._finished: list[str] = []
         self._disk_full = False
         self._recovery_waits = False
@@ -284,8 +285,12 @@ class StreamWriter(ReceiverServer[WriterConfig]):
                                         self.config.output.compression_level)
             self.counters.add("files")
             self.log.info("new file %s", self._file.part.name)
+            self._file_bytes = 0
         self._file.append(rows)
         self.counters.add("written", len(rows.get(self.layout.datasets[0].path, ())))
+        size = self._file.size()
+        self.counters.add("written_bytes", size - self._file_bytes)
+        self._file_bytes = size
 
     def _close_file(self) -> None:
         file, self._file = self._file, None
@@ -334,11 +339,14 @@ class StreamWriter(ReceiverServer[WriterConfig]):
             "directory": str(self.directory),
             "file": self._file.part.name if self._file else None,
             "file_rows": self._file.rows if self._file else 0,
+            "file_bytes": self._file_bytes if self._file else 0,
+            "file_age_s": round(time.monotonic() - self._file.opened, 1) if self._file else None,
             "finished": list(self._finished),
             "pending_rows": self._rows(self._pending),
             "pending_bytes": self._pending_bytes,
             "disk_full": self._disk_full,
             "free_bytes": self._free,
+            "reserve_bytes": self.config.output.min_free_bytes,
             "sequence": {"last": self.sequence.last, "missed": self.sequence.missed,
                          "gaps": self.sequence.gaps, "restarts": self.sequence.restarts},
             "inputs": [inp.stream for inp, _ in self._subscriptions],
