@@ -2,35 +2,131 @@
 
 Nothing here talks to a receiver: a scrape turns the latest :class:`~ssdaq.web.poller.Snapshot`
 into metric families. A receiver that did not answer the latest poll (or a snapshot too old to
-be current) is exported as ``ssdaq_up 0`` and without counters, so stale values never pass for
-fresh ones. The format (Prometheus text or OpenMetrics) follows the scraper's ``Accept`` header.
+be current) is exported as ``ssdaq_up 0`` with its unit state and without anything from its
+``status``, so stale values never pass for fresh ones. No rates: Prometheus derives them from the
+counters. The format (Prometheus text or OpenMetrics) follows the scraper's ``Accept`` header.
 """
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Summary
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from ssdaq.daemons import ReceiverState
 from ssdaq.web.poller import Snapshot, StatusPoller
 
-#: ``ssdaq_unit_state``'s states
+PREFIX = "ssdaq_"
+#: ``ssdaq_unit_state``'s states (:attr:`ReceiverState.activity`)
 UNIT_STATES = ("active", "idle", "failed", "inactive")
+#: the label every per-daemon metric carries (writers are named writer-STREAM)
+LABEL = "receiver"
 
 
-def unit_state(state: ReceiverState, socket_listening: bool) -> str:
-    """active, idle (its socket listens, the service waits for a first datagram), failed or
-    inactive."""
-    active = state.systemd.get("ActiveState") if state.systemd else None
-    if active is None:
-        return "active" if state.reply is not None else "inactive"
-    if active in ("active", "reloading", "activating", "deactivating"):
-        return "active"
-    if active == "failed":
-        return "failed"
-    return "idle" if socket_listening else "inactive"
+def counter_help(name: str) -> str:
+    """HELP of ``ssdaq_<name>_total``."""
+    return f"{name} counter of the receiver or writer, since its process started"
+
+
+class Families:
+    """The metric families of one scrape, filled receiver by receiver."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, Metric] = {}
+
+    def gauge(self, name: str, help: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
+        return self._get(name, lambda: GaugeMetricFamily(PREFIX + name, help, labels=[LABEL, *labels]))
+
+    def counter(self, name: str, help: str) -> CounterMetricFamily:
+        return self._get(name, lambda: CounterMetricFamily(PREFIX + name, help, labels=[LABEL]))
+
+    def _get(self, name: str, make: Callable[[], Any]) -> Any:
+        if name not in self._families:
+            self._families[name] = make()
+        return self._families[name]
+
+    def __iter__(self) -> Iterator[Metric]:
+        return iter(self._families.values())
+
+
+def add_state(fam: Families, s: ReceiverState, answered: bool) -> None:
+    """What is known with or without an answer: up, unit state, restarts."""
+    fam.gauge("up", "1 when the receiver or writer answered the latest status poll, else 0 (also "
+              "when it is not running)").add_metric([s.name], float(answered))
+    state = fam.gauge("unit_state", "1 for the unit's state: active (running, or should be), idle "
+                      "(its socket listens, nothing has started it yet), failed, inactive",
+                      ("state",))
+    for name in UNIT_STATES:
+        state.add_metric([s.name, name], float(s.activity == name))
+    if s.systemd.get("NRestarts", "").isdigit():
+        fam.counter("unit_restarts", "Times systemd restarted the unit (NRestarts)").add_metric(
+            [s.name], float(s.systemd["NRestarts"]))
+
+
+def add_status(fam: Families, s: ReceiverState, reply: dict[str, Any]) -> None:
+    """What the receiver's ``status`` says: counters, process, readout and writer figures."""
+    for name, value in sorted(reply.get("counters", {}).items()):
+        fam.counter(name, counter_help(name)).add_metric([s.name], float(value))
+    fam.gauge("healthy", "1 when the receiver reports itself healthy (what its watchdog checks)"
+              ).add_metric([s.name], float(reply.get("health") == "ok"))
+    if (proc := reply.get("process")) is not None:
+        fam.counter("process_cpu_seconds", "CPU time (user and system) of the receiver's process"
+                    ).add_metric([s.name], float(proc["cpu_s"]))
+        fam.gauge("process_resident_memory_bytes", "Resident memory of the receiver's process"
+                  ).add_metric([s.name], float(proc["rss_bytes"]))
+        fam.gauge("process_start_time_seconds", "Start time of the receiver's process (Unix time)"
+                  ).add_metric([s.name], float(proc["started_unix"]))
+    if "modules" in reply:
+        add_readout(fam, s.name, reply)
+    if "free_bytes" in reply:
+        add_writer(fam, s.name, reply)
+
+
+def add_readout(fam: Families, name: str, reply: dict[str, Any]) -> None:
+    modules, absent = reply["modules"], set(reply.get("absent_modules", []))
+    fam.gauge("modules_present", "Expected modules that sent within the module timeout"
+              ).add_metric([name], float(len(modules) - len(absent & {int(m) for m in modules})))
+    gone = fam.gauge("module_absent", "1 for an expected module silent beyond the module timeout",
+                     ("module",))
+    seen = fam.gauge("module_last_seen_seconds", "Seconds since the module's latest packet",
+                     ("module",))
+    for module, info in sorted(modules.items(), key=lambda kv: int(kv[0])):
+        gone.add_metric([name, str(module)], float(int(module) in absent))
+        if info.get("last_seen_s_ago") is not None:
+            seen.add_metric([name, str(module)], float(info["last_seen_s_ago"]))
+    latency = reply.get("latency_ms", {})
+    for quantile in ("p50", "p99"):
+        if f"{quantile}_ms" in latency:
+            fam.gauge(f"build_latency_{quantile}_seconds",
+                      f"Build latency of the latest complete readouts, {quantile} (first datagram "
+                      "of the completing batch to hand-over to the publishers)"
+                      ).add_metric([name], latency[f"{quantile}_ms"] / 1e3)
+    if "next_readout_number" in reply:
+        fam.gauge("next_readout_number", "Number the next published readout gets"
+                  ).add_metric([name], float(reply["next_readout_number"]))
+    if "publishing" in reply:
+        fam.gauge("publishing", "1 while readouts are published, 0 while paused"
+                  ).add_metric([name], float(bool(reply["publishing"])))
+
+
+def add_writer(fam: Families, name: str, reply: dict[str, Any]) -> None:
+    fam.gauge("writer_free_bytes", "Free disk space where the writer writes"
+              ).add_metric([name], float(reply["free_bytes"]))
+    if "reserve_bytes" in reply:
+        fam.gauge("writer_reserve_bytes", "Free space the writer leaves untouched (min_free_bytes): "
+                  "below it, it stops writing and holds data in memory"
+                  ).add_metric([name], float(reply["reserve_bytes"]))
+    fam.gauge("writer_disk_full", "1 while writing is stopped for lack of disk space"
+              ).add_metric([name], float(bool(reply.get("disk_full"))))
+    fam.gauge("writer_pending_rows", "Rows received and not yet written"
+              ).add_metric([name], float(reply.get("pending_rows", 0)))
+    if reply.get("file_age_s") is not None:
+        fam.gauge("writer_file_age_seconds", "Age of the file being written"
+                  ).add_metric([name], float(reply["file_age_s"]))
+        fam.gauge("writer_file_bytes", "Size of the file being written"
+                  ).add_metric([name], float(reply.get("file_bytes", 0)))
 
 
 class SnapshotCollector:
@@ -42,11 +138,13 @@ class SnapshotCollector:
     def collect(self) -> Iterator[Metric]:
         snap = self.poller.latest()
         fresh = self.poller.fresh(snap)
-        up = GaugeMetricFamily("ssdaq_up", "1 when the receiver or writer answered the latest "
-                               "status poll, else 0", labels=["receiver"])
+        fam = Families()
         for s in snap.states:
-            up.add_metric([s.name], 1.0 if fresh and s.reply is not None else 0.0)
-        yield up
+            answered = fresh and s.reply is not None
+            add_state(fam, s, answered)
+            if answered:
+                add_status(fam, s, s.reply or {})
+        yield from fam
         yield from self._poll_metrics(snap)
 
     def _poll_metrics(self, snap: Snapshot) -> Iterator[Metric]:
@@ -58,6 +156,12 @@ class SnapshotCollector:
         yield CounterMetricFamily("ssdaq_web_poll_failures",
                                   "Status polls that failed as a whole (e.g. systemctl timed out)",
                                   value=snap.failures)
+        missed = CounterMetricFamily("ssdaq_web_poll_no_answers",
+                                     "Polls a running receiver or writer did not answer in time",
+                                     labels=[LABEL])
+        for name, n in sorted(snap.no_answers.items()):
+            missed.add_metric([name], n)
+        yield missed
 
 
 class Metrics:
@@ -66,8 +170,10 @@ class Metrics:
     def __init__(self, poller: StatusPoller) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(poller))  # type: ignore[arg-type]
-        self.scrape_seconds = Summary("ssdaq_web_scrape_duration_seconds",
-                                      "Time to render /metrics", registry=self.registry)
+        self.scrape_seconds = Histogram(
+            "ssdaq_web_scrape_duration_seconds", "Time ssdaq-web took to render /metrics",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+            registry=self.registry)
         self.scrape_errors = Counter("ssdaq_web_scrape_errors",
                                      "Scrapes of /metrics that failed to render", registry=self.registry)
 
