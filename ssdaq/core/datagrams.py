@@ -4,7 +4,9 @@ asyncio's datagram transport reads one datagram per ``recvfrom(256 KiB)`` at abo
 here one readiness event drains the socket in batches of up to ``batch`` datagrams at under
 1 µs each, and hands each batch to the receiver as arrays (payload rows, lengths, senders), so
 decoding can be vectorised. The kernel's count of datagrams dropped on this socket for lack of
-buffer space arrives with every datagram (``SO_RXQ_OVFL``) and is kept in :attr:`kernel_drops`.
+buffer space arrives with every datagram (``SO_RXQ_OVFL``); :attr:`kernel_drops` is its increase
+since the reader was made, because a socket-activated socket outlives the receiver's restarts
+and each process's counters start at 0 (as Prometheus's ``increase()`` expects).
 
 With ``timestamps=True`` each datagram also carries the kernel's receive time (``SO_TIMESTAMPNS``):
 when it reached the socket, not when the reader got to it, so a receiver that falls behind in a
@@ -15,6 +17,7 @@ moment after the first socket of the system asks; datagrams before that are stam
 import asyncio
 import ctypes
 import errno
+import os
 import select
 import socket
 import time
@@ -37,6 +40,25 @@ _CMSG_DATA = 16
 _TIMESTAMP_SPACE = 32  # CMSG_SPACE(sizeof(struct timespec))
 _DROPS_SPACE = 24  # CMSG_SPACE(sizeof(uint32))
 _CONTROL_BYTES = _TIMESTAMP_SPACE + _DROPS_SPACE
+
+
+def socket_drops(sock: socket.socket) -> int:
+    """The kernel's count of datagrams dropped on ``sock`` so far (0 if it is not listed).
+
+    The drop counter reaches the reader only with a datagram and only once it is non-zero, so
+    its value when a process starts comes from ``/proc/net/udp{,6}`` (the socket's inode).
+    """
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 12 and fields[9] == inode:
+                        return int(fields[12])
+        except OSError:
+            continue
+    return 0
 
 
 def _field_view(hdrs: "ctypes.Array[MMsgHdr]", field: str, dtype: type[np.generic],
@@ -70,6 +92,7 @@ class DatagramReader:
         self.sock, self.handler, self.on_error = sock, handler, on_error
         self.max_bytes, self.max_batches = max_bytes, max_batches_per_event
         self.received = self.oversize = self.kernel_drops = 0
+        self._drops_before = socket_drops(sock)  # what the kernel counted before this process
         self.batch = DatagramBatch(batch, max_bytes, sock.family)
         self.timestamps = timestamps
         sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
@@ -168,7 +191,7 @@ class DatagramReader:
         at = _TIMESTAMP_SPACE if self.timestamps else 0  # the timestamp is always there first
         if self._controllen[i] >= at + _CMSG_DATA + 4:
             data = self._control[i, at + _CMSG_DATA : at + _CMSG_DATA + 4]
-            self.kernel_drops = int(data.view(np.uint32)[0])
+            self.kernel_drops = int(data.view(np.uint32)[0]) - self._drops_before
 
     def _drop_oversize(self, n: int, too_big: np.ndarray) -> int:
         """Remove datagrams longer than the buffer (they were truncated) from the batch, counted."""

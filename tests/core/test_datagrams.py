@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ssdaq.core.datagrams import DatagramBatch, DatagramReader
+from ssdaq.core.datagrams import DatagramBatch, DatagramReader, socket_drops
 from ssdaq.core.sockets import tune_receive_buffer
 
 
@@ -84,6 +84,36 @@ def test_kernel_drops_are_counted(timestamps: bool) -> None:
         s.sendto(b"y", sock.getsockname())  # the counter travels with the next datagram
         receive_all(reader)
     assert reader.kernel_drops == 200 - n > 0
+    reader.close()
+
+
+def test_kernel_drops_start_at_zero_for_a_reader_of_an_inherited_socket() -> None:
+    """A socket that outlives a receiver (socket activation) keeps the kernel's drop count; the
+    next reader counts only its own, so every process's counter starts at 0."""
+    sock = bound_udp()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(200):  # dropped before the reader exists: nobody reads
+            s.sendto(b"x" * 1000, sock.getsockname())
+        before = socket_drops(sock)
+        assert before > 0
+        while True:  # what the previous process left queued
+            try:
+                sock.recv(2000, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+        reader = DatagramReader(sock, lambda b: None, lambda e: None)
+        s.sendto(b"y", sock.getsockname())
+        receive_all(reader)
+        assert reader.received == 1 and reader.kernel_drops == 0
+        for _ in range(200):
+            s.sendto(b"x" * 1000, sock.getsockname())
+        receive_all(reader)
+        n = reader.received - 1
+        s.sendto(b"y", sock.getsockname())
+        receive_all(reader)
+    assert reader.kernel_drops == 200 - n > 0
+    assert socket_drops(sock) == before + reader.kernel_drops
     reader.close()
 
 
