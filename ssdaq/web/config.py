@@ -41,9 +41,20 @@ class PollSettings:
 
 
 @dataclass(frozen=True)
+class ExpectSettings:
+    """What the site expects, for the alert rules (prometheus/ssdaq-alerts.yml)."""
+
+    data_from: tuple[str, ...] = setting(
+        (), help="Receivers that must receive data at all times (e.g. [\"readout\", \"trigger\"] on\n"
+        "a camera that runs around the clock): exported as ssdaq_data_expected 1, so the\n"
+        "SsdaqNoData alert fires when one gets nothing for 5 minutes")
+
+
+@dataclass(frozen=True)
 class WebConfig:
     """Configuration of ``ssdaq-web``."""
 
     log: LogSettings = table(LogSettings)
     sockets: WebSockets = table(WebSockets)
     poll: PollSettings = table(PollSettings)
+    expect: ExpectSettings = table(ExpectSettings)

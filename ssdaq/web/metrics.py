@@ -51,10 +51,12 @@ class Families:
         return iter(self._families.values())
 
 
-def add_state(fam: Families, s: ReceiverState, answered: bool) -> None:
-    """What is known with or without an answer: up, unit state, restarts."""
+def add_state(fam: Families, s: ReceiverState, answered: bool, expected: bool) -> None:
+    """What is known with or without an answer: up, unit state, restarts, the site's expectation."""
     fam.gauge("up", "1 when the receiver or writer answered the latest status poll, else 0 (also "
               "when it is not running)").add_metric([s.name], float(answered))
+    fam.gauge("data_expected", "1 when the site expects data at all times ([expect] data_from "
+              "in web.toml)").add_metric([s.name], float(expected))
     state = fam.gauge("unit_state", "1 for the unit's state: active (running, or should be), idle "
                       "(its socket listens, nothing has started it yet), failed, inactive",
                       ("state",))
@@ -132,8 +134,8 @@ def add_writer(fam: Families, name: str, reply: dict[str, Any]) -> None:
 class SnapshotCollector:
     """A prometheus_client collector reading the poller's latest snapshot at each scrape."""
 
-    def __init__(self, poller: StatusPoller) -> None:
-        self.poller = poller
+    def __init__(self, poller: StatusPoller, data_from: tuple[str, ...] = ()) -> None:
+        self.poller, self.data_from = poller, data_from
 
     def collect(self) -> Iterator[Metric]:
         snap = self.poller.latest()
@@ -141,7 +143,7 @@ class SnapshotCollector:
         fam = Families()
         for s in snap.states:
             answered = fresh and s.reply is not None
-            add_state(fam, s, answered)
+            add_state(fam, s, answered, s.name in self.data_from)
             if answered:
                 add_status(fam, s, s.reply or {})
         yield from fam
@@ -167,9 +169,9 @@ class SnapshotCollector:
 class Metrics:
     """The registry behind ``/metrics``: the snapshot's families and the service's own."""
 
-    def __init__(self, poller: StatusPoller) -> None:
+    def __init__(self, poller: StatusPoller, data_from: tuple[str, ...] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SnapshotCollector(poller))  # type: ignore[arg-type]
+        self.registry.register(SnapshotCollector(poller, data_from))  # type: ignore[arg-type]
         self.scrape_seconds = Histogram(
             "ssdaq_web_scrape_duration_seconds", "Time ssdaq-web took to render /metrics",
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),

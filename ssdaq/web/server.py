@@ -61,7 +61,7 @@ def make_app(config: WebConfig, poller: StatusPoller) -> web.Application:
     app = web.Application()
     app[CONFIG] = config
     app[POLLER] = poller
-    app[METRICS] = Metrics(poller)
+    app[METRICS] = Metrics(poller, config.expect.data_from)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/api/status", get_status)
     return app
