@@ -78,11 +78,11 @@ Gather = Callable[..., list[ReceiverState]]
 class StatusPoller:
     """Polls at most once per ``settings.interval_s``; :meth:`latest` is the newest snapshot."""
 
-    def __init__(self, settings: PollSettings, gather: Gather = daemons.gather,
-                 use_systemd: bool | None = None) -> None:
+    def __init__(self, settings: PollSettings, gather: Gather = daemons.gather) -> None:
         self.settings = settings
         self._gather = gather
-        self._systemd = daemons.systemd_running() if use_systemd is None else use_systemd
+        self._systemd = (daemons.systemd_running() if settings.units == "auto"
+                         else settings.units == "systemd")
         self._latest = Snapshot(0.0, 0.0, 0.0, self._systemd)
         self._no_answers: dict[str, int] = {}
 
