@@ -62,8 +62,8 @@ class StreamWriter(ReceiverServer[WriterConfig]):
     """Writes the streams of :attr:`layout` to rotating HDF5 files (see the module docstring)."""
 
     layout: ClassVar[FileLayout]
-    counter_names = ("written", "written_bytes", "files", "missed", "disk_full", "bad_size", "bad_message", "bad_magic",
-                     "unknown_type", "bad_phase")
+    counter_names = ("written", "written_bytes", "files", "missed", "disk_full", "bad_size",
+                     "bad_message", "bad_magic", "unknown_type", "bad_phase")
 
     def __init__(self) -> None:
         stream = self.layout.stream

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from ssdaq.core import counters
 from ssdaq.daemons import ReceiverState
 from ssdaq.web.poller import Snapshot, StatusPoller
 
@@ -26,8 +27,11 @@ LABEL = "receiver"
 
 
 def counter_help(name: str) -> str:
-    """HELP of ``ssdaq_<name>_total``."""
-    return f"{name} counter of the receiver or writer, since its process started"
+    """HELP of ``ssdaq_<name>_total``: its declaration in the catalogue."""
+    try:
+        return counters.spec(name).help
+    except KeyError:  # a site receiver's own counter, declared in its own process
+        return f"{name}: a counter of a site receiver (declared in its own package)"
 
 
 class Families:
@@ -69,8 +73,13 @@ def add_state(fam: Families, s: ReceiverState, answered: bool, expected: bool) -
 
 def add_status(fam: Families, s: ReceiverState, reply: dict[str, Any]) -> None:
     """What the receiver's ``status`` says: counters, process, readout and writer figures."""
-    for name, value in sorted(reply.get("counters", {}).items()):
+    values = reply.get("counters", {})
+    for name, value in sorted(values.items()):
         fam.counter(name, counter_help(name)).add_metric([s.name], float(value))
+    fam.counter("lost", "Sum of the counters of lost or rejected data (kind loss in the "
+                "catalogue): the lost of STATUS=").add_metric(
+        [s.name], float(sum(v for n, v in values.items() if n in counters.CATALOGUE
+                            and counters.spec(n).loss)))
     fam.gauge("healthy", "1 when the receiver reports itself healthy (what its watchdog checks)"
               ).add_metric([s.name], float(reply.get("health") == "ok"))
     if (proc := reply.get("process")) is not None:

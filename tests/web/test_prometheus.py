@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from ssdaq.tools import demo
-from ssdaq.tools.overview import RECEIVERS
+from ssdaq import streams
+from ssdaq.daemons import RECEIVERS
 from tests.conftest import free_port
 from tests.web.expressions import RULES, all_expressions
 from tests.web.promserver import BINARY, Prometheus
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.skipif(not os.access(BINARY, os.X_OK),
                                 reason=f"{BINARY} is not installed (Debian: prometheus)")
 
 RATE = 10.0  # readouts/s, the camera's
-STOPPED_MODULE, STOP_AT_S = 5, 33.0  # after the 30 s the rate check needs
+STOPPED_MODULE, STOP_AT_S = 5, 40.0  # after the 30 s of data the rate check needs
 WRITER = "writer-readout"
 
 
@@ -53,7 +54,8 @@ def daq(short_dir: Path) -> Iterator[tuple[demo.Processes, demo.Plan]]:
                 settings["assembler.module_timeout_s"] = 1.0
             cfg = demo.write_config(demo.receiver_class(name).config_class, settings,
                                     short_dir / f"{name}.toml")
-            procs.start(name, ["-m", "ssdaq.core.main", RECEIVERS[name], "--config", str(cfg)])
+            procs.start(name, ["-m", "ssdaq.core.main", streams.get(name).receiver, "--config",
+                               str(cfg)])
         cfg = demo.write_config(demo.WRITER_CONFIGS["readout"], demo.writer_settings("readout", plan),
                                 short_dir / f"{WRITER}.toml")
         procs.start(WRITER, ["-m", "ssdaq.tools.writer", "readout", "--config", str(cfg)])
@@ -82,10 +84,12 @@ def test_prometheus_sees_every_receiver_the_rates_a_stopped_module_and_a_killed_
                                "--at", str(STOP_AT_S)])
         procs.start("sim-trigger", [*sim, "trigger", "--rate", "10", "--duration", "60",
                                     "--host", plan.ip, "--port", "8307"])
-        started = time.monotonic()
+        prom.wait(lambda: prom.values('ssdaq_complete_total{receiver="readout"} > 0'), 30,
+                  "the first readouts counted")
+        flowing = time.monotonic()
 
         rate = 'rate(ssdaq_complete_total{receiver="readout"}[30s])'
-        time.sleep(max(0.0, started + 31.0 - time.monotonic()))
+        time.sleep(max(0.0, flowing + 31.0 - time.monotonic()))  # 30 s of readouts in the window
         assert abs(prom.values(rate)["readout"] - RATE) <= 0.2 * RATE
 
         victim = procs.procs["trigger"]
