@@ -22,6 +22,7 @@ from aiohttp import web
 from ssdaq.core import config as configlib
 from ssdaq.core import logging as sslogging
 from ssdaq.core import systemd
+from ssdaq.core.cli import Parser
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, ConfigError, SsdaqError, UnavailableError
 from ssdaq.core.main import CONFIG_DIR, add_daemon_options
 from ssdaq.core.sockets import SocketSource, bind
@@ -45,10 +46,8 @@ POLLER, CONFIG, METRICS = "poller", "config", "metrics"
 
 async def get_metrics(request: web.Request) -> web.Response:
     body, content_type = request.app[METRICS].render(request.headers.get("Accept", ""))
-    mime, _, params = content_type.partition(";")
-    charset = params.partition("charset=")[2].strip() or None
-    return web.Response(body=body, content_type=mime.strip(), charset=charset,
-                        headers={"Cache-Control": "no-store"})
+    # as a header: content_type= would drop the format's version parameter
+    return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -137,6 +136,9 @@ class WebService:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await runner.cleanup()
+            for sig in (signal.SIGTERM, signal.SIGINT):  # exiting with its code: a repeated
+                loop.remove_signal_handler(sig)          # stop request must not kill it
+                signal.signal(sig, signal.SIG_IGN)
 
     def status_text(self) -> str:
         snap = self.poller.latest()
@@ -169,7 +171,7 @@ def _where(sock: socket.socket) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="ssdaq-web",
         description="Serve the DAQ's state over HTTP: /metrics for Prometheus (every receiver's "
         "and writer's counters, unit state, modules, disk), /api/status as JSON. Under systemd "
