@@ -48,7 +48,7 @@ def test_installed_units_pass_systemd_analyze_verify(machine: Container) -> None
     named = [u for u in units if "@" not in u]
     assert {Path(u).name for u in named} == {f"ssdaq-{n}.service" for n in RECEIVERS} | {
         f"ssdaq-{n}.socket" for n in SOCKETS
-    } | {"ssdaq.target"}
+    } | {"ssdaq.target", "ssdaq-web.service", "ssdaq-web.socket"}
     proc = machine.run(
         "systemd-analyze",
         "verify",
