@@ -14,7 +14,6 @@ request to the web service can reset, pause or reload anything.
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +24,9 @@ from ssdaq.web.config import PollSettings
 
 #: the commands ssdaq-web may send to a receiver: read-only ones only
 ALLOWED_COMMANDS = frozenset({"status"})
+#: the known names are looked up again after this many polls (``systemctl list-units`` costs a
+#: subprocess; a site receiver started meanwhile shows within this many seconds)
+NAMES_EVERY = 10
 
 log = logging.getLogger("ssdaq.web")
 
@@ -72,19 +74,16 @@ class Snapshot:
                 "taken_unix": self.taken_unix, "age_s": round(self.age_s(), 3)}
 
 
-Gather = Callable[..., list[ReceiverState]]
-
-
 class StatusPoller:
     """Polls at most once per ``settings.interval_s``; :meth:`latest` is the newest snapshot."""
 
-    def __init__(self, settings: PollSettings, gather: Gather = daemons.gather) -> None:
+    def __init__(self, settings: PollSettings) -> None:
         self.settings = settings
-        self._gather = gather
         self._systemd = (daemons.systemd_running() if settings.units == "auto"
                          else settings.units == "systemd")
         self._latest = Snapshot(0.0, 0.0, 0.0, self._systemd)
         self._no_answers: dict[str, int] = {}
+        self._names: list[str] = []
 
     def latest(self) -> Snapshot:
         return self._latest
@@ -98,8 +97,10 @@ class StatusPoller:
         previous = self._latest
         started, started_unix = time.monotonic(), time.time()
         try:
-            states = tuple(self._gather(timeout_s=self.settings.timeout_s,
-                                        use_systemd=self._systemd, send=send))
+            if previous.polls % NAMES_EVERY == 0 or not self._names:
+                self._names = daemons.known_names(self._systemd)
+            states = tuple(daemons.gather(self._names, timeout_s=self.settings.timeout_s,
+                                          use_systemd=self._systemd, send=send))
             error = None
         except Exception as e:  # systemctl missing or timing out: say so, keep polling
             log.warning("poll failed: %s", e)
