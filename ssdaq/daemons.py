@@ -156,8 +156,7 @@ def systemd_show(units: list[str]) -> dict[str, dict[str, str]]:
     """``systemctl show`` of ``units`` in one call: unit -> properties."""
     if not units:
         return {}
-    done = subprocess.run(["systemctl", "show", "--no-pager", "-p", ",".join(UNIT_PROPERTIES),
-                           *units], capture_output=True, text=True, timeout=10, check=False)
+    done = _systemctl("show", "--no-pager", "-p", ",".join(UNIT_PROPERTIES), *units)
     out: dict[str, dict[str, str]] = {}
     for block in done.stdout.split("\n\n"):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
@@ -166,11 +165,17 @@ def systemd_show(units: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """``systemctl ARGS``; without our ``NOTIFY_SOCKET``, which is the caller's service's, not its."""
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=10,
+                          check=False, env=env)
+
+
 def systemd_names() -> list[str]:
     """Names of the ssdaq services systemd has loaded (site receivers and writers included)."""
-    done = subprocess.run(["systemctl", "list-units", "--all", "--plain", "--no-legend",
-                           "--no-pager", "ssdaq-*.service"], capture_output=True, text=True,
-                          timeout=10, check=False)
+    done = _systemctl("list-units", "--all", "--plain", "--no-legend", "--no-pager",
+                      "ssdaq-*.service")
     names = (name_of(line.split()[0]) for line in done.stdout.splitlines() if line.strip())
     return [n for n in names if n]
 

@@ -165,7 +165,7 @@ class SnapshotCollector:
                                 "How long the latest status poll took", value=snap.duration_s)
         yield CounterMetricFamily("ssdaq_web_polls", "Status polls done", value=snap.polls)
         yield CounterMetricFamily("ssdaq_web_poll_failures",
-                                  "Status polls that failed as a whole (e.g. systemctl timed out)",
+                                  "Status polls that failed as a whole (systemctl timed out or gave no unit state)",
                                   value=snap.failures)
         missed = CounterMetricFamily("ssdaq_web_poll_no_answers",
                                      "Polls a running receiver or writer did not answer in time",

@@ -56,7 +56,7 @@ class Snapshot:
     #: whether systemd's unit states are part of it
     systemd: bool
     states: tuple[ReceiverState, ...] = ()
-    #: why the poll failed as a whole (then ``states`` is empty)
+    #: why the poll failed as a whole (``states`` empty, or without unit states)
     error: str | None = None
     #: polls done so far, this one included, and how many of them failed as a whole
     polls: int = 0
@@ -102,9 +102,13 @@ class StatusPoller:
             states = tuple(daemons.gather(self._names, timeout_s=self.settings.timeout_s,
                                           use_systemd=self._systemd, send=send))
             error = None
+            if self._systemd and not any(s.systemd for s in states):
+                # e.g. the system bus refused us: the unit states below are guesses
+                error = "systemctl show gave no unit state (is the system D-Bus running?)"
         except Exception as e:  # systemctl missing or timing out: say so, keep polling
-            log.warning("poll failed: %s", e)
             states, error = (), f"{type(e).__name__}: {e}"
+        if error and not previous.error:
+            log.warning("poll failed: %s", error)
         for s in states:
             if s.reply is None and s.running:
                 self._no_answers[s.name] = self._no_answers.get(s.name, 0) + 1
