@@ -8,7 +8,7 @@ counters. The format (Prometheus text or OpenMetrics) follows the scraper's ``Ac
 """
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -38,21 +38,22 @@ class Families:
     """The metric families of one scrape, filled receiver by receiver."""
 
     def __init__(self) -> None:
-        self._families: dict[str, Metric] = {}
+        self._gauges: dict[str, GaugeMetricFamily] = {}
+        self._counters: dict[str, CounterMetricFamily] = {}
 
     def gauge(self, name: str, help: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
-        return self._get(name, lambda: GaugeMetricFamily(PREFIX + name, help, labels=[LABEL, *labels]))
+        if name not in self._gauges:
+            self._gauges[name] = GaugeMetricFamily(PREFIX + name, help, labels=[LABEL, *labels])
+        return self._gauges[name]
 
     def counter(self, name: str, help: str) -> CounterMetricFamily:
-        return self._get(name, lambda: CounterMetricFamily(PREFIX + name, help, labels=[LABEL]))
-
-    def _get(self, name: str, make: Callable[[], Any]) -> Any:
-        if name not in self._families:
-            self._families[name] = make()
-        return self._families[name]
+        if name not in self._counters:
+            self._counters[name] = CounterMetricFamily(PREFIX + name, help, labels=[LABEL])
+        return self._counters[name]
 
     def __iter__(self) -> Iterator[Metric]:
-        return iter(self._families.values())
+        yield from self._gauges.values()
+        yield from self._counters.values()
 
 
 def add_state(fam: Families, s: ReceiverState, answered: bool, expected: bool) -> None:

@@ -107,7 +107,7 @@ class WebService:
         self.config, self.sock, self.poller = config, sock, poller
         self.app = make_app(config, poller)
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def serve(self) -> int:
         loop = asyncio.get_running_loop()
@@ -154,8 +154,9 @@ class WebService:
     async def _watchdog_loop(self) -> None:
         """``WATCHDOG=1`` while the loop turns and the poller keeps up (never needs a scrape)."""
         interval = systemd.watchdog_interval_s()
-        if interval is None:
-            await asyncio.Event().wait()  # no watchdog: nothing to do, but this task must not end
+        if interval is None:  # no watchdog: nothing to do, but this task must not end
+            await asyncio.Event().wait()
+            return
         while True:
             await asyncio.sleep(interval)
             if self.poller.fresh():
