@@ -1,6 +1,7 @@
 """ssdaq-web as a service: socket activation, sd_notify, formats, and what it refuses."""
 
 import asyncio
+import json
 import resource
 import signal
 import socket
@@ -12,7 +13,7 @@ import aiohttp
 import pytest
 
 from ssdaq.core.errors import EX_UNAVAILABLE
-from tests.conftest import child_env, free_port, stop
+from tests.conftest import child_env, ctl_argv, free_port, stop
 from tests.core.test_receiver_server import activate
 from tests.daemons import Daemon, NotifyDrain
 from tests.sdnotify import NotifyListener
@@ -129,3 +130,20 @@ def test_a_bad_listen_address_is_a_usage_error(listen: str) -> None:
     done = subprocess.run(web_argv("--listen", listen), capture_output=True, text=True,
                           env=child_env(), timeout=30)
     assert done.returncode == 64 and "--listen" in done.stderr
+
+
+def test_api_status_is_what_ssdaqctl_status_json_prints(
+        start_web: Callable[..., Web], start_receiver: Callable[..., Daemon]) -> None:
+    start_receiver("trigger", trigger_config(free_port()))
+    web = start_web()
+    reply = get(web.url + "/api/status")
+    assert reply.headers["Content-Type"].startswith("application/json")
+    ours = json.loads(reply.body)
+    ctl = json.loads(subprocess.run(ctl_argv("status", "--json"), capture_output=True, text=True,
+                                    env=child_env(), timeout=30).stdout)
+    assert set(ours) == set(ctl) | {"taken_unix", "age_s"} and 0 <= ours["age_s"] < 2
+    by_name = {r["name"]: r for r in ours["receivers"]}
+    assert [r["name"] for r in ours["receivers"]] == [r["name"] for r in ctl["receivers"]]
+    assert all(set(r) == set(by_name[r["name"]]) for r in ctl["receivers"])
+    assert by_name["trigger"]["status"]["counters"]["received"] == 0
+    assert by_name["readout"]["running"] is False
