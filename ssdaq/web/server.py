@@ -11,7 +11,6 @@ rejected configuration, naming file and key; 69 for a socket that cannot be boun
 import argparse
 import asyncio
 import logging
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from ssdaq.core import logging as sslogging
 from ssdaq.core import systemd
 from ssdaq.core.cli import Parser
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, ConfigError, SsdaqError, UnavailableError
+from ssdaq.core.lifecycle import Lifecycle
 from ssdaq.core.main import CONFIG_DIR, add_daemon_options
 from ssdaq.core.sockets import SocketSource, bind
 from ssdaq.web.config import WebConfig
@@ -101,44 +101,42 @@ def listening_socket(ip: str, port: int) -> socket.socket:
 
 
 class WebService:
-    """Startup -> serve -> shutdown of one ``ssdaq-web`` process."""
+    """Startup -> serve -> shutdown of one ``ssdaq-web`` process, in the receivers' lifecycle
+    (:class:`ssdaq.core.lifecycle.Lifecycle`: signals, tasks, exit code)."""
 
     def __init__(self, config: WebConfig, sock: socket.socket, poller: StatusPoller) -> None:
         self.config, self.sock, self.poller = config, sock, poller
         self.app = make_app(config, poller)
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loop = asyncio.new_event_loop()
+        self.life = Lifecycle(self.loop, log)
+        self._runner: web.AppRunner | None = None
 
-    async def serve(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
-        await runner.setup()
-        try:
-            await asyncio.to_thread(self.poller.poll_once)
-            await web.SockSite(runner, self.sock).start()
-            self._tasks = [loop.create_task(self.poller.run(), name="poller"),
-                           loop.create_task(self._status_loop(), name="status"),
-                           loop.create_task(self._watchdog_loop(), name="watchdog")]
-            systemd.notify("READY=1", f"STATUS={self.status_text()}")
-            log.info("serving http on %s", _where(self.sock))
-            stopper = loop.create_task(self._stop.wait())
-            done, _ = await asyncio.wait([stopper, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
-            failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception()]
-            for task in failed:
-                log.error("task %s failed", task.get_name(), exc_info=task.exception())
-            stopper.cancel()
-            return EX_SOFTWARE if failed else EX_OK
-        finally:
-            systemd.notify("STOPPING=1", "STATUS=stopping")
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await runner.cleanup()
-            for sig in (signal.SIGTERM, signal.SIGINT):  # exiting with its code: a repeated
-                loop.remove_signal_handler(sig)          # stop request must not kill it
-                signal.signal(sig, signal.SIG_IGN)
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (exit 0) or a task fails (exit 70)."""
+        return self.life.run(self.life.serve(
+            startup=self._startup, ready=self._ready, drain=self._drain, close=lambda: None,
+            reload=self._reload, summary=self.status_text))
+
+    async def _startup(self) -> None:
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        await asyncio.to_thread(self.poller.poll_once)  # the activating request gets data
+        await web.SockSite(self._runner, self.sock).start()
+        self.life.spawn("poller", self.poller.run())
+        self.life.spawn("status", self._status_loop())
+        self.life.spawn("watchdog", self._watchdog_loop())
+
+    def _ready(self) -> None:
+        systemd.notify("READY=1", f"STATUS={self.status_text()}")
+        log.info("serving http on %s", _where(self.sock))
+
+    async def _drain(self) -> None:
+        systemd.notify("STOPPING=1", "STATUS=stopping")
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _reload(self) -> None:
+        log.info("SIGHUP: nothing to reload; restart ssdaq-web to apply a changed %s", CONFIG_FILE)
 
     def status_text(self) -> str:
         snap = self.poller.latest()
@@ -154,8 +152,7 @@ class WebService:
     async def _watchdog_loop(self) -> None:
         """``WATCHDOG=1`` while the loop turns and the poller keeps up (never needs a scrape)."""
         interval = systemd.watchdog_interval_s()
-        if interval is None:  # no watchdog: nothing to do, but this task must not end
-            await asyncio.Event().wait()
+        if interval is None:
             return
         while True:
             await asyncio.sleep(interval)
@@ -218,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         sslogging.setup(NAME, args.log_level or config.log.level)
         ip, port = args.listen or (config.sockets.http.ip, config.sockets.http.port)
         sock = listening_socket(ip, port)
-        return asyncio.run(WebService(config, sock, StatusPoller(config.poll)).serve())
+        return WebService(config, sock, StatusPoller(config.poll)).run()
     except SsdaqError as e:
         extra: dict[str, Any] = ({"SSDAQ_CONFIG_FILE": e.file, "SSDAQ_CONFIG_KEY": e.key}
                                  if isinstance(e, ConfigError) else {})
