@@ -93,6 +93,15 @@ CATALOGUE: dict[str, CounterSpec] = _catalogue(
     ("files", "info", "Files completed"),
     ("missed", "loss", "Messages the writer's subscription lost upstream (gaps in sequence numbers)"),
     ("disk_full", "loss", "Rows dropped because the disk was at its reserve and the memory buffer full"),
+    # ssdaq-web's live page (its browsers, not data: nothing here is a loss)
+    ("readouts", "info", "Readouts the live page's one subscription received"),
+    ("frames_sent", "info", "Readouts sent to the page's browsers (each browser counted)"),
+    ("frames_skipped", "info", "Readouts a browser was not sent: a newer one was sent instead"),
+    ("status_sent", "info", "Status messages sent to the page's browsers"),
+    ("refused_clients", "info", "Live connections refused because max_clients were open"),
+    ("closed_stalled", "info", "Live connections closed because a frame was not taken in send_timeout_s"),
+    ("closed_no_pong", "info", "Live connections closed because a ping went unanswered (half-open)"),
+    ("client_messages", "info", "Messages browsers sent on the read-only live connection (ignored)"),
 )
 
 #: what every receiver counts (declared by the framework)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ssdaq.core import systemd
-from ssdaq.core.counters import Counters
+from ssdaq.core.counters import Counters, loss_names
 
 #: seconds between two STATUS= lines (and two rate computations)
 TICK_S = 1.0
@@ -57,6 +57,8 @@ class Health:
             "status_line": self.line(),
             "health": self.problem() or "ok",
             "counters": dict(self.counters.values),
+            # the loss counters by reason: what the "lost N" of the status line sums
+            "lost": {k: self.counters[k] for k in loss_names(self.counters.values)},
             "rates": {k: round(v, 3) for k, v in self.counters.rates.items()},
         }
 

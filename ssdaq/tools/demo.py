@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from ssdaq.core.errors import EX_USAGE
 from ssdaq.core.settings import ListenSettings, zmq_publisher
 from ssdaq.receivers.writer_config import CONFIGS as WRITER_CONFIGS
 from ssdaq.receivers.writer_config import OutputSettings, Subscription
+from ssdaq.web.config import DEFAULT_PORT as WEB_PORT
+from ssdaq.web.config import HttpSocket, WebConfig
 
 #: receivers started first: the monitor receiver collects everybody's MonitorData
 ORDER = ("monitor", "teldata", "log", "timestamp", "trigger", "readout")
@@ -151,6 +154,18 @@ class Processes:
         raise RuntimeError(f"{name} did not start; its log ({self.log(name)}) ends with:\n"
                            + "".join(self.log(name).read_text().splitlines(True)[-5:]))
 
+    def wait_http(self, name: str, url: str, timeout_s: float = 20.0) -> None:
+        """Until ``url`` answers 200 (ssdaq-web has no command socket to ping)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.procs[name].poll() is None:
+            try:
+                with urllib.request.urlopen(url, timeout=1.0):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{name} did not start; its log ({self.log(name)}) ends with:\n"
+                           + "".join(self.log(name).read_text().splitlines(True)[-5:]))
+
     def stop(self, names: list[str]) -> dict[str, int | None]:
         """SIGTERM ``names`` together, wait for each (SIGKILL after the timeout); exit codes."""
         running = [n for n in names if n in self.procs and self.procs[n].poll() is None]
@@ -184,6 +199,13 @@ def available_receivers() -> list[str]:
 def receiver_class(name: str) -> type:
     module, _, cls = streams.get(name).receiver.partition(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def web_settings(plan: Plan) -> dict[str, Any]:
+    """ssdaq-web on the demo's address and offset port, subscribed to the demo's readouts."""
+    return {"sockets.http": HttpSocket(ip=plan.ip, port=plan.port(WEB_PORT)),
+            "page.readout_endpoint": plan.endpoint(streams.get("readout").pub_port),
+            "poll.units": "none"}  # receivers started by hand: no unit states
 
 
 def simulators(plan: Plan, modules: int) -> dict[str, list[str]]:
@@ -257,10 +279,15 @@ def run(plan: Plan, modules: int, live: bool) -> int:
             procs.start(f"writer-{stream}", ["-m", "ssdaq.tools.writer", stream, "--config", str(cfg)])
         for name in writers:
             procs.wait_ready(name)
+        page = f"http://{plan.ip}:{plan.port(WEB_PORT)}/"
+        procs.start("web", ["-m", "ssdaq.web.server", "--config",
+                            str(write_config(WebConfig, web_settings(plan), plan.work / "web.toml"))])
+        procs.wait_http("web", page + "api/status")
         print(f"started {len(receivers)} receivers and {len(writers)} writers on {plan.ip}"
               + (f"; not in this tree: {', '.join(missing)}" if missing else "")
               + f"\nfrom another terminal: RUNTIME_DIRECTORY={plan.runtime} ssdaqctl status; "
-              f"ssdaq-dump readout --ip {plan.ip} --port {plan.port(streams.get('readout').pub_port)}",
+              f"ssdaq-dump readout --ip {plan.ip} --port {plan.port(streams.get('readout').pub_port)}"
+              f"\nlive page: {page}",
               flush=True)
         sims = simulators(plan, modules)
         for name, argv in sims.items():
@@ -271,7 +298,7 @@ def run(plan: Plan, modules: int, live: bool) -> int:
         time.sleep(1.5)  # the assembler publishes what it still holds; writers take it
         final = {s.name: s for s in daemons.gather(timeout_s=2.0, use_systemd=False)}
         codes = procs.stop([n for n in receivers if n != "monitor"])
-        codes |= procs.stop(writers)
+        codes |= procs.stop(writers + ["web"])
         codes |= procs.stop(["monitor"])
     except (RuntimeError, subprocess.TimeoutExpired, KeyboardInterrupt) as e:
         procs.stop_all()

@@ -2,5 +2,6 @@
 
 ``server`` (the process: sockets, sd_notify, routes), ``poller`` (one shared ``status`` poll of
 every receiver and writer, read by every request), ``metrics`` (``/metrics`` from the poller's
-latest snapshot), ``config`` (``/etc/ssdaq/web.toml``).
+latest snapshot), ``page`` (the shifter's live page: ``live``, its shared readout feed and
+WebSocket, ``history``, the rates plotted), ``config`` (``/etc/ssdaq/web.toml``).
 """

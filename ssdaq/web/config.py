@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from ssdaq.core.config import setting, table
 from ssdaq.core.settings import LogSettings
+from ssdaq import streams
 
 #: ssdaq's HTTP port: beside ssdaq's own PUB ports (9001-9006), outside Prometheus's exporter
 #: range 9100-9999, whose every port is allocated (docs/operations.md says more)
@@ -55,6 +56,42 @@ class ExpectSettings:
 
 
 @dataclass(frozen=True)
+class PageSettings:
+    """The live page: its one readout subscription and the limits on its browsers."""
+
+    readout_endpoint: str = setting(
+        streams.endpoint("readout"), help="The readout receiver's PUB endpoint (the one\n"
+        "subscription that every browser shares)")
+    burst_s: float = setting(
+        0.005, help="Readouts published within this many seconds of each other are one burst\n"
+        "(a camera packet of ten records completes ten readouts at once): only the burst's\n"
+        "newest is shown", min=0.0, max=0.1)
+    max_clients: int = setting(
+        32, help="Live connections (open pages and other clients of /api/live) at once; more\n"
+        "are refused with 503 and counted", min=1, max=10_000)
+    min_interval_s: float = setting(
+        0.2, help="Seconds between two camera frames sent to one browser (0.2: at most 5/s;\n"
+        "readouts in between are skipped, the newest always wins)", min=0.05, max=10.0)
+    max_hold_s: float = setting(
+        0.05, help="A readout that arrives within a browser's interval is sent at its end only\n"
+        "if it is then at most this old; an older one waits for its successor (keeps the\n"
+        "page's latency low at the camera's steady rate)", min=0.0, max=1.0)
+    settle_s: float = setting(
+        0.5, help="A skipped readout is sent anyway when nothing newer came for this long, so\n"
+        "the page always ends on the newest readout", min=0.05, max=10.0)
+    ping_interval_s: float = setting(
+        10.0, help="Seconds between WebSocket pings; a browser that does not answer within\n"
+        "half of it is disconnected (frees its slot from half-open connections)",
+        min=1.0, max=300.0)
+    send_timeout_s: float = setting(
+        10.0, help="A browser that does not take a frame within this many seconds is\n"
+        "disconnected", min=0.5, max=300.0)
+    history_s: float = setting(
+        600.0, help="Seconds of trigger, readout and timestamp rates kept for the page's plot",
+        min=60.0, max=86_400.0)
+
+
+@dataclass(frozen=True)
 class WebConfig:
     """Configuration of ``ssdaq-web``."""
 
@@ -62,3 +99,4 @@ class WebConfig:
     sockets: WebSockets = table(WebSockets)
     poll: PollSettings = table(PollSettings)
     expect: ExpectSettings = table(ExpectSettings)
+    page: PageSettings = table(PageSettings)

@@ -27,6 +27,7 @@ from ssdaq.core.lifecycle import Lifecycle
 from ssdaq.core.main import CONFIG_DIR, add_daemon_options
 from ssdaq.core.sockets import SocketSource, bind
 from ssdaq.web.config import WebConfig
+from ssdaq.web import page
 from ssdaq.web.metrics import Metrics
 from ssdaq.web.poller import StatusPoller
 
@@ -63,6 +64,7 @@ def make_app(config: WebConfig, poller: StatusPoller) -> web.Application:
     app[METRICS] = Metrics(poller, config.expect.data_from)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/api/status", get_status)
+    page.add_routes(app)
     return app
 
 
