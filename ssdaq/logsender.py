@@ -37,7 +37,7 @@ class LogSender(logging.Handler):
     def __init__(
         self,
         host: str = "127.0.0.1",
-        port: int = streams.get("log").input_port or 0,
+        port: int = streams.get("log").listen_port,
         *,
         capacity: int = 10000,
         retry_min_s: float = 0.1,

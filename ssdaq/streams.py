@@ -50,6 +50,13 @@ class Stream:
     has_unit: bool = True
 
     @property
+    def listen_port(self) -> int:
+        """The input port, for a stream that has one (ValueError otherwise)."""
+        if self.input_port is None:
+            raise ValueError(f"stream {self.name} has no input port")
+        return self.input_port
+
+    @property
     def input_text(self) -> str:
         """The input in words, as the README's receiver table shows it."""
         kind = {"udp": "UDP", "tcp": "TCP", "zmq-sub": "zmq SUB", "zmq-pull": "zmq PULL"}

@@ -9,7 +9,7 @@ never stops the others.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 import zmq
@@ -168,7 +168,7 @@ def from_settings(
     return out
 
 
-def fan_out(publishers: Sequence[Publisher], packets: Sequence[Any], counters: Counters) -> None:
+def fan_out(publishers: Sequence[Publisher], packets: Collection[Any], counters: Counters) -> None:
     """Send ``packets`` to every publisher, one pass per publisher; refusals and errors are
     counted as ``pub_errors`` and one failing publisher never stops the others.
 

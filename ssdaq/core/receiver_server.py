@@ -11,7 +11,7 @@ command socket), ``mon_sender`` (MonitorData).
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import zmq
@@ -125,7 +125,7 @@ class ReceiverServer(Generic[C]):
         """Send ``packet`` to every publisher without blocking; losses are counted."""
         publib.fan_out(self.publishers, (packet,), self.counters)
 
-    def publish_many(self, packets: Sequence[Any]) -> None:
+    def publish_many(self, packets: Collection[Any]) -> None:
         """``publish_nowait`` for a whole batch: one pass per publisher, not one call per packet."""
         publib.fan_out(self.publishers, packets, self.counters)
 

@@ -203,7 +203,8 @@ class TriggerPacket(ABC):
         return self.trigger_patterns
 
     @property
-    def _union(self) -> np.ndarray:
+    def union(self) -> np.ndarray:
+        """``trigg_union``, the 512 SPs that triggered, which ``__post_init__`` always sets."""
         assert self.trigg_union is not None
         return self.trigg_union
 
@@ -246,7 +247,7 @@ class TriggerPacket(ABC):
             ("source", self.source),
             ("busy", self.busy),
             ("readout_length", self.readout_length),
-            ("triggered_sps", int(self._union.sum())),
+            ("triggered_sps", int(self.union.sum())),
         ]
 
     def __repr__(self) -> str:
@@ -294,7 +295,7 @@ class NominalTriggerPacketV1(TriggerPacket):
             _HEAD.pack(MAGIC, self.mtype),
             _V1_BODY.pack(self.spare, self.tack_time, _REVERSED[self.phase]),
             self._pattern_bytes(slice(None)),
-            np.packbits(self._union).tobytes(),
+            np.packbits(self.union).tobytes(),
             _V1_TAIL.pack(*(getattr(self, name) for name in _V1_TAIL_FIELDS)),
         )
         return b"".join(parts)
@@ -350,8 +351,8 @@ class TriggerPacketV2(TriggerPacket):
         parts = (
             _HEAD.pack(MAGIC, self.mtype),
             body,
-            np.packbits(self._union).tobytes(),
-            self._pattern_bytes(self._sent_sps(self._union)),
+            np.packbits(self.union).tobytes(),
+            self._pattern_bytes(self._sent_sps(self.union)),
         )
         return b"".join(parts)
 
@@ -371,7 +372,7 @@ class TriggerPacketV3(TriggerPacketV2):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        dropped = self._patterns.any(axis=0) & ~self._union
+        dropped = self._patterns.any(axis=0) & ~self.union
         if dropped.any():
             raise ValueError(
                 f"SPs {np.flatnonzero(dropped).tolist()} triggered but are not in trigg_union, "

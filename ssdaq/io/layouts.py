@@ -158,8 +158,8 @@ def trigger_rows(payloads: list[bytes], arrival_ns: int = 0) -> tuple[Rows, list
         p = trigger.unpack(payload)
         return (arrival_ns, p.tack_time, p.mtype, getattr(p, "message_type", 0),
                 getattr(p, "error_flags", 0), p.busy, p.phase, p.source, p.ro_count, p.pps_count,
-                p.clock_count, p.readout_length, int(p.trigg_union.sum()),
-                np.packbits(p.trigg_union), np.packbits(p.trigg))
+                p.clock_count, p.readout_length, int(p.union.sum()),
+                np.packbits(p.union), np.packbits(p.trigg))
 
     rows, kept, rejected = _each(payloads, row, TRIGGER_DTYPE)
     raw = [np.frombuffer(p, np.uint8) for p in kept]

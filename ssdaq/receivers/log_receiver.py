@@ -64,7 +64,7 @@ class LogConfig(ReceiverConfig):
         64, help="Senders connected at once; more are refused (counted)", min=1
     )
     journal: bool = setting(True, help="Write every record into the journal too")
-    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.input_port))
+    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.listen_port))
     publishers: tuple[PublisherSettings, ...] = tables(
         zmq_publisher(STREAM.pub_port), help="Publishers: every record goes to each of them, as one LogData"
     )
@@ -154,7 +154,7 @@ class LogReceiver(ReceiverServer[LogConfig]):
     def __init__(
         self,
         ip: str = "0.0.0.0",
-        port: int = STREAM.input_port,
+        port: int = STREAM.listen_port,
         publishers: list | None = None,
         name: str = "LogReceiver",
     ) -> None:

@@ -66,7 +66,7 @@ class ReadoutConfig(ReceiverConfig):
         help="Sender address -> module slot. Empty: the last IPv4 octet mod 100 is the slot\n"
         "(x.y.z.100 .. x.y.z.131 -> 0 .. 31; above 31: unknown) and all 32 are expected. Listing\n"
         "modules here replaces that rule (IPv6 too) and makes readouts wait for these slots only")
-    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.input_port))
+    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.listen_port))
     publishers: tuple[PublisherSettings, ...] = tables(
         # 1000 readouts (16 MB) per subscriber: 100 s at the nominal rate; a subscriber that falls
         # further behind loses readouts, and sees the gap in their numbers, instead of growing RSS

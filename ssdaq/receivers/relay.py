@@ -28,7 +28,7 @@ class RelayConfig(ReceiverConfig):
     max_datagram_bytes: int = setting(
         9000, help="Longest datagram relayed; longer ones are dropped and counted (oversize)",
         min=1, max=65535)
-    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.input_port))
+    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.listen_port))
     publishers: tuple[PublisherSettings, ...] = tables(
         zmq_publisher(STREAM.pub_port), help="Publishers: every datagram goes to each of them")
 
@@ -39,7 +39,7 @@ class UDPRelay(ReceiverServer[RelayConfig]):
     service_name = "relay"
     config_class = RelayConfig
 
-    def __init__(self, ip: str = "0.0.0.0", port: int = STREAM.input_port, publishers: list | None = None,
+    def __init__(self, ip: str = "0.0.0.0", port: int = STREAM.listen_port, publishers: list | None = None,
                  name: str = "UDPRelay") -> None:
         super().__init__(ip, port, publishers, name)
         self.setup_datagrams(self._relay, max_bytes=self.config.max_datagram_bytes)

@@ -103,7 +103,7 @@ class TelDataReceiver(ReceiverServer[TelDataConfig]):
         self.problem = ""
         self.log.info("pointing from %s every %g s", self.source.describe(), config.interval_s)
 
-    async def on_reload(self, old: ReceiverConfig, new: ReceiverConfig) -> None:
+    async def on_reload(self, old: TelDataConfig, new: TelDataConfig) -> None:
         if self.source is None or (old.source, old.static, old.mysql, old.timeout_s) != (
             new.source,
             new.static,

@@ -191,7 +191,7 @@ class TimestampReceiver(ReceiverServer[TimestampConfig]):
                 )
             else:
                 self.counters.report(
-                    "connect_failures", detail=_FAILURES.get(event, str(event)), peer=self.endpoint
+                    "connect_failures", detail=_FAILURES.get(zmq.Event(event), str(event)), peer=self.endpoint
                 )
 
     def status_fields(self) -> dict[str, Any]:

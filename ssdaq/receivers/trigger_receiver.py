@@ -50,7 +50,7 @@ class TriggerConfig(ReceiverConfig):
         help="Run every thread under SCHED_BATCH: zmq's I/O thread then sends what a batch\n"
         "published when the reader waits, instead of preempting it for each packet",
     )
-    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.input_port))
+    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.listen_port))
     publishers: tuple[PublisherSettings, ...] = tables(
         zmq_publisher(STREAM.pub_port),
         help="Publishers: every valid trigger packet goes to each of them, unchanged",
@@ -67,7 +67,7 @@ class TriggerPacketReceiver(ReceiverServer[TriggerConfig]):
     def __init__(
         self,
         ip: str = "0.0.0.0",
-        port: int = STREAM.input_port,
+        port: int = STREAM.listen_port,
         publishers: list | None = None,
         name: str = "TriggerPacketReceiver",
     ) -> None:
@@ -77,7 +77,7 @@ class TriggerPacketReceiver(ReceiverServer[TriggerConfig]):
         )
         self._schedule(self.config.batch_scheduling)
         # One flat view made once: a payload is then a memoryview slice, no numpy call per packet.
-        self._flat = memoryview(self.reader.batch.data.reshape(-1))
+        self._flat = memoryview(self.reader.batch.data.reshape(-1).data)
         self._row_bytes = self.reader.batch.data.shape[1]
 
     def _schedule(self, batch: bool) -> None:
@@ -94,7 +94,7 @@ class TriggerPacketReceiver(ReceiverServer[TriggerConfig]):
                 )
                 return
 
-    async def on_reload(self, old: ReceiverConfig, new: ReceiverConfig) -> None:
+    async def on_reload(self, old: TriggerConfig, new: TriggerConfig) -> None:
         self._schedule(new.batch_scheduling)
 
     def _on_batch(self, batch: DatagramBatch) -> None:

@@ -187,7 +187,7 @@ class StreamWriter(ReceiverServer[WriterConfig]):
 
     async def _receive(self, inp: Input, sock: zmq.asyncio.Socket) -> None:
         while True:
-            await sock.poll(flags=zmq.POLLIN)
+            await sock.poll(flags=zmq.POLLIN)  # type: ignore[call-arg]  # pyzmq's stub lacks flags
             batch = self._drain(sock)
             if batch:
                 self._take(inp, batch)
@@ -196,8 +196,8 @@ class StreamWriter(ReceiverServer[WriterConfig]):
 
     @staticmethod
     def _drain(sock: zmq.asyncio.Socket) -> list[bytes]:
-        shadow = zmq.Socket.shadow(sock.underlying)
-        out = []
+        shadow: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
+        out: list[bytes] = []
         while len(out) < _DRAIN_MAX:
             try:
                 out.append(shadow.recv(zmq.NOBLOCK))

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def templates(cfg: TriggerSimConfig) -> tuple[bytes, bytes]:
     union = np.zeros(trigger.N_SP, bool)
     union[rng.choice(trigger.N_SP, cfg.sps, replace=False)] = True
     patterns &= union  # every triggered SP is in the union, as V3 requires
-    common = {
+    common: dict[str, Any] = {
         "tack_time": cfg.tack0,
         "phase": 1 << (cfg.seed % 8),
         "pps_count": 1,

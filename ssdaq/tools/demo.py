@@ -30,6 +30,7 @@ from ssdaq.core import config as configlib
 from ssdaq.core.cli import Parser
 from ssdaq.core.commands import NoAnswer, request
 from ssdaq.core.errors import EX_USAGE
+from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import ListenSettings, zmq_publisher
 from ssdaq.receivers.writer_config import CONFIGS as WRITER_CONFIGS
 from ssdaq.receivers.writer_config import OutputSettings, Subscription
@@ -69,7 +70,7 @@ def _replace(obj: Any, path: str, value: Any) -> Any:
     if not dataclasses.is_dataclass(obj) or head not in {f.name for f in dataclasses.fields(obj)}:
         raise KeyError(f"{type(obj).__name__} has no setting {head!r}")
     inner = _replace(getattr(obj, head), rest, value) if rest else value
-    return dataclasses.replace(obj, **{head: inner})
+    return dataclasses.replace(obj, **{head: inner})  # type: ignore[type-var]  # checked above
 
 
 def receiver_settings(name: str, plan: Plan) -> dict[str, Any]:
@@ -93,9 +94,7 @@ def receiver_settings(name: str, plan: Plan) -> dict[str, Any]:
 
 
 def _input_port(name: str) -> int:
-    port = streams.get(name).input_port
-    assert port is not None, f"{name} has no input port"
-    return port
+    return streams.get(name).listen_port
 
 
 def write_config(cls: type, settings: dict[str, Any], path: Path) -> Path:
@@ -196,7 +195,7 @@ def available_receivers() -> list[str]:
     return found
 
 
-def receiver_class(name: str) -> type:
+def receiver_class(name: str) -> "type[ReceiverServer[Any]]":
     module, _, cls = streams.get(name).receiver.partition(":")
     return getattr(importlib.import_module(module), cls)
 

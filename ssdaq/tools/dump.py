@@ -7,6 +7,8 @@ closing summary go to stderr, prefixed with "#", so stdout stays one line per me
 import logging
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +49,7 @@ def trigger_line(p: trigger.TriggerPacket) -> str:
     return (f"{type(p).__name__} tack {p.tack_time} phase {p.phase_index} ro_count {p.ro_count} "
             f"pps {p.pps_count} clock {p.clock_count} source {p.source} "
             f"busy {'yes' if p.busy else 'no'} samples {p.readout_length} "
-            f"triggered {int(p.trigg_union.sum())} SPs")
+            f"triggered {int(p.union.sum())} SPs")
 
 
 def timestamp_line(m: messages.TriggerMessage) -> str:
@@ -71,7 +73,7 @@ def teldata_line(m: messages.TelData) -> str:
     return f"{utc(messages.ns_from_time_utc(m.time))} ra {m.ra:.4f} dec {m.dec:.4f}"
 
 
-LINES = {"readout": readout_line, "trigger": trigger_line, "timestamp": timestamp_line,
+LINES: dict[str, Callable[[Any], str]] = {"readout": readout_line, "trigger": trigger_line, "timestamp": timestamp_line,
          "log": log_line, "monitor": monitor_line, "teldata": teldata_line}
 
 

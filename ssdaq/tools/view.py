@@ -18,14 +18,14 @@ import numpy as np
 from ssdaq.data.mapping import CAMERA_SHAPE, MODULE_GRID, MODULE_SIDE, camera_image
 from ssdaq.data.readout import N_TM, SSReadout
 from ssdaq import streams
-from ssdaq.subscribers import ReadoutSubscriber
+from ssdaq.subscribers import ReadoutSubscriber, Subscriber
 from ssdaq.core.cli import Parser
 
 EXIT_NO_DATA = 2
 ABSENT_COLOUR = "0.8"
 
 
-def latest(sub: ReadoutSubscriber, timeout_s: float) -> SSReadout:
+def latest(sub: "Subscriber[SSReadout]", timeout_s: float) -> SSReadout:
     """The newest readout: waits for one, then skips to the last one already queued."""
     while True:
         decoded = sub.decode_many(sub.recv_raw(timeout_s, max_messages=100_000))

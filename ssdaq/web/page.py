@@ -16,6 +16,7 @@ their cleanup are tied to the application's lifetime.
 """
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -97,7 +98,7 @@ async def geometry(request: web.Request) -> web.Response:
 def readout_json(readout: SSReadout) -> dict[str, Any]:
     """A readout for scripts: NaN (absent module) as null."""
     data = readout.data
-    values = np.where(np.isnan(data), None, data).tolist()
+    values = [[None if math.isnan(v) else v for v in row] for row in data.tolist()]
     return {"readout_number": readout.iro, "tack": readout.time, "cpu_time_unix": readout.cpu_t,
             "utc": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(readout.cpu_t_s))
             + f".{readout.cpu_t_ns // 1000:06d}Z",
