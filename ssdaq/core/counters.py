@@ -60,7 +60,8 @@ CATALOGUE: dict[str, CounterSpec] = _catalogue(
     ("unknown_type", "loss", "Trigger packets of a type or version the format does not define"),
     ("bad_phase", "loss", "Trigger packets whose phase byte is not a single bit"),
     ("bad_frame", "loss", "Log stream bytes that do not frame a length-delimited record"),
-    ("truncated", "loss", "Log records cut short by their sender closing the connection"),
+    ("truncated", "loss", "Log records cut short by the end of their connection (closed by the sender, "
+     "or as idle or replaced)"),
     ("empty", "loss", "Datagrams with no record in them"),
     ("unknown_source", "loss", "Datagrams from an address that maps to no module slot"),
     # event building
@@ -73,7 +74,12 @@ CATALOGUE: dict[str, CounterSpec] = _catalogue(
     ("paused", "loss", "Readouts built but not published while publishing was paused by command"),
     # connections
     ("connections", "info", "TCP connections accepted"),
-    ("refused_connections", "loss", "TCP connections refused because max_connections were open"),
+    ("refused_connections", "loss",
+     "TCP connections refused because max_connections_per_peer were open from that address"),
+    ("replaced_connections", "info", "TCP connections closed to admit a newcomer while max_connections were "
+     "open (the one that received bytes least recently)"),
+    ("idle_closed", "info", "TCP connections closed after idle_timeout_s without a byte (where the "
+     "receiver sees records: without a byte inside a record)"),
     ("connects", "info", "Connections to the upstream publisher established"),
     ("disconnects", "info", "Connections to the upstream publisher lost"),
     ("connect_failures", "info", "Attempts to connect to the upstream publisher that failed"),

@@ -2,7 +2,9 @@
 
 A socket is named (systemd's ``FileDescriptorName=``, default "data"); under socket activation
 the inherited socket of that name is used, otherwise one is bound to the address given, or to
-``[sockets.<name>]`` of the configuration. UDP sockets get the configured receive buffer.
+``[sockets.<name>]`` of the configuration. UDP sockets get the configured receive buffer; TCP
+listeners are guarded (:mod:`ssdaq.core.connections`) by the limits of their table when it is a
+``StreamListenSettings``, else by that class's defaults.
 """
 
 import asyncio
@@ -12,8 +14,10 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from ssdaq.core.connections import ConnectionGuard, Limits
 from ssdaq.core.counters import Counters
 from ssdaq.core.datagrams import DatagramBatch, DatagramReader
+from ssdaq.core.settings import StreamListenSettings
 from ssdaq.core.sockets import SocketSource, tune_receive_buffer
 
 # Test hook for the end-to-end watchdog check: after this many seconds every datagram reader stops
@@ -30,6 +34,7 @@ class Inputs:
         self.sockets_config, self.data_address = sockets_config, data_address
         self.source = SocketSource(log)
         self.readers: list[DatagramReader] = []
+        self.guards: list[ConnectionGuard] = []
         self._closers: list[Callable[[], Any]] = []
         self._stopped = False
 
@@ -48,11 +53,16 @@ class Inputs:
         self._closers.append(transport.close)
         return transport, protocol
 
-    def stream(self, factory: Callable[[], asyncio.BaseProtocol], name: str, ip: str | None,
-               port: int | None) -> tuple[Any, None]:
+    def stream(self, factory: Callable[[], asyncio.Protocol], name: str, ip: str | None,
+               port: int | None, limits: Limits | None) -> tuple[Any, None]:
         bind_ip, bind_port, _ = self.address(name, ip, port)
         sock = self.source.take(name, socket.SOCK_STREAM, bind_ip, bind_port)
-        server = self.loop.run_until_complete(self.loop.create_server(factory, sock=sock))
+        if limits is None:
+            listen = getattr(self.sockets_config, name, None)
+            limits = listen if isinstance(listen, StreamListenSettings) else StreamListenSettings()
+        guard = ConnectionGuard(self.loop, self.counters, limits)
+        self.guards.append(guard)
+        server = self.loop.run_until_complete(self.loop.create_server(guard.wrap(factory), sock=sock))
         self._closers.append(server.close)
         return server, None
 
@@ -104,6 +114,8 @@ class Inputs:
     def close(self) -> None:
         for reader in self.readers:
             reader.close()
+        for guard in self.guards:
+            guard.close()
 
     def stalled(self, limit_s: float) -> str | None:
         """Why input is stuck (data waiting unread for ``limit_s``), or None."""

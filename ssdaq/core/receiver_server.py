@@ -19,6 +19,7 @@ import zmq.asyncio
 
 from ssdaq.core import commands, health, lifecycle, mon_sender, systemd
 from ssdaq.core import publishers as publib
+from ssdaq.core.connections import STREAM_COUNTERS, Limits
 from ssdaq.core.counters import BASE_COUNTERS, Counters, loss_names
 from ssdaq.core.datagrams import DatagramBatch, DatagramReader
 from ssdaq.core.inputs import Inputs
@@ -105,11 +106,19 @@ class ReceiverServer(Generic[C]):
         self._setup = True
         return self.__inputs.udp(protocol_factory, name, ip, port)
 
-    def setup_stream(self, protocol_factory: Callable[[], asyncio.BaseProtocol], name: str = "data",
-                     ip: str | None = None, port: int | None = None) -> tuple[Any, None]:
-        """Open TCP listening socket ``name``; returns (server, None): protocols are per connection."""
+    def setup_stream(self, protocol_factory: Callable[[], asyncio.Protocol], name: str = "data",
+                     ip: str | None = None, port: int | None = None, *,
+                     limits: Limits | None = None) -> tuple[Any, None]:
+        """Open TCP listening socket ``name``; returns (server, None): protocols are per connection.
+
+        Its connections are limited (idle, total, per address: :mod:`ssdaq.core.connections`) by
+        ``limits``, by default the socket's table; a protocol that is a ``RecordStream`` keeps
+        quiet senders between records open.
+        """
         self._setup = True
-        return self.__inputs.stream(protocol_factory, name, ip, port)
+        self.counters.declare(STREAM_COUNTERS)
+        self.loss_counters = loss_names(self.counters.values)
+        return self.__inputs.stream(protocol_factory, name, ip, port, limits)
 
     def setup_datagrams(self, handler: Callable[[DatagramBatch], None], name: str = "data",
                         ip: str | None = None, port: int | None = None, *, max_bytes: int = 9000,

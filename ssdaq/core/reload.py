@@ -3,8 +3,8 @@
 The whole new file is loaded and validated (declared settings, then the receiver's ``on_reload``,
 which raises ``ConfigError`` before it changes anything) before anything is swapped; a rejected
 file leaves the old configuration in force and says why in the journal, the reply and ``STATUS=``.
-Settings in :data:`RESTART_ONLY` are taken into the configuration but act only after a restart,
-and the reply and ``STATUS=`` say so.
+Settings in :data:`RESTART_ONLY` (and in the configuration class's ``restart_only``) are taken
+into the configuration but act only after a restart, and the reply and ``STATUS=`` say so.
 """
 
 import logging
@@ -26,8 +26,10 @@ RESTART_ONLY = ("publishers", "sockets", "control")
 
 
 def restart_only_changes(old: ReceiverConfig, new: ReceiverConfig) -> list[str]:
-    """The :data:`RESTART_ONLY` tables that differ between ``old`` and ``new``."""
-    return [k for k in RESTART_ONLY if getattr(old, k, None) != getattr(new, k, None)]
+    """The :data:`RESTART_ONLY` tables (and ``restart_only`` keys) that differ between ``old`` and
+    ``new``."""
+    keys = RESTART_ONLY + type(new).restart_only
+    return [k for k in keys if getattr(old, k, None) != getattr(new, k, None)]
 
 
 async def load_new(old: C, path: str, validate: Callable[[C, C], Awaitable[None]]) -> C:

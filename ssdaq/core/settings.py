@@ -5,6 +5,7 @@ overrides the defaults that differ (its port, its publishers).
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
@@ -63,6 +64,27 @@ class ListenSettings:
 
 
 @dataclass(frozen=True)
+class StreamListenSettings(ListenSettings):
+    """A listening TCP socket and its connection limits. Under systemd the .socket unit's socket is used."""
+
+    idle_timeout_s: float = setting(
+        30.0,
+        help="A connection that received no bytes for this long is closed (counted as idle_closed);\n"
+        "a receiver that sees records closes only one stuck inside a record. 0: never",
+        min=0.0,
+    )
+    max_connections: int = setting(
+        64,
+        help="Connections open at once; a newcomer beyond it replaces the one that received bytes\n"
+        "least recently (counted as replaced_connections)",
+        min=1,
+    )
+    max_connections_per_peer: int = setting(
+        16, help="Connections open at once from one address; more are refused (counted)", min=1
+    )
+
+
+@dataclass(frozen=True)
 class PublisherSettings:
     """A publisher: where what the receiver produces goes."""
 
@@ -108,6 +130,8 @@ class ReceiverConfig:
     publishers: tuple[PublisherSettings, ...] = tables(
         help="Publishers: every published message goes to each of them"
     )
+    #: a class's own top-level settings that act only after a restart (beside reload.RESTART_ONLY)
+    restart_only: ClassVar[tuple[str, ...]] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +139,13 @@ class DataSocket:
     """The receiver's listening socket (FileDescriptorName=data in its .socket unit)."""
 
     data: ListenSettings = table(ListenSettings)
+
+
+@dataclass(frozen=True)
+class StreamSocket:
+    """The receiver's listening TCP socket (FileDescriptorName=data in its .socket unit)."""
+
+    data: StreamListenSettings = table(StreamListenSettings)
 
 
 @dataclass(frozen=True)

@@ -17,23 +17,29 @@ Per connection at most ``max_record_bytes`` are buffered. A longer record, a gar
 prefix, or a legacy buffer that never parses is counted (``bad_frame``) and the connection is
 closed with a log line; a record that does not parse is counted (``bad_message``) and the stream
 goes on; a connection that ends inside a record counts it as ``truncated``.
+
+Connections are limited as every TCP input's (``[sockets.data]``: ``idle_timeout_s``,
+``max_connections``, ``max_connections_per_peer``; :mod:`ssdaq.core.connections`), except that a
+sender quiet between two records is never idle: only a connection stuck inside a record is closed.
+The old top-level ``max_connections`` is still read, as an alias of ``[sockets.data]``'s.
 """
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
 from ssdaq.core.errors import FormatError
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import (
-    DataSocket,
-    ListenSettings,
     PublisherSettings,
     ReceiverConfig,
+    StreamListenSettings,
+    StreamSocket,
     zmq_publisher,
 )
 from ssdaq.data.messages import DelimitedDecoder, LogData, log_record, parse
@@ -61,10 +67,22 @@ class LogConfig(ReceiverConfig):
         min=64,
     )
     max_connections: int = setting(
-        64, help="Senders connected at once; more are refused (counted)", min=1
+        0,
+        help="Old name of [sockets.data] max_connections, kept for old files: when not 0 it wins",
+        min=0,
     )
     journal: bool = setting(True, help="Write every record into the journal too")
-    sockets: DataSocket = table(DataSocket, data=ListenSettings(port=STREAM.listen_port))
+    sockets: StreamSocket = table(StreamSocket, data=StreamListenSettings(port=STREAM.listen_port))
+    #: the alias acts when the listener is set up, as the rest of [sockets] does
+    restart_only: ClassVar[tuple[str, ...]] = ("max_connections",)
+
+    @property
+    def connection_limits(self) -> StreamListenSettings:
+        """``[sockets.data]`` with the alias applied."""
+        data = self.sockets.data
+        if self.max_connections:
+            return dataclasses.replace(data, max_connections=self.max_connections)
+        return data
     publishers: tuple[PublisherSettings, ...] = tables(
         zmq_publisher(STREAM.pub_port), help="Publishers: every record goes to each of them, as one LogData"
     )
@@ -143,13 +161,17 @@ class LogConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.receiver.closed(self)
 
+    def between_records(self) -> bool:
+        """No part of a record buffered: a quiet sender, not a stuck one (see RecordStream)."""
+        return not self.decoder.pending
+
 
 class LogReceiver(ReceiverServer[LogConfig]):
     """Receives LogData records over TCP; publishes them and writes them into the journal."""
 
     config_class = LogConfig
     service_name = "log"
-    counter_names = ("bad_message", "bad_frame", "truncated", "refused_connections", "connections")
+    counter_names = ("bad_message", "bad_frame", "truncated")
 
     def __init__(
         self,
@@ -161,18 +183,10 @@ class LogReceiver(ReceiverServer[LogConfig]):
         super().__init__(ip, port, publishers, name)
         self.connections: set[LogConnection] = set()
         self._seqid = 0
-        self.setup_stream(lambda: LogConnection(self))
+        self.setup_stream(lambda: LogConnection(self), limits=self.config.connection_limits)
 
     def opened(self, conn: LogConnection) -> None:
-        if len(self.connections) >= self.config.max_connections:
-            self.counters.report(
-                "refused_connections", detail="too many senders connected", peer=conn.peer
-            )
-            assert conn.transport is not None
-            conn.transport.abort()
-            return
         self.connections.add(conn)
-        self.counters.add("connections")
         self.log.info("log sender connected from %s", conn.peer, extra={"SSDAQ_PEER": conn.peer})
 
     def closed(self, conn: LogConnection) -> None:

@@ -26,22 +26,23 @@ SYSLOG_PRIORITY = {
 }
 
 
-def log_config(port: int, pub_port: int, extra: str = "") -> str:
+def log_config(port: int, pub_port: int, extra: str = "", sockets: str = "") -> str:
     return (
         extra
         + QUIET
         + publisher_config(pub_port)
         + f'[sockets.data]\nip = "127.0.0.1"\nport = {port}\n'
+        + sockets
     )
 
 
 @pytest.fixture
 def logs(start_receiver, zmq_context):
-    """``logs(extra_config)`` -> (receiver, its port, a subscriber)."""
+    """``logs(extra_config, sockets=lines_of_[sockets.data])`` -> (receiver, its port, a subscriber)."""
 
-    def start(extra: str = "", **kw):
+    def start(extra: str = "", sockets: str = "", **kw):
         port, pub_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
-        running = start_receiver("log", log_config(port, pub_port, extra), **kw)
+        running = start_receiver("log", log_config(port, pub_port, extra, sockets), **kw)
         return running, port, subscribe(zmq_context, pub_port)
 
     return start
@@ -148,17 +149,6 @@ def test_malformed_input_is_counted_and_only_broken_framing_closes_the_connectio
     assert (
         "closing the log connection from 127.0.0.1:" in err and "exceeds the 1000-byte limit" in err
     )
-
-
-def test_senders_beyond_max_connections_are_refused(logs) -> None:
-    running, port, _ = logs("max_connections = 2\n")
-    first, second = connect(port), connect(port)
-    running.wait_counter("connections", 2)
-    with connect(port) as third:
-        assert third.recv(10) == b""
-    assert running.counter("refused_connections") == 1
-    first.close()
-    second.close()
 
 
 def test_the_shipped_logging_handler_feeds_the_receiver(logs) -> None:
