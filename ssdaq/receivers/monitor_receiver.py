@@ -36,7 +36,18 @@ class PullSettings:
         help="zmq endpoint to bind; the receivers' [monitor] endpoint must reach it (tcp://0.0.0.0:PORT\n"
         "takes MonitorData from other hosts too)",
     )
-    rcvhwm: int = setting(10000, help="Messages queued in zmq before senders are held back", min=1)
+    rcvhwm: int = setting(
+        1000,
+        help="Messages queued in zmq per sender before it is held back (a sender reports once a\n"
+        "second; memory under a flood is about this times max_message_bytes per connection)",
+        min=1,
+    )
+    max_message_bytes: int = setting(
+        65536,
+        help="Longest message taken (a MonitorData is under 200 bytes); zmq drops the connection\n"
+        "of a sender that sends a longer one",
+        min=64,
+    )
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ class MonitorReceiver(ReceiverServer[MonitorConfig]):
         self.seen: dict[str, Seen] = {}
         self._pull = self._context.socket(zmq.PULL)
         self._pull.setsockopt(zmq.RCVHWM, self.config.pull.rcvhwm)
+        self._pull.setsockopt(zmq.MAXMSGSIZE, self.config.pull.max_message_bytes)
         self._pull.setsockopt(zmq.LINGER, 0)
         try:
             self._pull.bind(self.endpoint)

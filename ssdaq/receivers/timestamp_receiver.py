@@ -63,6 +63,12 @@ class TimingBoardSettings:
     rcvhwm: int = setting(
         100000, help="Bunches queued in zmq before the board's PUB drops them", min=1
     )
+    max_message_bytes: int = setting(
+        1 << 20,
+        help="Longest bunch taken; on a longer one zmq drops the connection and reconnects (the\n"
+        "bunches lost meanwhile are counted as missed_bunches)",
+        min=1024,
+    )
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ class TimestampReceiver(ReceiverServer[TimestampConfig]):
         for option, value in (
             (zmq.SUBSCRIBE, b""),
             (zmq.RCVHWM, board.rcvhwm),
+            (zmq.MAXMSGSIZE, board.max_message_bytes),
             (zmq.RECONNECT_IVL, round(board.reconnect_ivl_s * 1000)),
             (zmq.RECONNECT_IVL_MAX, round(board.reconnect_ivl_max_s * 1000)),
             (zmq.TCP_KEEPALIVE, 1),
