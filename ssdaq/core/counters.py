@@ -72,6 +72,9 @@ CATALOGUE: dict[str, CounterSpec] = _catalogue(
     ("evicted", "loss", "Readouts published early because max_open_readouts were being built"),
     ("tack_resets", "info", "Backward TACK jumps taken as a reset of the camera's counter"),
     ("paused", "loss", "Readouts built but not published while publishing was paused by command"),
+    ("handed_on", "info", "Records of readouts not yet begun at stop, handed to the next start"),
+    ("taken_over", "info", "Records handed over by the previous process, taken at start"),
+    ("handover_rejected", "loss", "Hand-over files of a previous process that could not be read (kept aside)"),
     # connections
     ("connections", "info", "TCP connections accepted"),
     ("refused_connections", "loss",

@@ -19,6 +19,11 @@ Records that far below ``ref`` are never counted late: they open readouts and wa
 module. A backwards jump smaller than ``tack_reset_ns`` cannot be told from late data, and is
 counted as late until the new TACKs pass the old ones.
 
+At stop the caller may :meth:`~EventBuilder.hold` new readouts: records that would open one are
+set aside instead (:meth:`~EventBuilder.take_held`), so the open readouts complete from what is
+still arriving while the readouts not yet begun are handed on whole to a successor, which
+starts with them (:meth:`~EventBuilder.add_held`) before it reads anything else.
+
 Closed readouts too far from ``ref`` for the history's late/duplicate rules (the old counter's
 after a reset, a far-future one, the new counter's before its reset is seen) are kept in a
 second bounded history, ``_elsewhere``; the two swap roles at a reset, and
@@ -99,16 +104,25 @@ class BuilderCounts:
             setattr(self, name, getattr(self, name) + n)
 
 
-class _Records(NamedTuple):
-    """The per-record arrays the builder works on (a batch, or part of one)."""
+class Records(NamedTuple):
+    """Records set aside while holding (see the module docstring), or a batch of any records:
+    per record the TACK, the module slot, the 144 wire bytes (``_RECORD``) and the readout's CPU
+    time estimate (UTC ns)."""
 
     tack: np.ndarray
     slot: np.ndarray
-    record: np.ndarray  # _RECORD
+    record: np.ndarray
     cpu_ns: np.ndarray
 
-    def part(self, sel: slice) -> "_Records":
-        return _Records(*(a[sel] for a in self))
+    def part(self, sel: slice | np.ndarray) -> "Records":
+        return Records(*(a[sel] for a in self))
+
+    @classmethod
+    def concat(cls, parts: "list[Records]") -> "Records":
+        if not parts:
+            return cls(np.empty(0, np.int64), np.empty(0, np.intp), np.empty(0, _RECORD),
+                       np.empty(0, np.int64))
+        return cls(*(np.concatenate(arrays) for arrays in zip(*parts)))
 
 
 class EventBuilder:
@@ -158,6 +172,7 @@ class EventBuilder:
         # Closed readouts too far from ``ref`` for the history (a counter from before a reset, a
         # far-future TACK, a new counter before its reset is seen): only to know their copies.
         self._elsewhere = ClosedHistory(s.closed_history)
+        self._held: list[Records] | None = None  # set aside while holding
 
     @property
     def n_open(self) -> int:
@@ -212,7 +227,29 @@ class EventBuilder:
             wall, self._batch_ns = np.asarray(wall_ns)[batch.datagram], int(np.min(wall_ns))
         out: list[Published] = []
         record = np.ascontiguousarray(batch.words).view(_RECORD).reshape(-1)
-        self._add(_Records(batch.tack, batch.slot, record, wall - batch.age_ns), now, out)
+        self._add(Records(batch.tack, batch.slot, record, wall - batch.age_ns), now, out)
+        return _numbered(Published.concat(out), first_number)
+
+    def hold(self) -> None:
+        """From now on, set aside the records that would open a readout (see the module docstring)."""
+        if self._held is None:
+            self._held = []
+
+    def take_held(self) -> Records:
+        """The records set aside since :meth:`hold`, in arrival order; holding goes on."""
+        held = Records.concat(self._held or [])
+        if self._held is not None:
+            self._held = []
+        return held
+
+    def add_held(self, held: Records, now: float, first_number: int = 0) -> Published:
+        """Take records a predecessor set aside, as if they arrived now (before anything else)."""
+        self._now = now
+        if not len(held.tack):
+            return Published.empty()
+        self._batch_ns = int(held.cpu_ns.min())
+        out: list[Published] = []
+        self._add(held, now, out)
         return _numbered(Published.concat(out), first_number)
 
     def expire(self, now: float, first_number: int = 0) -> Published:
@@ -238,7 +275,7 @@ class EventBuilder:
             soon &= ~self._present[ids].all(axis=0)  # and waited for
         return float(dies[soon].min()) if np.count_nonzero(soon) else when
 
-    def _add(self, rec: _Records, now: float, out: list[Published]) -> None:
+    def _add(self, rec: Records, now: float, out: list[Published]) -> None:
         n, n_open = len(rec.tack), len(self._open)
         if n_open:
             ro = self._open.match(rec.tack, self.settings.readout_window_ns)
@@ -261,6 +298,12 @@ class EventBuilder:
                                           rec.slot, new, window, self.settings.tack_reset_ns)
                 if known is not None:
                     new, dup_closed = new[~known], dup_closed + dups
+            if len(new) and self._held is not None:
+                self._held.append(rec.part(new))
+                rest = np.setdiff1d(np.arange(n), new, assume_unique=True)
+                if len(rest):
+                    self._add(rec.part(rest), now, out)
+                return
             n_new, n_lost = len(new), len(lost) - len(new)
             if n_new and not self._open_new(new, rec, ro, now, out):
                 half = n // 2  # more new readouts than fit at once: take it in parts
@@ -279,7 +322,7 @@ class EventBuilder:
         self._move_ref(touched, present)
         out.append(self._publish(touched[(present | self._waived(now)).all(axis=1)]))
 
-    def _open_new(self, new: np.ndarray, rec: _Records, ro: np.ndarray, now: float,
+    def _open_new(self, new: np.ndarray, rec: Records, ro: np.ndarray, now: float,
                   out: list[Published]) -> bool:
         """Open readouts for records ``new`` and set their readout ids in ``ro``.
 

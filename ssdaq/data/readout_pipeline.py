@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from ssdaq.data import slowsignal
-from ssdaq.data.event_builder import AssemblerSettings, BuilderCounts, EventBuilder
+from ssdaq.data.event_builder import AssemblerSettings, BuilderCounts, EventBuilder, Records
 from ssdaq.data.readout_rows import Published
 
 #: every counter an ``Output`` may hold: rejected datagrams, then what event building counted
@@ -64,6 +64,17 @@ class ReadoutPipeline:
     def expire(self, now: float, first_number: int) -> Output:
         """Publish readouts whose deadline passed or that wait for no live module any more."""
         return self._output(self.builder.expire(now, first_number))
+
+    def hold(self) -> None:
+        """From now on, set aside records of readouts not yet open (stopping: see EventBuilder)."""
+        self.builder.hold()
+
+    def take_held(self) -> Records:
+        return self.builder.take_held()
+
+    def take_over(self, held: Records, now: float, first_number: int) -> Output:
+        """Start with the records a predecessor set aside."""
+        return self._output(self.builder.add_held(held, now, first_number))
 
     def flush(self, first_number: int) -> Output:
         """Publish every open readout, partial ones included."""

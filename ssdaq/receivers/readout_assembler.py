@@ -5,9 +5,14 @@ Datagrams are read in batches (``recvmmsg``) and handed to the pure
 output goes to the publishers and whose counts go to the counters as they are. A readout is
 published as soon as every live expected module has contributed, or when its ``max_wait_s``
 deadline passes (a timer, not the next packet). Readout numbers rise by exactly 1 per
-published readout and continue across restarts (kept in the state directory). At stop, input is left in the kernel for the successor and every open readout,
-partial ones included, is published before exit: a readout that straddles a restart may
-therefore appear as two partial readouts with the same TACK.
+published readout and continue across restarts (kept in the state directory).
+
+At stop no readout is split: the assembler keeps reading for up to ``max_wait_s`` to complete
+the readouts it has begun, sets aside the records of readouts not yet begun and hands them to its
+successor in the state directory (:mod:`~ssdaq.receivers.readout_handover`); the successor starts
+with them and finds the rest of those readouts queued on the socket, which systemd keeps. Only a
+readout still missing a module when the wait ends is published partial. Without a state
+directory the set-aside records are published too, as partial readouts: nothing is lost either way.
 
 ``status`` shows the build latency of the last ``latency_readouts`` complete readouts
 (``latency_ms``): from the kernel's arrival time of the first datagram of the batch that
@@ -41,6 +46,8 @@ from ssdaq.data import slowsignal
 from ssdaq.data.event_builder import AssemblerSettings
 from ssdaq.data.readout import N_TM
 from ssdaq.data.readout_pipeline import BUILT, COUNTERS, Output, ReadoutPipeline
+from ssdaq.data.event_builder import Records
+from ssdaq.receivers import readout_handover as handover
 from ssdaq.receivers.readout_latency import LatencyWindow
 from ssdaq.receivers.readout_number import ReadoutNumber
 
@@ -85,7 +92,7 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
 
     service_name = "readout"
     config_class = ReadoutConfig
-    counter_names = (*COUNTERS, "paused")
+    counter_names = (*COUNTERS, "paused", "handed_on", "taken_over", "handover_rejected")
 
     def __init__(self, relaxed_ip_range: bool | None = None, readout_tw: float | None = None,
                  listen_ip: str | None = None, listen_port: int | None = None,
@@ -97,7 +104,10 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
         super().__init__(data.ip, data.port, publishers, "ReadoutAssembler", config=cfg)
         self.pipeline = ReadoutPipeline(cfg.assembler, _module_map(cfg, self.config_file),
                                         time.monotonic())
-        self.numbers = ReadoutNumber(_state_path(cfg, self.service), self.log)
+        state = _state_path(cfg, self.service)
+        self.numbers = ReadoutNumber(state, self.log)
+        self.handover = state.with_name(f"{self.service}-handover.npz") if state else None
+        self._taken: Records | None = None  # handed over by the predecessor, not yet merged
         self.publishing = True
         self._debug = open(packet_debug_stream_file, "a") if packet_debug_stream_file else None
         self._timer: Any = None
@@ -116,6 +126,8 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
     # ------------------------------------------------------------------ data path
 
     def _on_batch(self, batch: DatagramBatch) -> None:
+        if self._taken is not None:
+            self._take_over()
         n = batch.count
         sources = batch.ipv4[:n] if batch.family == socket.AF_INET else batch.addresses()
         self._emit(self.pipeline.feed(batch.data, batch.lengths[:n], sources, batch.arrival_ns[:n],
@@ -156,10 +168,50 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
 
     # ------------------------------------------------------------------ lifecycle hooks
 
+    async def on_start(self) -> None:
+        if self.handover is None:
+            return
+        self._taken, rejected = handover.take(self.handover, self.log)
+        if rejected:
+            self.counters.report("handover_rejected", detail=f"{self.handover}{handover.REJECTED}")
+        if self._taken is not None:  # merged when reading starts, before the first datagram
+            self.loop.call_later(self.config.start_hold_s, self._take_over)
+
+    def _take_over(self) -> None:
+        if self._taken is None:
+            return
+        taken, self._taken = self._taken, None
+        self.counters.add("taken_over", len(taken.tack))
+        self._emit(self.pipeline.take_over(taken, time.monotonic(), self.numbers.next))
+        assert self.handover is not None
+        handover.done(self.handover)
+
     async def on_stop(self) -> None:
+        """Complete the open readouts from what still arrives, hand on the records of the others."""
+        self.pipeline.hold()
+        if self.pipeline.builder.n_open:
+            self.reader.start(self.loop)  # input stopped for everyone else; read on for the drain
+            deadline = time.monotonic() + self.pipeline.settings.max_wait_s
+            while self.pipeline.builder.n_open and time.monotonic() < deadline:
+                await asyncio.sleep(0.002)
+            self.reader.pause()
         if self._timer is not None:
             self._timer.cancel()
-        self._emit(self.pipeline.flush(self.numbers.next))
+        self._emit(self.pipeline.flush(self.numbers.next))  # still missing a module: partial
+        held = Records.concat([r for r in (self._taken, self.pipeline.take_held()) if r is not None])
+        if self.handover is not None and len(held.tack):
+            try:
+                handover.save(self.handover, held)
+                self.counters.add("handed_on", len(held.tack))
+                self.log.info("handed %d records of readouts not yet begun to the next start (%s)",
+                              len(held.tack), self.handover)
+                held = held.part(slice(0, 0))
+            except OSError as e:
+                self.log.error("cannot hand over to %s (%s): publishing those readouts partial",
+                               self.handover, e)
+        if len(held.tack):  # nowhere to hand them: published as partial readouts
+            self._emit(self.pipeline.take_over(held, time.monotonic(), self.numbers.next))
+            self._emit(self.pipeline.flush(self.numbers.next))
         self.numbers.save()
         if self._debug is not None:
             self._debug.close()

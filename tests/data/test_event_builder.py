@@ -355,3 +355,27 @@ def test_batch_of_only_rejected_datagrams_publishes_nothing():
 def test_bad_settings_are_rejected(settings):
     with pytest.raises(ValueError):
         builder(**settings)
+
+
+# ------------------------------------------------------------------ hand-over at stop
+
+
+def test_holding_completes_begun_readouts_and_sets_aside_the_rest_for_a_successor() -> None:
+    old = builder()
+    assert not len(old.add(camera([0, 1], range(20)), 0.0, WALL))  # readouts 0, 1 begun
+    old.hold()
+    # the other 12 modules' datagrams hold readouts 0..3: 0 and 1 complete, 2 and 3 are set aside
+    done = readouts(old.add(camera([0, 1, 2, 3], range(20, 32)), 0.01, WALL, first_number=7))
+    assert [(r.iro, index_of(r), len(r.modules_present)) for r in done] == [(7, 0, 32), (8, 1, 32)]
+    late = old.add(camera([1], [5]), 0.02, WALL)  # a copy of a record already published
+    assert not len(late) and old.counts.duplicate == 1 and old.n_open == 0
+    held = old.take_held()
+    assert len(held.tack) == 2 * 12 and not len(old.take_held().tack)
+
+    new = builder()
+    assert not len(new.add_held(held, 1.0, first_number=9))
+    got = readouts(new.add(camera([2, 3, 4], range(20)), 1.01, WALL, first_number=9))
+    assert [(r.iro, index_of(r), len(r.modules_present)) for r in got] == [(9, 2, 32), (10, 3, 32)]
+    for r in done + got:
+        assert_pattern(r, range(32))
+    assert new.n_open == 1  # readout 4: 20 modules so far

@@ -70,13 +70,15 @@ class Running:
 def start_receiver(
     tmp_path: Path, runtime_dir: Path, notify: NotifyListener
 ) -> Iterator[Callable[..., Running]]:
-    """``start_receiver(name, config_text, prefix=(), **env)``: a receiver once it sent READY=1.
+    """``start_receiver(name, config_text, prefix=(), pass_fds=(), **env)``: a receiver once it
+    sent READY=1.
 
-    ``prefix`` is put before the command (a wrapper that execs it).
+    ``prefix`` is put before the command (a wrapper that execs it); ``pass_fds`` stay open in it.
     """
     started: list[Running] = []
 
-    def start(name: str, config: str, prefix: Sequence[str] = (), **env: str) -> Running:
+    def start(name: str, config: str, prefix: Sequence[str] = (), pass_fds: Sequence[int] = (),
+              **env: str) -> Running:
         path = tmp_path / f"{name}.toml"
         path.write_text(config)
         proc = subprocess.Popen(
@@ -84,6 +86,7 @@ def start_receiver(
             env=child_env(NOTIFY_SOCKET=notify.path, **env),
             stderr=subprocess.PIPE,
             text=True,
+            pass_fds=pass_fds,
         )
         running = Running(name, proc, runtime_dir)
         started.append(running)
