@@ -89,16 +89,18 @@ def readouts(result: dict) -> list[list]:
     return [m for m in result["messages"] if m[2] is not None]
 
 
-def record_coverage(got: list[list], sent: dict) -> tuple[set, set, int, int]:
+def record_coverage(got: list[list], sent: dict, rate_hz: float = SIM_RATE_HZ
+                    ) -> tuple[set, set, int, int]:
     """Which of the simulator's records the published readouts hold: (lost, published twice,
-    how many were sent, readout numbers skipped). ``sent`` is ``ssdaq-sim tm --json``'s summary.
+    how many were sent, readout numbers skipped). ``sent`` is ``ssdaq-sim tm --json``'s summary
+    of a run at ``rate_hz``.
     """
     seen: dict[tuple[int, int], int] = {}
     for _, _, _, tack, mask in got:
         for module in range(32):
             if mask >> module & 1:
                 seen[module, tack] = seen.get((module, tack), 0) + 1
-    period_ns = round(1e9 / SIM_RATE_HZ)
+    period_ns = round(1e9 / rate_hz)
     expected = {
         (m, sent["tack0"] + k * period_ns) for m in range(32) for k in range(sent["readouts"])
     }

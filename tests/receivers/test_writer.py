@@ -193,6 +193,28 @@ def test_a_file_left_by_a_killed_writer_is_verified_and_published_at_the_next_st
     assert (w.directory / f"readout_20000101_000000{DAMAGED}").exists()
 
 
+def test_a_writer_killed_under_load_keeps_every_row_it_flushed(
+        publisher, start_writer) -> None:
+    """kill -9 while readouts stream in at 200/s: the rows up to the last flush come back."""
+    pub = publisher()
+    inputs = {"readout": pub.endpoint, "teldata": ""}
+    w = start_writer("readout", inputs, flush_interval_s=0.2)
+    pub.wait_subscriber()
+    sent = send_readouts(pub, range(1, 201), pause_s=0.005)  # about 1 s
+    flushed = w.status()["counters"]["written"]
+    w.proc.kill()
+    w.proc.wait()
+    again = start_writer("readout", inputs)
+    log = again.stop()
+    rows = stored(w.directory)
+    print(f"writer kill -9 at 200 readouts/s: {len(sent)} sent, {flushed} written before the kill "
+          f"(status), {len(rows)} kept, {len(sent) - len(rows)} lost")
+    assert "recovered" in log and f"{len(rows)} rows" in log
+    assert flushed <= len(rows) <= len(sent)
+    assert len(sent) - len(rows) <= 200 * 0.2 + 20  # at most one flush interval and the queue
+    assert_rows_equal(rows, sent[: len(rows)])
+
+
 def test_trigger_packets_are_stored_with_their_bytes(publisher, start_writer) -> None:
     pub = publisher()
     w = start_writer("trigger", {"trigger": pub.endpoint}, flush_interval_s=0.1)
