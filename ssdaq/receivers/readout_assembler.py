@@ -7,12 +7,13 @@ published as soon as every live expected module has contributed, or when its ``m
 deadline passes (a timer, not the next packet). Readout numbers rise by exactly 1 per
 published readout and continue across restarts (kept in the state directory).
 
-At stop no readout is split: the assembler keeps reading for up to ``max_wait_s`` to complete
-the readouts it has begun, sets aside the records of readouts not yet begun and hands them to its
-successor in the state directory (:mod:`~ssdaq.receivers.readout_handover`); the successor starts
-with them and finds the rest of those readouts queued on the socket, which systemd keeps. Only a
-readout still missing a module when the wait ends is published partial. Without a state
-directory the set-aside records are published too, as partial readouts: nothing is lost either way.
+At stop no readout is split: the assembler keeps reading for up to ``max_wait_s`` (at most
+:data:`DRAIN_LIMIT_S`) to complete the readouts it has begun, sets aside the records of readouts
+not yet begun and hands them to its successor in the state directory
+(:mod:`~ssdaq.receivers.readout_handover`); the successor starts with them and finds the rest of
+those readouts queued on the socket, which systemd keeps. Only a readout still missing a module
+when the wait ends is published partial. Without a state directory the set-aside records are
+published too, as partial readouts: nothing is lost either way.
 
 ``status`` shows the build latency of the last ``latency_readouts`` complete readouts
 (``latency_ms``): from the kernel's arrival time of the first datagram of the batch that
@@ -52,6 +53,9 @@ from ssdaq.receivers.readout_latency import LatencyWindow
 from ssdaq.receivers.readout_number import ReadoutNumber
 
 STREAM = streams.get("readout")
+#: at stop, the longest wait for the begun readouts (max_wait_s if shorter): the 32 modules'
+#: datagrams of a readout arrive within milliseconds, and TimeoutStopSec= is 10 s
+DRAIN_LIMIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,7 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
         self.pipeline.hold()
         if self.pipeline.builder.n_open:
             self.reader.start(self.loop)  # input stopped for everyone else; read on for the drain
-            deadline = time.monotonic() + self.pipeline.settings.max_wait_s
+            deadline = time.monotonic() + min(self.pipeline.settings.max_wait_s, DRAIN_LIMIT_S)
             while self.pipeline.builder.n_open and time.monotonic() < deadline:
                 await asyncio.sleep(0.002)
             self.reader.pause()
