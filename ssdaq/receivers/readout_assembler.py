@@ -203,7 +203,9 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
             self._timer.cancel()
         self._emit(self.pipeline.flush(self.numbers.next))  # still missing a module: partial
         held = Records.concat([r for r in (self._taken, self.pipeline.take_held()) if r is not None])
-        if self.handover is not None and len(held.tack):
+        if self.handover is not None and not len(held.tack):
+            handover.done(self.handover)  # nothing to hand on: no file left from before either
+        elif self.handover is not None:
             try:
                 handover.save(self.handover, held)
                 self.counters.add("handed_on", len(held.tack))
