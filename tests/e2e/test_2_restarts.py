@@ -2,12 +2,15 @@
 reinstall of the .deb and a plain stop + start; and what a `kill -9` costs, measured.
 
 Runs after test_2_readout on the same container and leaves the readout's socket listening. The
-1000 readouts/s run narrows the TACK window in /etc/ssdaq/readout.toml (readouts 1 ms apart)
-and puts the file back.
+1000 readouts/s runs narrow the TACK window in /etc/ssdaq/readout.toml (readouts 1 ms apart)
+and put the file back.
 """
 
+import contextlib
 import json
+import re
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -36,10 +39,31 @@ def sim(rate: float, seconds: float) -> tuple[str, ...]:
                  f"--duration {seconds:g} --json".split())
 
 
+@contextlib.contextmanager
+def rate_config(machine: Container, rate: float) -> Iterator[None]:
+    """Above 10 readouts/s the TACK window must stay below half their spacing (1 ms at 1000/s)."""
+    original = machine.run("cat", CONFIG).stdout
+    if rate > 10:
+        machine.write(CONFIG, original + "\n[assembler]\nreadout_window_ns = 400000\n")
+        machine.run("systemctl", "restart", UNIT)
+    try:
+        yield
+    finally:
+        machine.write(CONFIG, original)
+        machine.run("systemctl", "restart", UNIT)
+
+
+def handed_on(machine: Container, cursor: str) -> int:
+    """Records the stopping processes handed to their successors (their journal lines)."""
+    log = "\n".join(str(e.get("MESSAGE", "")) for e in machine.journal(cursor, UNIT))
+    return sum(int(n) for n in re.findall(r"handed (\d+) records", log))
+
+
 def run_with(machine: Container, rate: float, seconds: float, actions: list[tuple[float, tuple]]):
     """Send for ``seconds`` at ``rate`` readouts/s, running each (at s, command) on the way;
-    returns (published readouts, the simulator's summary, the subscriber's events)."""
+    returns (published readouts, the simulator's summary, records handed on meanwhile)."""
     machine.run("systemctl", "start", UNIT)
+    cursor = machine.journal_cursor()
     wait_until("readout running", lambda: active(machine, UNIT), 10)
     sub = subscribe(machine, READOUT_PUB, seconds=seconds + 40, idle_s=4)
     time.sleep(1)  # connected and subscribed before the first record
@@ -50,7 +74,7 @@ def run_with(machine: Container, rate: float, seconds: float, actions: list[tupl
         machine.run(*command, timeout=120)
     sent = json.loads(sender.communicate(timeout=seconds + 60)[0].strip().splitlines()[-1])
     result = collected(sub, timeout=seconds + 60)
-    return readouts(result), sent, result["events"]
+    return readouts(result), sent, handed_on(machine, cursor)
 
 
 def check(machine: Container, label: str, got: list[list], sent: dict, rate: float) -> None:
@@ -72,43 +96,40 @@ def check(machine: Container, label: str, got: list[list], sent: dict, rate: flo
 @pytest.mark.parametrize("rate", [10, 1000])
 def test_three_restarts_while_the_modules_send_split_no_readout(machine: Container,
                                                                 rate: int) -> None:
-    original = machine.run("cat", CONFIG).stdout
-    if rate > 10:  # readouts 1 ms apart: the window must stay below half of that
-        machine.write(CONFIG, original + "\n[assembler]\nreadout_window_ns = 400000\n")
-        machine.run("systemctl", "restart", UNIT)
-    try:
-        restart = ("systemctl", "restart", UNIT)
-        got, sent, _ = run_with(machine, rate, 10, [(2.5, restart), (5.0, restart), (7.5, restart)])
-    finally:
-        machine.write(CONFIG, original)
-        machine.run("systemctl", "restart", UNIT)
+    restart = ("systemctl", "restart", UNIT)
+    with rate_config(machine, rate):
+        got, sent, handed = run_with(machine, rate, 10, [(2.5, restart), (5.0, restart),
+                                                         (7.5, restart)])
+    record(machine, f"3 restarts at {rate} readouts/s: records handed on", str(handed))
     check(machine, f"3 restarts at {rate} readouts/s", got, sent, rate)
 
 
 def test_a_reinstall_and_a_plain_stop_and_start_split_no_readout(machine: Container,
                                                                  built: Built) -> None:
     deb = f"/root/{built.current.name}"
-    got, sent, _ = run_with(machine, 10, 12, [
+    got, sent, handed = run_with(machine, 10, 12, [
         (2.5, ("apt-get", "install", "--reinstall", "-y", "-q", deb)),
         (7.0, ("systemctl", "stop", UNIT)),
         (8.5, ("systemctl", "start", UNIT)),
     ])
+    record(machine, "reinstall + stop/start: records handed on", str(handed))
     check(machine, "reinstall + stop/start at 10 readouts/s", got, sent, 10)
 
 
 def test_kill_9_costs_the_open_readouts_and_a_gap_in_numbers_nothing_queued(
         machine: Container) -> None:
-    got, sent, _ = run_with(machine, 10, 6, [(3.0, ("systemctl", "kill", "-s", "KILL", UNIT))])
-    wait_until("restarted", lambda: active(machine, UNIT), 15)
-    lost, twice, expected, gaps = record_coverage(got, sent, 10)
+    with rate_config(machine, 1000):
+        got, sent, _ = run_with(machine, 1000, 6,
+                                [(3.0, ("systemctl", "kill", "-s", "KILL", UNIT))])
+        wait_until("restarted", lambda: active(machine, UNIT), 15)
+    lost, twice, expected, gaps = record_coverage(got, sent, 1000)
     split = sum(r[4] != ALL_MODULES for r in got)
-    record(machine, "kill -9 at 10 readouts/s: records lost / twice / sent",
+    record(machine, "kill -9 at 1000 readouts/s: records lost / twice / sent",
            f"{len(lost)} / {len(twice)} / {expected}")
     record(machine, "kill -9: readouts split / numbers skipped", f"{split} / {gaps}")
     assert not twice, "a record published twice"
-    # lost: what the dead process held, its open readouts: at most the 10 readouts of one
-    # datagram per module (max_wait_s = 0.5 s is 5 readouts)
+    # lost: what the dead process held, its open readouts: at most max_wait_s (0.5 s) of them
     lost_tacks = {t for _, t in lost}
-    assert len(lost_tacks) <= 10, f"{len(lost_tacks)} readouts lost records"
+    assert len(lost_tacks) <= 500, f"{len(lost_tacks)} readouts lost records"
     assert gaps >= 1, "the successor starts at the reserved mark"
     ensure_listening(machine)
