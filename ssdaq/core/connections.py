@@ -3,8 +3,9 @@
 Every connection of a guarded listener is watched for three things:
 
 * idle -- a connection that received no bytes for ``idle_timeout_s`` is closed (``idle_closed``).
-  A protocol that can tell it is between two records (a :class:`RecordStream`) keeps a quiet
-  sender open: only a connection holding part of a record that stopped progressing is idle.
+  A protocol that can tell it is between two records (a :class:`RecordStream`, or what the
+  guard's ``quiet`` says) keeps a quiet sender open: only a connection holding part of a record
+  that stopped progressing is idle.
 * full -- when ``max_connections`` are open, a newcomer replaces the connection that received
   bytes least recently (``replaced_connections``) instead of being refused: a set of senders
   that connect and go silent can delay a legitimate one by one connection, not lock it out.
@@ -50,8 +51,12 @@ class Limits(Protocol):
 class ConnectionGuard:
     """The open connections of one listener and the rules above; :meth:`wrap` its protocol factory."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, counters: Counters, limits: Limits) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, counters: Counters, limits: Limits,
+                 quiet: Callable[[asyncio.Protocol], bool] | None = None) -> None:
+        """``quiet(protocol)``: whether that connection may be silent now (default: it is a
+        RecordStream between records)."""
         self.loop, self.counters, self.limits = loop, counters, limits
+        self.quiet = quiet or _between_records
         self.open: dict[_Guarded, None] = {}  # insertion-ordered set
         self.per_peer: Counter[str] = Counter()
 
@@ -163,10 +168,13 @@ class _Guarded(asyncio.Protocol):
         now, timeout = time.monotonic(), self.guard.limits.idle_timeout_s
         if now - self.last_bytes < timeout:
             self._arm(self.last_bytes)
-        elif isinstance(self.inner, RecordStream) and self.inner.between_records():
+        elif self.inner is not None and self.guard.quiet(self.inner):
             self._arm(now)
         else:
             self.guard.counters.report(
                 "idle_closed", peer=self.peer, detail=f"no bytes for {now - self.last_bytes:.1f} s")
             self.drop()
 
+
+def _between_records(protocol: asyncio.Protocol) -> bool:
+    return isinstance(protocol, RecordStream) and protocol.between_records()

@@ -64,13 +64,14 @@ class ListenSettings:
 
 
 @dataclass(frozen=True)
-class StreamListenSettings(ListenSettings):
-    """A listening TCP socket and its connection limits. Under systemd the .socket unit's socket is used."""
+class ConnectionLimits:
+    """Limits on a TCP listener's connections (see ssdaq.core.connections)."""
 
     idle_timeout_s: float = setting(
         30.0,
         help="A connection that received no bytes for this long is closed (counted as idle_closed);\n"
-        "a receiver that sees records closes only one stuck inside a record. 0: never",
+        "where the receiver sees records (or a request is being answered), only one stuck\n"
+        "inside a record (or a request). 0: never",
         min=0.0,
     )
     max_connections: int = setting(
@@ -82,6 +83,11 @@ class StreamListenSettings(ListenSettings):
     max_connections_per_peer: int = setting(
         16, help="Connections open at once from one address; more are refused (counted)", min=1
     )
+
+
+@dataclass(frozen=True)
+class StreamListenSettings(ConnectionLimits, ListenSettings):
+    """A listening TCP socket and its connection limits. Under systemd the .socket unit's socket is used."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from ssdaq.core.config import setting, table
-from ssdaq.core.settings import LogSettings
+from ssdaq.core.settings import ConnectionLimits, LogSettings
 from ssdaq import streams
 
 #: ssdaq's HTTP port: beside ssdaq's own PUB ports (9001-9006), outside Prometheus's exporter
@@ -12,18 +12,24 @@ DEFAULT_PORT = 9010
 
 
 @dataclass(frozen=True)
-class HttpSocket:
-    """The HTTP listening socket. Under systemd ssdaq-web.socket's socket is used instead (it wins)."""
+class HttpAddress:
+    """Where the HTTP socket listens when started by hand."""
 
     ip: str = setting("", help="Address to bind when started by hand; empty: all addresses, IPv4 and IPv6")
     port: int = setting(DEFAULT_PORT, help="TCP port to bind when started by hand", min=1, max=65535)
 
 
 @dataclass(frozen=True)
+class HttpSocket(ConnectionLimits, HttpAddress):
+    """The HTTP listening socket. Under systemd ssdaq-web.socket's socket is used instead (it wins)."""
+
+
+@dataclass(frozen=True)
 class WebSockets:
     """Listening sockets (each named as the FileDescriptorName= of ssdaq-web.socket)."""
 
-    http: HttpSocket = table(HttpSocket)
+    # more than a receiver's: every browser behind one reverse proxy comes from its address
+    http: HttpSocket = table(HttpSocket, max_connections=256, max_connections_per_peer=64)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,10 @@
 Startup: the listening socket (systemd's, named ``http``; else ``--listen`` or ``[sockets.http]``),
 a first poll (so the request that socket-activated the service gets data), then ``READY=1``.
 Serving: the poller runs once a second; ``STATUS=`` says how many receivers answered;
-``WATCHDOG=1`` while the loop turns and the poller is alive. SIGTERM/SIGINT: ``STOPPING=1``,
+``WATCHDOG=1`` while the loop turns and the poller is alive. Connections are limited as every TCP
+input's (``[sockets.http]``: idle, total, per address; :mod:`ssdaq.core.connections`): one that
+sends nothing, or half a request, is closed after ``idle_timeout_s``, while one being answered
+(a scrape, a page's WebSocket) may stay silent. SIGTERM/SIGINT: ``STOPPING=1``,
 connections closed, exit 0. Startup failures are one log line and a sysexits code (78 for a
 rejected configuration, naming file and key; 69 for a socket that cannot be bound).
 """
@@ -25,6 +28,8 @@ from ssdaq.core.cli import Parser
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, ConfigError, SsdaqError, UnavailableError
 from ssdaq.core.lifecycle import Lifecycle
 from ssdaq.core.main import CONFIG_DIR, add_daemon_options
+from ssdaq.core.connections import STREAM_COUNTERS, ConnectionGuard
+from ssdaq.core.counters import Counters
 from ssdaq.core.sockets import SocketSource, bind
 from ssdaq.web.config import WebConfig
 from ssdaq.web import page
@@ -112,6 +117,11 @@ class WebService:
         self.loop = asyncio.new_event_loop()
         self.life = Lifecycle(self.loop, log)
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        #: the HTTP connections' limits, as every TCP input's (ssdaq.core.connections)
+        self.counters = Counters(log, config.log.rate_limit_interval_s)
+        self.counters.declare(STREAM_COUNTERS)
+        self.guard = ConnectionGuard(self.loop, self.counters, config.sockets.http, answering)
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (exit 0) or a task fails (exit 70)."""
@@ -123,7 +133,11 @@ class WebService:
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
         await asyncio.to_thread(self.poller.poll_once)  # the activating request gets data
-        await web.SockSite(self._runner, self.sock).start()
+        # the runner's protocol factory behind the guard (aiohttp 3.8 never times out a
+        # connection that sends no request, or half of one)
+        assert self._runner.server is not None
+        self._server = await self.loop.create_server(self.guard.wrap(self._runner.server),
+                                                     sock=self.sock)
         self.life.spawn("poller", self.poller.run())
         self.life.spawn("status", self._status_loop())
         self.life.spawn("watchdog", self._watchdog_loop())
@@ -134,8 +148,11 @@ class WebService:
 
     async def _drain(self) -> None:
         systemd.notify("STOPPING=1", "STATUS=stopping")
+        if self._server is not None:
+            self._server.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        self.guard.close()
 
     async def _reload(self) -> None:
         log.info("SIGHUP: nothing to reload; restart ssdaq-web to apply a changed %s", CONFIG_FILE)
@@ -144,11 +161,14 @@ class WebService:
         snap = self.poller.latest()
         up = sum(s.reply is not None for s in snap.states)
         text = f"{up}/{len(snap.states)} receivers and writers answering, poll {snap.duration_s * 1e3:.0f} ms"
-        return text + (f"; poll failed: {snap.error}" if snap.error else "")
+        closed = ", ".join(f"{self.counters[k]} {k}" for k in STREAM_COUNTERS[1:] if self.counters[k])
+        return (text + (f"; poll failed: {snap.error}" if snap.error else "")
+                + (f"; connections: {closed}" if closed else ""))
 
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            self.counters.flush_reports()
             systemd.notify(f"STATUS={self.status_text()}")
 
     async def _watchdog_loop(self) -> None:
@@ -160,6 +180,13 @@ class WebService:
             await asyncio.sleep(interval)
             if self.poller.fresh():
                 systemd.notify("WATCHDOG=1")
+
+
+def answering(handler: asyncio.Protocol) -> bool:
+    """Whether an HTTP connection is answering a request (a scrape, a page's WebSocket): its
+    client may then be silent as long as it likes. aiohttp 3.8's RequestHandler keeps the request
+    it answers in ``_current_request``."""
+    return getattr(handler, "_current_request", None) is not None
 
 
 def _where(sock: socket.socket) -> str:

@@ -103,7 +103,8 @@ def test_thousands_of_concurrent_scrapes_do_not_grow_memory_without_bound(
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4096 <= hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
-    web = start_web()
+    # a thousand at once from one address: above the connection limits, which are tested apart
+    web = start_web(BY_HAND + "[sockets.http]\nmax_connections = 2000\nmax_connections_per_peer = 2000\n")
     rounds = []
     for _ in range(6):
         statuses = asyncio.run(scrapes(web.url + "/metrics", 1000))
