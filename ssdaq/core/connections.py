@@ -38,7 +38,7 @@ class RecordStream(Protocol):
 
 
 class Limits(Protocol):
-    """The settings a guard reads (``StreamListenSettings`` has them)."""
+    """The settings a guard reads (``ssdaq.core.settings.ConnectionLimits`` declares them)."""
 
     @property
     def idle_timeout_s(self) -> float: ...
