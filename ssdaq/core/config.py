@@ -160,6 +160,15 @@ and upgrades never touch it: /usr/share/ssdaq/config/ has the list of the instal
 Generated from the declared settings by `make configs`."""
 
 
+def write_overrides(directory: Path, name: str, config: Any, about: str) -> None:
+    """Write ``directory/name.toml``, the site override file of the program ``about`` names:
+    every setting of ``config`` commented out at its default, under the header saying how to
+    use it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    header = f"/etc/ssdaq/{name}.toml: settings of {about}.\n{OVERRIDES_NOTE}"
+    (directory / f"{name}.toml").write_text(render(config, header, commented=True))
+
+
 def render(obj: Any, header: str = "", *, commented: bool = False) -> str:
     """The settings object as TOML with each setting's help above it.
 

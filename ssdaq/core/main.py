@@ -104,13 +104,9 @@ def add_daemon_options(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def write_default_configs(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
     for name, spec in sorted(registered().items()):
-        cls = import_class(spec)
-        header = (f"{CONFIG_DIR}/{name}.toml: settings of `ssdaq-receiver {name}` ({spec}).\n"
-                  f"{configlib.OVERRIDES_NOTE}")
-        (directory / f"{name}.toml").write_text(
-            configlib.render(cls.config_class(), header, commented=True))
+        configlib.write_overrides(directory, name, import_class(spec).config_class(),
+                                  f"`ssdaq-receiver {name}` ({spec})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,12 +35,8 @@ def parser() -> Parser:
 
 
 def write_default_configs(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
     for stream, cls in CONFIGS.items():
-        header = (f"{receiver_main.CONFIG_DIR}/{service_name(stream)}.toml: settings of "
-                  f"`ssdaq-writer {stream}`.\n{configlib.OVERRIDES_NOTE}")
-        (directory / f"{service_name(stream)}.toml").write_text(
-            configlib.render(cls(), header, commented=True))
+        configlib.write_overrides(directory, service_name(stream), cls(), f"`ssdaq-writer {stream}`")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -221,10 +221,7 @@ def load_config(path: Path | None) -> tuple[WebConfig, str | None]:
 
 
 def write_default_configs(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    header = (f"{CONFIG_FILE}: configuration of `ssdaq-web` (ssdaq.web.config:WebConfig).\n"
-              "Generated from the declared settings by `make configs`; every value shown is the default.")
-    (directory / "web.toml").write_text(configlib.render(WebConfig(), header))
+    configlib.write_overrides(directory, "web", WebConfig(), "`ssdaq-web`")
 
 
 def main(argv: list[str] | None = None) -> int:

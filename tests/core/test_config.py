@@ -12,6 +12,7 @@ from ssdaq.core.errors import ConfigError
 from ssdaq.core.main import import_class, registered
 from ssdaq.core.settings import PublisherSettings
 from ssdaq.receivers.writer_config import CONFIGS as WRITER_CONFIGS
+from ssdaq.web.config import WebConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,6 +117,7 @@ def test_commented_render_lists_every_setting_inactive(tmp_path: Path) -> None:
 SHIPPED = [
     *((f"{name}.toml", import_class(spec).config_class) for name, spec in sorted(registered().items())),
     *((f"writer-{stream}.toml", cls) for stream, cls in sorted(WRITER_CONFIGS.items())),
+    ("web.toml", WebConfig),
 ]
 
 

@@ -1,19 +1,11 @@
-"""web.toml: declared once, shipped rendered, rejected with file and key."""
+"""web.toml is rejected with file and key (tests/core/test_config.py checks the shipped file)."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-from ssdaq.core import config
 from ssdaq.core.errors import EX_CONFIG
-from ssdaq.web.config import WebConfig
-from tests.conftest import ROOT, child_env
-
-
-def test_shipped_config_equals_the_code_defaults() -> None:
-    path = ROOT / "etc" / "ssdaq" / "web.toml"
-    assert config.load(WebConfig, path) == WebConfig()
-    assert path.read_text().endswith(config.render(WebConfig(), "")), f"{path} drifted: run `make configs`"
+from tests.conftest import child_env
 
 
 def test_bad_config_exits_78_naming_file_and_key(tmp_path: Path) -> None:
