@@ -26,6 +26,8 @@ RECEIVERS = tuple(s.name for s in streams.STREAMS if s.has_unit)
 SOCKET_UNITS = tuple(s.name for s in streams.STREAMS if s.socket_unit)
 WRITER_PREFIX = streams.WRITER_PREFIX
 TARGET = "ssdaq.target"
+#: unit states in which the daemon runs or is about to
+ACTIVE = ("active", "reloading", "activating")
 UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "MainPID", "StatusText",
                    "NRestarts", "Result")
 
@@ -88,7 +90,7 @@ class ReceiverState:
     @property
     def running(self) -> bool:
         if self.systemd:
-            return self.systemd.get("ActiveState") in ("active", "reloading", "activating")
+            return self.systemd.get("ActiveState") in ACTIVE
         return self.reply is not None or self.error is not None  # its socket exists
 
     @property

@@ -26,6 +26,9 @@ VERBS: tuple[Verb, ...] = (
     Verb("stop", "NAME|all", "stop a receiver or writer together with its socket"),
     Verb("restart", "NAME|all", "restart behind the open socket: nothing sent meanwhile is lost"),
     Verb("list", "", "the registered receiver names, as JSON"),
+    Verb("run", "start|stop|status [--obs-id N] [--comment TEXT]",
+         "observations: every running writer closes its file and records the run into "
+         "<prefix>_obs<id>_<UTC start>_<chunk>.hdf5 until stop (status: the open run)"),
 )
 
 NAMES: tuple[str, ...] = tuple(v.name for v in VERBS)

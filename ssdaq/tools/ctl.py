@@ -11,6 +11,7 @@ The verbs that act on the DAQ as a whole are declared in :mod:`ssdaq.verbs`; eac
   when everything running is healthy, 1 otherwise.
 * ``ssdaqctl start|stop|restart NAME|all`` wraps systemctl (exit 69 where systemd is absent).
 * ``ssdaqctl list``: the registered receiver names, as JSON.
+* ``ssdaqctl run start|stop|status``: observations (:mod:`ssdaq.tools.run`).
 """
 
 import argparse
@@ -25,6 +26,7 @@ from ssdaq.core.commands import NoAnswer, request, socket_path
 from ssdaq.core.errors import EX_UNAVAILABLE, EX_USAGE
 from ssdaq.core.main import CONFIG_DIR, registered
 from ssdaq.daemons import ReceiverState
+from ssdaq.tools import run
 
 EXIT_REFUSED = 1
 EXIT_NO_ANSWER = 2
@@ -51,7 +53,10 @@ def parser() -> Parser:
     p.add_argument("args", nargs="*", help="command arguments")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply (2)")
     p.add_argument("--socket", help="command socket path (overrides the default location)")
-    p.add_argument("--json", action="store_true", help="status: print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="status, run: print JSON instead of text")
+    p.add_argument("--obs-id", type=run.obs_id, help="run start: the observation's id "
+                   "(0..999999, never one used before; default: the next free one)")
+    p.add_argument("--comment", help="run start: a comment stored in every file of the run")
     return p
 
 
@@ -91,6 +96,7 @@ def _unit_verb(args: argparse.Namespace) -> int:
 
 
 verb_start = verb_stop = verb_restart = _unit_verb
+verb_run = run.main
 
 
 # ---------------------------------------------------------------------------- status
