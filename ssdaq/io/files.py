@@ -1,11 +1,17 @@
 """The files one writer produces: named by UTC start time, never overwritten, never left corrupt.
 
-A file is written as ``<prefix>_<YYYYmmdd_HHMMSS>.hdf5.part`` (created exclusively) and becomes
-``<prefix>_<YYYYmmdd_HHMMSS>.hdf5`` only after it was closed and fsync'ed; the final name is
-taken with ``link()``, which fails instead of replacing an existing file, so a name collision
-(two files in one second, a clock step) gets a ``_1``, ``_2`` … suffix. A ``*.hdf5`` file is
-therefore always complete. A ``.part`` file is one being written, or the leftover of a process
+A file is written as ``<stem>.hdf5.part`` (created exclusively) and becomes ``<stem>.hdf5`` only
+after it was closed and fsync'ed; the final name is taken with ``link()``, which fails instead
+of replacing an existing file. A ``*.hdf5`` file is therefore always complete, and beside it
+``<stem>.hdf5.sha256`` (``sha256sum`` format, also never replaced) lets ``sha256sum -c`` check
+it wherever it was copied. A ``.part`` file is one being written, or the leftover of a process
 that was killed: ``ssdaq.io.recovery`` deals with those.
+
+Stems: outside observations ``<prefix>_<YYYYmmdd_HHMMSS>`` (UTC start of the file), a name
+collision (two files in one second, a clock step) getting a ``_1``, ``_2`` … suffix; in an
+observation ``<prefix>_obs<id, 6 digits>_<UTC start of the run>_<chunk, 3 digits>``, every chunk
+of a run sharing the run's start so that they sort together, the chunk number counting on from
+the highest one in the directory (a writer restarted during the run continues it).
 
 HDF5 must never see a full disk: after a failed write (ENOSPC) the library's handles are unusable
 and closing them can crash the process. The writer keeps a reserve of free space and stops before
@@ -13,8 +19,11 @@ it (see ``ssdaq.tools.writer``); :class:`WriteFailed` covers the case where some
 the disk between the check and the write.
 """
 
+import hashlib
 import os
+import re
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import h5py
@@ -26,6 +35,10 @@ from ssdaq.io.layouts import FileLayout, Rows
 EXT = ".hdf5"
 PART = EXT + ".part"
 DAMAGED = EXT + ".damaged"
+CHECKSUM = ".sha256"
+#: a run file's stem: prefix, obs id, UTC start of the run, chunk (then maybe _salvaged, ...)
+RUN_STEM = re.compile(r"^(?P<prefix>.+)_obs(?P<obs_id>\d{6,})_(?P<start>\d{8}T\d{6}Z)"
+                      r"_(?P<chunk>\d{3,})")
 
 
 class WriteFailed(Exception):
@@ -53,22 +66,67 @@ def _link_new_name(src: Path, stem: Path, ext: str) -> Path:
 
 
 def publish(part: Path, ext: str = EXT) -> Path:
-    """Give a closed ``.part`` file its final name (never replacing a file) and drop the .part."""
+    """Give a closed ``.part`` file its final name (never replacing a file) and drop the .part;
+    a complete file (``ext`` .hdf5) gets its checksum file."""
     stem = Path(str(part)[: -len(PART)])
     dest = _link_new_name(part, stem, ext)
     os.unlink(part)
+    if ext == EXT:
+        write_checksum(dest)
     _fsync_dir(part.parent)
     return dest
+
+
+def write_checksum(path: Path) -> Path:
+    """``path.sha256`` in ``sha256sum`` format (hash, two spaces, the file's name), written
+    completely before it takes its name, which it never takes from an existing file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    dest = Path(f"{path}{CHECKSUM}")
+    tmp = Path(f"{dest}.part")
+    with open(tmp, "w") as f:
+        f.write(f"{digest.hexdigest()}  {path.name}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, dest)
+    finally:
+        os.unlink(tmp)
+    return dest
+
+
+def continuous_stems(prefix: str, stamp: str | None = None) -> Iterator[str]:
+    """Candidate stems of a file outside observations: ``<prefix>_<UTC now>``, then ``_1``, …"""
+    stamp = stamp or time.strftime("%Y%m%d_%H%M%S", time.gmtime())
+    yield f"{prefix}_{stamp}"
+    for n in range(1, 10_000):
+        yield f"{prefix}_{stamp}_{n}"
+
+
+def run_stems(prefix: str, obs_id: int, run_stamp: str, chunk: int) -> Iterator[str]:
+    """Candidate stems of an observation's chunk ``chunk``, then of the chunks after it."""
+    for n in range(chunk, chunk + 10_000):
+        yield f"{prefix}_obs{obs_id:06d}_{run_stamp}_{n:03d}"
+
+
+def next_chunk(directory: Path, prefix: str, obs_id: int, run_stamp: str) -> int:
+    """One above the highest chunk of the run found in ``directory`` in any state (0: none)."""
+    chunks = [int(m["chunk"]) for p in directory.glob(f"{prefix}_obs{obs_id:06d}_{run_stamp}_*")
+              if (m := RUN_STEM.match(p.name)) and m["prefix"] == prefix]
+    return max(chunks, default=-1) + 1
 
 
 class OpenFile:
     """One ``.part`` file being written: its datasets, rows written and age."""
 
-    def __init__(self, directory: Path, prefix: str, layout: FileLayout, compression_level: int,
-                 stamp: str | None = None) -> None:
-        stamp = stamp or time.strftime("%Y%m%d_%H%M%S", time.gmtime())
-        for n in range(10_000):
-            stem = directory / f"{prefix}_{stamp}{'' if n == 0 else f'_{n}'}"
+    def __init__(self, directory: Path, stems: str | Iterable[str], layout: FileLayout,
+                 compression_level: int) -> None:
+        """``stems``: the candidate names without extension, the first free one is taken; a
+        plain string is a prefix named as outside observations (:func:`continuous_stems`)."""
+        for name in continuous_stems(stems) if isinstance(stems, str) else stems:
+            stem = directory / name
             if (final := Path(f"{stem}{EXT}")).exists():
                 continue
             try:
@@ -79,9 +137,10 @@ class OpenFile:
                 raise WriteFailed(f"cannot create {stem}{PART}: {e}") from e
             break
         else:
-            raise FileExistsError(f"no free file name for {directory / prefix}_{stamp}")
+            raise FileExistsError(f"no free file name in {directory} (the last tried: {name})")
         self.part, self.final = Path(f"{stem}{PART}"), final
         self.opened = time.monotonic()
+        self.opened_ns = time.time_ns()
         self.rows = 0
         try:
             hdf5.init_file(self.h5, layout.title)

@@ -22,11 +22,11 @@ import numpy as np
 from ssdaq.data import trigger
 from ssdaq.data.mapping import ssl2asic_ch, ssl2colrow
 from ssdaq.data.readout import N_TM_PIX, SSReadout
-from ssdaq.io.files import EXT
+from ssdaq.io.files import EXT, RUN_STEM
 from ssdaq.io.layouts import READOUT_PATH, TRIGGER_RAW_PATH
 
 MAPPINGS = {"ssl2asic_ch": ssl2asic_ch, "ssl2colrow": ssl2colrow, "raw": np.arange(N_TM_PIX)}
-_NAME = re.compile(r"^(?P<stem>.*_\d{8}_\d{6})(?:_(?P<n>\d+))?$")
+_NAME = re.compile(r"^(?P<stem>.*_(?P<day>\d{8})_(?P<time>\d{6}))(?:_(?P<n>\d+))?$")
 SSData = namedtuple("SSData", "iro amps time cpu_t tm")
 
 
@@ -35,11 +35,15 @@ def data_files(directory: str | Path, prefix: str = "readout") -> list[Path]:
     return sorted(Path(directory).glob(f"{prefix}_*{EXT}"), key=_start_key)
 
 
-def _start_key(path: Path) -> tuple[str, int]:
-    """"<prefix>_<date>_<time>[_<n>]" sorts by start time, then by collision number n."""
+def _start_key(path: Path) -> tuple[str, int, str]:
+    """"<prefix>_<date>_<time>[_<n>]" sorts by start time, then by collision number n; a run's
+    "<prefix>_obs<id>_<date>T<time>Z_<chunk>" by the run's start, then by chunk."""
     name = path.name[: -len(EXT)]
-    match = _NAME.match(name)
-    return (match["stem"], int(match["n"] or 0)) if match else (name, 0)
+    if run := RUN_STEM.match(name):
+        return run["start"][:8] + run["start"][9:15], int(run["chunk"]), name
+    if match := _NAME.match(name):
+        return match["day"] + match["time"], int(match["n"] or 0), name
+    return "", 0, name
 
 
 def read_table(path: str | Path, dataset: str = READOUT_PATH) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ssdaq.io.files import DAMAGED, PART, OpenFile, publish
+from ssdaq.io.files import DAMAGED, PART, OpenFile, continuous_stems, publish
 from ssdaq.io.layouts import LAYOUTS, FileLayout, Rows
 
 CHILD_TIMEOUT_S = 300.0
@@ -79,7 +79,7 @@ def salvage(part: Path, layout: FileLayout) -> tuple[Path, int]:
         n = min(len(rows[path]) for path in layout.lockstep)
         rows |= {path: rows[path][:n] for path in layout.lockstep}
     stem = part.name[: -len(PART)]
-    out = OpenFile(part.parent, stem, layout, compression_level=4, stamp=SALVAGED)
+    out = OpenFile(part.parent, continuous_stems(stem, SALVAGED), layout, compression_level=4)
     out.append({path: list(v) if v.dtype.kind == "O" else v for path, v in rows.items()})
     return out.close(), out.rows
 

@@ -1,7 +1,11 @@
 """File naming, publishing and verification: a complete file is never overwritten or corrupt."""
 
+import hashlib
+import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from ssdaq.io import files, reader
 from ssdaq.io.layouts import LAYOUTS, readout_rows
@@ -40,4 +44,41 @@ def test_a_part_file_exists_only_while_writing(tmp_path: Path) -> None:
     assert f.part.exists() and f.part.name.endswith(".hdf5.part") and not f.final.exists()
     assert reader.data_files(tmp_path) == []
     f.close()
-    assert [p.name for p in tmp_path.iterdir()] == [f.final.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f.final.name, f"{f.final.name}.sha256"]
+
+
+def test_a_complete_file_has_a_checksum_sha256sum_verifies_and_that_is_never_replaced(
+        tmp_path: Path) -> None:
+    f = open_file(tmp_path)
+    f.append(readout_rows([readout(1).pack()])[0])
+    path = f.close()
+    checksum = Path(f"{path}.sha256")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert checksum.read_text() == f"{digest}  {path.name}\n"
+    done = subprocess.run(["sha256sum", "-c", checksum.name], cwd=tmp_path, capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0 and f"{path.name}: OK" in done.stdout
+    with pytest.raises(FileExistsError):
+        files.write_checksum(path)
+    assert checksum.read_text() == f"{digest}  {path.name}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, checksum.name]
+
+
+def test_run_chunks_are_named_by_obs_id_run_start_and_chunk_and_continue_after_the_highest(
+        tmp_path: Path) -> None:
+    stamp = "20991204T210000Z"
+    assert files.next_chunk(tmp_path, "readout", 123, stamp) == 0
+    first = files.OpenFile(tmp_path, files.run_stems("readout", 123, stamp, 0), LAYOUT, 1)
+    assert first.part.name == "readout_obs000123_20991204T210000Z_000.hdf5.part"
+    assert files.next_chunk(tmp_path, "readout", 123, stamp) == 1, "a .part counts"
+    (tmp_path / "readout_obs000123_20991204T210000Z_004_salvaged.hdf5").touch()
+    (tmp_path / "readout_obs000124_20991204T220000Z_009.hdf5").touch()  # another run
+    (tmp_path / "trigger_obs000123_20991204T210000Z_007.hdf5").touch()  # another prefix
+    assert files.next_chunk(tmp_path, "readout", 123, stamp) == 5
+    second = files.OpenFile(tmp_path, files.run_stems("readout", 123, stamp, 0), LAYOUT, 1)
+    assert second.part.name.endswith("_001.hdf5.part"), "a taken chunk is skipped"
+    names = [first.close().name, second.close().name]
+    continuous = open_file(tmp_path).close().name  # now: before the (future) runs
+    assert [p.name for p in reader.data_files(tmp_path)] == [continuous, *names,
+        "readout_obs000123_20991204T210000Z_004_salvaged.hdf5",
+        "readout_obs000124_20991204T220000Z_009.hdf5"]
