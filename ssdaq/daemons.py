@@ -51,6 +51,35 @@ def unit_of(name: str) -> str:
     return f"ssdaq-receiver@{name}.service"
 
 
+#: where systemd looks for drop-ins of system units, highest precedence first
+UNIT_PATHS = ("/etc/systemd/system.control", "/run/systemd/system.control", "/run/systemd/transient",
+              "/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
+              "/usr/lib/systemd/system")
+
+
+def dropins(name: str) -> str:
+    """The systemd drop-ins of ``name``'s service and socket units, each headed by its path
+    (``""`` when systemd does not run here): what ``systemctl cat`` adds to the unit files."""
+    if not systemd_running():
+        return ""
+    service = unit_of(name)
+    texts = []
+    for unit in (service, service.replace(".service", ".socket")):
+        stem, _, kind = unit.rpartition(".")
+        # the unit itself, its template, then every prefix up to a dash (ssdaq-.service.d)
+        names = [unit, f"{stem.partition('@')[0]}@.{kind}" if "@" in stem else None]
+        names += [f"{stem[:i + 1]}.{kind}" for i in reversed(range(len(stem))) if stem[i] == "-"]
+        names.append(kind)
+        for directory in UNIT_PATHS:
+            for n in filter(None, names):
+                for path in sorted(Path(directory, f"{n}.d").glob("*.conf")):
+                    try:
+                        texts.append(f"# {path}\n{path.read_text()}")
+                    except OSError as e:
+                        texts.append(f"# {path}: {e}\n")
+    return "\n".join(texts)
+
+
 def name_of(unit: str) -> str | None:
     """The receiver or writer name of an ssdaq service unit (None for other units)."""
     if not unit.endswith(".service") or not unit.startswith("ssdaq-"):

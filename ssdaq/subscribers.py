@@ -60,10 +60,13 @@ class SequenceTracker:
     restarts: int = 0
     #: the most recent gaps as (last number before, first number after), newest last
     recent: list[tuple[int, int]] = field(default_factory=list)
+    #: the restarts the last check found, as (number before, the number that did not rise)
+    last_restarts: list[tuple[int, int]] = field(default_factory=list)
     keep: int = 100
 
     def check(self, numbers: np.ndarray) -> list[tuple[int, int]]:
         """Take a batch of numbers in arrival order; return the gaps found in it."""
+        self.last_restarts = []
         if len(numbers) == 0:
             return []
         seq = np.asarray(numbers, np.int64)
@@ -72,7 +75,9 @@ class SequenceTracker:
         jumps = np.flatnonzero(step > 1)
         self.missed += int((step[jumps] - 1).sum())
         self.gaps += len(jumps)
-        self.restarts += int((step < 1).sum())
+        back = np.flatnonzero(step < 1)
+        self.restarts += len(back)
+        self.last_restarts = [(int(prev[i]), int(seq[i])) for i in back]
         self.last = int(seq[-1])
         found = [(int(prev[i]), int(seq[i])) for i in jumps]
         self.recent = (self.recent + found)[-self.keep:]

@@ -21,6 +21,14 @@ from tests.sdnotify import NotifyListener
 
 
 @pytest.fixture
+def run_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The run state file of the writers and ssdaqctl a test starts (``SSDAQ_RUN_STATE``)."""
+    path = tmp_path / "run" / "state.json"
+    monkeypatch.setenv("SSDAQ_RUN_STATE", str(path))
+    return path
+
+
+@pytest.fixture
 def publisher() -> Iterator[Callable[[], Publisher]]:
     ctx = zmq.Context()
     made: list[Publisher] = []
@@ -152,16 +160,21 @@ def start_receiver(tmp_path: Path, runtime_dir: Path,
 @pytest.fixture
 def start_writer(tmp_path: Path, runtime_dir: Path,
                  start_daemon: Callable[..., subprocess.Popen]) -> Callable[..., Writer]:
-    """``start_writer(stream, inputs={stream: endpoint}, directory=, **output)`` once READY=1."""
+    """``start_writer(stream, inputs={stream: endpoint}, directory=, tables=, **output)`` once
+    READY=1; ``tables`` adds other settings, ``{"run": {"record": "runs"}}``."""
 
     def start(stream: str, inputs: dict[str, str], directory: Path | None = None,
-              prefix: Sequence[str] = (), **output: object) -> Writer:
+              prefix: Sequence[str] = (), tables: dict[str, dict[str, object]] | None = None,
+              **output: object) -> Writer:
         directory = directory or tmp_path / "data"
         settings = {"directory": str(directory), "min_free_bytes": 0, **output}
         lines = ["[monitor]", "enabled = false", "[output]"]
         lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+        tables = {**{f"inputs.{name}": {} for name in inputs}, **(tables or {})}
         for name, endpoint in inputs.items():
-            lines += [f"[inputs.{name}]", f'endpoint = "{endpoint}"']
+            tables[f"inputs.{name}"] = {"endpoint": endpoint, **tables[f"inputs.{name}"]}
+        for name, values in tables.items():
+            lines += [f"[{name}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
         config = tmp_path / f"writer-{stream}.toml"
         config.write_text("\n".join(lines) + "\n")
         proc = start_daemon(writer_argv(stream, "--config", str(config)), prefix)

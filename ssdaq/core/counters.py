@@ -102,6 +102,8 @@ CATALOGUE: dict[str, CounterSpec] = _catalogue(
     ("files", "info", "Files completed"),
     ("missed", "loss", "Messages the writer's subscription lost upstream (gaps in sequence numbers)"),
     ("disk_full", "loss", "Rows dropped because the disk was at its reserve and the memory buffer full"),
+    ("not_recorded", "info", "Messages received outside an observation by a writer that records "
+     "only observations (record = \"runs\")"),
     # ssdaq-web's live page (its browsers, not data: nothing here is a loss)
     ("readouts", "info", "Readouts the live page's one subscription received"),
     ("frames_sent", "info", "Readouts sent to the page's browsers (each browser counted)"),

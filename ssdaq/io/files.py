@@ -23,13 +23,14 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
-from ssdaq.io import hdf5
+from ssdaq.io import hdf5, provenance
 from ssdaq.io.layouts import FileLayout, Rows
 
 EXT = ".hdf5"
@@ -156,6 +157,9 @@ class OpenFile:
         except Exception as e:
             raise WriteFailed(f"cannot create {self.part}: {e}") from e
         self.main = layout.datasets[0].path
+        self._time_ns = layout.time_ns
+        #: UTC (ns) of the first and last row written, 0 before any
+        self.first_ns = self.last_ns = 0
 
     def append(self, rows: Rows) -> None:
         """Append every dataset's rows and flush to disk (the file is consistent afterwards)."""
@@ -165,7 +169,23 @@ class OpenFile:
             self.h5.flush()
         except Exception as e:
             raise WriteFailed(f"cannot write {self.part}: {e}") from e
-        self.rows += len(rows.get(self.main, ()))
+        main = rows.get(self.main, ())
+        if len(main):
+            times = self._time_ns(main)
+            self.first_ns = self.first_ns or int(times[0])
+            self.last_ns = int(times[-1])
+        self.rows += len(main)
+
+    def annotate(self, attrs: Mapping[str, Any], ledger: np.ndarray | None = None,
+                 gaps: np.ndarray | None = None) -> None:
+        """Set ``/Provenance`` attributes, and at the close its ledger and gap tables."""
+        try:
+            provenance.write_attributes(self.h5, attrs)
+            if ledger is not None and gaps is not None:
+                provenance.write_tables(self.h5, ledger, gaps)
+            self.h5.flush()
+        except Exception as e:
+            raise WriteFailed(f"cannot write the provenance of {self.part}: {e}") from e
 
     def size(self) -> int:
         return self.part.stat().st_size

@@ -26,7 +26,7 @@ CHUNK_BYTES = 128 * 1024  # about what PyTables picks for a table of this row si
 RAW_CHUNK_ROWS = 1024
 
 
-def _set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
+def set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
     for key, value in attrs.items():
         if isinstance(value, str):  # fixed-length UTF-8, which PyTables reads back as str
             data = value.encode()
@@ -37,7 +37,7 @@ def _set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
 
 def init_file(f: h5py.File, title: str) -> None:
     """Mark a new file's root group as a PyTables file titled ``title``."""
-    _set_attrs(f, {"CLASS": "GROUP", "PYTABLES_FORMAT_VERSION": PYTABLES_FORMAT_VERSION,
+    set_attrs(f, {"CLASS": "GROUP", "PYTABLES_FORMAT_VERSION": PYTABLES_FORMAT_VERSION,
                    "TITLE": title, "VERSION": GROUP_VERSION})
 
 
@@ -46,7 +46,7 @@ def group(f: h5py.File, name: str, title: str) -> h5py.Group:
     if name in f:
         return f[name]
     g = f.create_group(name)
-    _set_attrs(g, {"CLASS": "GROUP", "TITLE": title, "VERSION": GROUP_VERSION})
+    set_attrs(g, {"CLASS": "GROUP", "TITLE": title, "VERSION": GROUP_VERSION})
     return g
 
 
@@ -64,7 +64,7 @@ def create_table(parent: h5py.Group, name: str, dtype: np.dtype, title: str,
     for i, field_name in enumerate(dtype.names or ()):
         fields[f"FIELD_{i}_NAME"] = field_name
         fields[f"FIELD_{i}_FILL"] = np.zeros((), dtype[field_name].base)[()]
-    _set_attrs(ds, {**fields, **(attrs or {})})
+    set_attrs(ds, {**fields, **(attrs or {})})
     return ds
 
 
@@ -72,7 +72,7 @@ def create_vlarray(parent: h5py.Group, name: str, title: str) -> h5py.Dataset:
     """An empty, extendible PyTables-compatible VLArray of uint8 rows (raw payloads)."""
     ds = parent.create_dataset(name, shape=(0,), maxshape=(None,),
                                dtype=h5py.vlen_dtype(np.uint8), chunks=(RAW_CHUNK_ROWS,))
-    _set_attrs(ds, {"CLASS": "VLARRAY", "VERSION": VLARRAY_VERSION, "TITLE": title})
+    set_attrs(ds, {"CLASS": "VLARRAY", "VERSION": VLARRAY_VERSION, "TITLE": title})
     return ds
 
 

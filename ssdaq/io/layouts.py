@@ -67,6 +67,8 @@ class FileLayout:
     sequence: tuple[str, str] | None = None
     #: datasets whose row i belong together (always appended together)
     lockstep: tuple[str, ...] = ()
+    #: the UTC time (ns) of each row of the first dataset: first_row_utc, last_row_utc
+    time_ns: Callable[[np.ndarray], np.ndarray] = lambda rows: rows["arrival_ns"]
 
 
 # ------------------------------------------------------------------------ slow signal
@@ -137,6 +139,7 @@ SLOW_SIGNAL = FileLayout(
     ),
     inputs=(Input("readout", readout_rows), Input("teldata", tel_rows)),
     sequence=(READOUT_PATH, "iro"),
+    time_ns=lambda rows: rows["cpu_t_s"] * np.uint64(10**9) + rows["cpu_t_ns"],
 )
 
 # ------------------------------------------------------------------------ trigger packets

@@ -18,11 +18,20 @@ file when space returns. Should a write fail anyway (the disk filled between che
 the HDF5 library's state cannot be trusted: the process logs the loss and exits with 74
 (EX_IOERR); systemd restarts it, and the restarted writer salvages the ``.part`` file it left
 (``ssdaq.io.recovery``).
+
+Observations: the writer follows the run state (:mod:`ssdaq.runs`), read at start, on the
+``run_sync`` command and whenever the state file changes. When a run starts or stops, what was
+received until then goes into the current file, which is closed; a run's first chunk opens at
+once, and after a rotation inside a run the next chunk too, so that a run's chunks cover it
+without a hole, each with its ledger. Outside runs, ``[run] record = "runs"`` discards what
+arrives (counted as ``not_recorded``). Every file carries its provenance and the loss ledger of
+its interval (:mod:`ssdaq.io.provenance`, :mod:`ssdaq.receivers.writer_ledger`).
 """
 
 import asyncio
 import itertools
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,10 +40,13 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
+from ssdaq import __version__, daemons, runs
+from ssdaq.core import config as configlib
 from ssdaq.core import systemd
+from ssdaq.core.commands import NoAnswer, request, socket_path
 from ssdaq.core.errors import UnavailableError
 from ssdaq.core.receiver_server import ReceiverServer
-from ssdaq.io import files, recovery
+from ssdaq.io import files, provenance, recovery
 from ssdaq.io.layouts import LAYOUTS, FileLayout, Input, Rows
 from ssdaq.receivers.writer_config import (
     DEFAULT_DATA_DIR,
@@ -45,6 +57,7 @@ from ssdaq.receivers.writer_config import (
     WriterConfig,
     service_name,
 )
+from ssdaq.receivers.writer_ledger import Ledger
 from ssdaq.subscribers import SequenceTracker
 
 EX_IOERR = os.EX_IOERR
@@ -62,8 +75,8 @@ class StreamWriter(ReceiverServer[WriterConfig]):
     """Writes the streams of :attr:`layout` to rotating HDF5 files (see the module docstring)."""
 
     layout: ClassVar[FileLayout]
-    counter_names = ("written", "written_bytes", "files", "missed", "disk_full", "bad_size",
-                     "bad_message", "bad_magic", "unknown_type", "bad_phase")
+    counter_names = ("written", "written_bytes", "files", "missed", "disk_full", "not_recorded",
+                     "bad_size", "bad_message", "bad_magic", "unknown_type", "bad_phase")
 
     def __init__(self) -> None:
         stream = self.layout.stream
@@ -84,6 +97,12 @@ class StreamWriter(ReceiverServer[WriterConfig]):
         self._writing_since: float | None = None
         self._last_flush = time.monotonic()
         self._subscriptions: list[tuple[Input, zmq.asyncio.Socket]] = []
+        #: the observation being recorded (None: outside runs), the state file's signature when read
+        self.obs: runs.Run | None = None
+        self._run_seen: tuple[int, int, int] | None = None
+        self.ledger = Ledger()
+        self._poll_lock = asyncio.Lock()
+        self._born = time.monotonic()
         for inp in self.layout.inputs:
             sub = getattr(self.config.inputs, inp.stream)  # type: ignore[attr-defined]
             if sub.endpoint:
@@ -112,6 +131,8 @@ class StreamWriter(ReceiverServer[WriterConfig]):
         self._free = files.free_bytes(self.directory)
         self.log.info("writing %s files to %s (%d MB free)", self.layout.stream, self.directory,
                       self._free // MiB)
+        await self.poll_ledger(bound=True)  # the first interval starts with what is up now
+        await self.follow_run()
 
     async def _recover(self) -> None:
         """Publish or salvage the ``.part`` files a killed writer left, once there is room for
@@ -134,12 +155,20 @@ class StreamWriter(ReceiverServer[WriterConfig]):
         await asyncio.gather(*(self._receive(inp, sock) for inp, sock in self._subscriptions))
 
     async def ct_flush(self) -> None:
-        """Write on the timer, rotate by age, notice when space comes back."""
+        """Write on the timer, rotate by age, notice when space comes back or the run changed."""
         while True:
             interval = self.config.output.flush_interval_s  # read each time: reload changes it
             await asyncio.sleep(min(0.2, interval))
+            if runs.signature() != self._run_seen:
+                await self.follow_run()
             if time.monotonic() - self._last_flush >= interval:
                 await self.flush()
+
+    async def ct_ledger(self) -> None:
+        """Read the upstream receivers' counters between the bounds (restarts are noticed)."""
+        while True:
+            await asyncio.sleep(self.config.ledger.poll_interval_s)
+            await self.poll_ledger()
 
     async def on_stop(self) -> None:
         """Stop receiving, take what zmq already queued, write it all and publish the file."""
@@ -170,7 +199,7 @@ class StreamWriter(ReceiverServer[WriterConfig]):
                 self.log.error("cannot create %s (%s): still writing to %s", directory, e,
                                self.directory)
             else:
-                await self.flush(final=True)
+                await self.flush(final=True, reopen=False)
                 self.directory, self.prefix = directory, prefix
                 self.log.info("writing to %s/%s_* from now on", directory, prefix)
         for inp, sock in self._subscriptions:
@@ -211,14 +240,24 @@ class StreamWriter(ReceiverServer[WriterConfig]):
         for error in rejected:
             self.counters.report(error.reason, detail=str(error), peer=inp.stream)
         if self.layout.sequence and self.layout.sequence[0] in rows:
-            path, column = self.layout.sequence
-            for before, after in self.sequence.check(rows[path][column]):
-                self.counters.report("missed", after - before - 1,
-                                     detail=f"{column} {before + 1}..{after - 1} never arrived")
+            self._check_sequence(rows)
+        if self.obs is None and self.config.run.record == "runs":
+            self.counters.add("not_recorded", len(batch))
+            return
         self._pending.append(rows)
         self._pending_bytes += files.rows_nbytes(rows)
         if self._disk_full:
             self._bound_buffer()
+
+    def _check_sequence(self, rows: Rows) -> None:
+        path, column = self.layout.sequence  # type: ignore[misc]
+        now = time.time_ns()
+        for before, after in self.sequence.check(rows[path][column]):
+            self.counters.report("missed", after - before - 1,
+                                 detail=f"{column} {before + 1}..{after - 1} never arrived")
+            self.ledger.gap(column, before, after, now)
+        for before, after in self.sequence.last_restarts:
+            self.ledger.restart(column, before, after, now)
 
     def _bound_buffer(self) -> None:
         limit = self.config.output.max_buffer_bytes
@@ -234,22 +273,34 @@ class StreamWriter(ReceiverServer[WriterConfig]):
 
     # ------------------------------------------------------------------ writing
 
-    async def flush(self, final: bool = False) -> None:
-        """Write what is pending (if the disk allows), then rotate or close as due."""
+    async def flush(self, final: bool = False, reopen: bool = True) -> None:
+        """Write what is pending (if the disk allows), then rotate or close as due; inside a
+        run a closed chunk is followed by the next at once unless ``reopen`` is false."""
         async with self._lock:
             self._last_flush = time.monotonic()
             out = self.config.output
-            room = (self._pending or self._disk_full) and self._space_for(self._pending_bytes)
             if self._recovery_waits and not self._disk_full:
                 await self._recover()
-            if self._pending and room:
-                batch, self._pending, self._pending_bytes = self._pending, [], 0
-                await self._in_thread(self._write, _merge(batch), in_flight=self._rows(batch))
+            await self._write_pending(self.obs)
             if self._file is not None and (
                     final or self._disk_full
                     or time.monotonic() - self._file.opened >= out.max_file_age_s
                     or self._file.size() >= out.max_file_bytes):
-                await self._in_thread(self._close_file)
+                await self._close()
+                if reopen and self.obs is not None and self.running and not self._disk_full:
+                    await self._in_thread(self._open, self.obs)
+
+    async def _write_pending(self, run: runs.Run | None) -> None:
+        """Write the pending rows into the open file (one named for ``run`` if none is open)."""
+        room = (self._pending or self._disk_full) and self._space_for(self._pending_bytes)
+        if self._pending and room:
+            batch, self._pending, self._pending_bytes = self._pending, [], 0
+            await self._in_thread(self._write, _merge(batch), run, in_flight=self._rows(batch))
+
+    async def _close(self) -> None:
+        """End the file's interval: the counters at the bound, then the ledger into the file."""
+        ledger = await self.poll_ledger(bound=True)
+        await self._in_thread(self._close_file, ledger)
 
     def _space_for(self, nbytes: int) -> bool:
         self._free = files.free_bytes(self.directory)
@@ -279,25 +330,154 @@ class StreamWriter(ReceiverServer[WriterConfig]):
         finally:
             self._writing_since = None
 
-    def _write(self, rows: Rows) -> None:
+    def _open(self, run: runs.Run | None) -> None:
+        if run is None:
+            stems = files.continuous_stems(self.prefix)
+        else:
+            chunk = files.next_chunk(self.directory, self.prefix, run.obs_id, run.stamp)
+            stems = files.run_stems(self.prefix, run.obs_id, run.stamp, chunk)
+        self._file = files.OpenFile(self.directory, stems, self.layout,
+                                    self.config.output.compression_level)
+        self._file.annotate(self._opening_attributes(self._file, run))
+        self._file_bytes = 0
+        self.counters.add("files")
+        self.log.info("new file %s", self._file.part.name)
+
+    def _write(self, rows: Rows, run: runs.Run | None) -> None:
         if self._file is None:
-            self._file = files.OpenFile(self.directory, self.prefix, self.layout,
-                                        self.config.output.compression_level)
-            self.counters.add("files")
-            self.log.info("new file %s", self._file.part.name)
-            self._file_bytes = 0
+            self._open(run)
+        assert self._file is not None
         self._file.append(rows)
         self.counters.add("written", len(rows.get(self.layout.datasets[0].path, ())))
         size = self._file.size()
         self.counters.add("written_bytes", size - self._file_bytes)
         self._file_bytes = size
 
-    def _close_file(self) -> None:
+    def _close_file(self, ledger: Ledger) -> None:
         file, self._file = self._file, None
         if file is not None:
+            file.annotate(self._closing_attributes(file, ledger), *ledger.rows())
             path = file.close()
             self._remember(path)
             self.log.info("closed %s (%d rows)", path.name, file.rows)
+
+    def _opening_attributes(self, file: files.OpenFile, run: runs.Run | None) -> dict[str, Any]:
+        chunk = files.RUN_STEM.match(file.part.name)
+        return {
+            "ssdaq_version": __version__, "host": socket.gethostname(),
+            "stream": self.layout.stream, "writer": self.service, "writer_pid": os.getpid(),
+            "record": self.config.run.record,
+            "obs_id": np.int64(run.obs_id if run else provenance.NO_OBS),
+            "comment": run.comment if run else "",
+            "run_start_utc": runs.iso(run.start_ns) if run else "",
+            "started_by": run.started_by if run else "",
+            "chunk": np.int64(int(chunk["chunk"]) if run and chunk else provenance.NO_OBS),
+            "opened_utc": runs.iso(file.opened_ns),
+            "interval_start_utc": runs.iso(self.ledger.start_ns),
+            "upstream": " ".join(self._upstream()),
+            "writer_config": configlib.render(self.config),
+        }
+
+    def _closing_attributes(self, file: files.OpenFile, ledger: Ledger) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "closed_utc": runs.iso(time.time_ns()), "rows": np.int64(file.rows),
+            "first_row_utc": runs.iso(file.first_ns) if file.rows else "",
+            "last_row_utc": runs.iso(file.last_ns) if file.rows else "",
+            "upstream_unanswered": " ".join(s for s in self._upstream()
+                                            if not ledger.processes.get(s)),
+        }
+        attrs |= {f"config_{source}": text for source, text in ledger.configs.items()}
+        attrs |= {f"dropins_{source}": text for source, text in ledger.dropins.items()}
+        return attrs
+
+    # ------------------------------------------------------------------ runs and the ledger
+
+    async def follow_run(self) -> dict[str, Any]:
+        """Switch to the run the state file names, unless it is the one being recorded."""
+        seen = runs.signature()
+        try:
+            run = runs.read().run
+        except runs.RunError as e:
+            if seen != self._run_seen:
+                self.log.error("%s: recording goes on as before", e)
+            self._run_seen = seen
+            return self.run_fields()
+        self._run_seen = seen
+        if run == self.obs:
+            return self.run_fields()
+        async with self._lock:
+            previous, self.obs = self.obs, run  # from here on, what arrives is the new run's
+            await self._write_pending(previous)
+            if self._file is not None:
+                await self._close()
+            else:  # the interval ends with no file to keep its ledger: nothing was written
+                await self.poll_ledger(bound=True)
+            if previous is not None:
+                self.log.info("observation %d ended", previous.obs_id)
+            if run is not None:
+                if self._space_for(0):
+                    await self._in_thread(self._open, run)
+                self.log.info("observation %d started: recording into %s", run.obs_id,
+                              self._file.part.name if self._file else "nothing (disk full)")
+        return self.run_fields()
+
+    def _upstream(self) -> list[str]:
+        """The receivers whose streams are subscribed: their counters go into the ledger."""
+        return [inp.stream for inp in self.layout.inputs
+                if getattr(self.config.inputs, inp.stream).endpoint]  # type: ignore[attr-defined]
+
+    async def poll_ledger(self, bound: bool = False) -> Ledger:
+        """Read every upstream receiver's counters (and the writer's own) into the ledger;
+        at a ``bound`` the interval ends: returns its ledger, the next one starts."""
+        async with self._poll_lock:
+            answers = await asyncio.to_thread(self._ask_upstream, self._upstream(), self.ledger)
+            for source, status, config in answers:
+                self.ledger.observe(source, status, bound)
+                if config is not None:
+                    known = self.ledger.configs.get(source)
+                    self.ledger.configs[source] = config if known in (None, config) else (
+                        f"{known}\n# after a restart (pid {status['pid']}):\n{config}")  # type: ignore[index]
+                    self.ledger.dropins[source] = daemons.dropins(source)
+            self.ledger.observe(self.service, {
+                "pid": os.getpid(), "uptime_s": time.monotonic() - self._born,
+                "counters": dict(self.counters.values)}, bound)
+            done = self.ledger
+            if bound:
+                self.ledger = done.next()
+            return done
+
+    def _ask_upstream(self, sources: list[str], ledger: Ledger
+                      ) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+        """``status`` of each source (None: no answer) and, from a new process, its ``config``."""
+        timeout = self.config.ledger.timeout_s
+        out: list[tuple[str, dict[str, Any] | None, str | None]] = []
+        for source in sources:
+            try:
+                reply = request(socket_path(source), "status", timeout)
+            except NoAnswer:
+                out.append((source, None, None))
+                continue
+            status = reply.get("result") if reply.get("ok") else None
+            config = None
+            if status is not None and ledger.is_new(source, status):
+                try:
+                    answer = request(socket_path(source), "config", timeout)
+                    config = answer["result"] if answer.get("ok") else f"# {answer.get('error')}"
+                except NoAnswer as e:
+                    config = f"# {e}"
+            out.append((source, status, config))
+        return out
+
+    async def cmd_run_sync(self) -> dict[str, Any]:
+        """Follow the run state now (ssdaqctl run start|stop sends it); the run and the file."""
+        return await self.follow_run()
+
+    def run_fields(self) -> dict[str, Any]:
+        run = self.obs
+        return {"obs_id": run.obs_id if run else None, "comment": run.comment if run else None,
+                "start_utc": runs.iso(run.start_ns) if run else None,
+                "recording": run is not None or self.config.run.record == "continuous",
+                "file": self._file.part.name if self._file else None}
 
     def _remember(self, path: Path) -> None:
         self._finished = (self._finished + [path.name])[-_KEEP_NAMES:]
@@ -331,6 +511,10 @@ class StreamWriter(ReceiverServer[WriterConfig]):
                      f"dropped {self.counters['disk_full']}")
         else:
             state = self._file.part.name if self._file else "no file open"
+        if self.obs is not None:
+            state = f"obs {self.obs.obs_id}: {state}"
+        elif self.config.run.record == "runs":
+            state = "no observation open: not recording"
         return (f"{state}; {rate:.1f} msg/s, {self.counters['written']} rows in "
                 f"{self.counters['files']} files; {self.lost_summary()}")
 
@@ -350,6 +534,7 @@ class StreamWriter(ReceiverServer[WriterConfig]):
             "sequence": {"last": self.sequence.last, "missed": self.sequence.missed,
                          "gaps": self.sequence.gaps, "restarts": self.sequence.restarts},
             "inputs": [inp.stream for inp, _ in self._subscriptions],
+            "run": self.run_fields(),
         }
 
 

@@ -13,6 +13,7 @@ from ssdaq.core.settings import ReceiverConfig
 
 DEFAULT_DATA_DIR = "/var/lib/ssdaq/data"
 MiB = 1024 * 1024
+RECORD_MODES = ("continuous", "runs")
 #: the streams a writer records (the registry's recorded ones; CONFIGS has a layout for each)
 STREAMS = streams.recorded()
 
@@ -39,7 +40,8 @@ class OutputSettings:
     directory: str = setting(
         "", help="Directory of the files; empty: $STATE_DIRECTORY/<stream> (under systemd\n"
                  f"{DEFAULT_DATA_DIR}/<stream>), else {DEFAULT_DATA_DIR}/<stream>")
-    prefix: str = setting("", help="File names are <prefix>_<UTC start time>.hdf5; empty: the stream name")
+    prefix: str = setting("", help="File names are <prefix>_<UTC start time>.hdf5 (in observations\n"
+                                   "<prefix>_obs<id>_<UTC run start>_<chunk>.hdf5); empty: the stream name")
     max_file_bytes: int = setting(1024 * MiB, help="Start a new file once a file reaches this size",
                                   min=1)
     max_file_age_s: float = setting(3600.0, help="Start a new file once a file is this old", min=1.0)
@@ -58,10 +60,34 @@ class OutputSettings:
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """Observations (ssdaqctl run start|stop): what is recorded outside them."""
+
+    record: str = setting(
+        "continuous", choices=RECORD_MODES,
+        help="Outside observations: \"continuous\" records everything (files named by their start\n"
+             "time), \"runs\" records nothing; in observations files are\n"
+             "<prefix>_obs<id>_<UTC run start>_<chunk>.hdf5 either way")
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """The loss ledger: the upstream receivers' counters, stored in every file."""
+
+    poll_interval_s: float = setting(
+        1.0, help="Read the upstream receivers' counters this often (and at every file's start and\n"
+                  "end), so that a receiver restarted inside a file is noticed", min=0.1, max=60.0)
+    timeout_s: float = setting(0.5, help="How long an upstream receiver may take to answer",
+                               min=0.05, max=10.0)
+
+
+@dataclass(frozen=True)
 class WriterConfig(ReceiverConfig):
     """Settings every writer has."""
 
     output: OutputSettings = table(OutputSettings)
+    run: RunSettings = table(RunSettings)
+    ledger: LedgerSettings = table(LedgerSettings)
 
 
 @dataclass(frozen=True)

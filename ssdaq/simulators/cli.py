@@ -18,6 +18,7 @@ SIMULATORS = (
     "ssdaq.simulators.trigger",
     "ssdaq.simulators.timing",
     "ssdaq.simulators.log",
+    "ssdaq.simulators.replay",
 )
 
 

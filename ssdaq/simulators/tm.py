@@ -108,7 +108,13 @@ class TMSimConfig:
 
 @dataclass
 class TMSimSummary:
-    """What was sent; ``lost`` / ``late`` / ``duplicated`` count packets hit by each fault."""
+    """What was sent; ``lost`` / ``late`` / ``duplicated`` count packets hit by each fault.
+
+    In records, what a receiver must count: ``late_records`` (sent ``late_delay`` after their
+    group, so after their readout was published when that exceeds its wait) and
+    ``duplicated_records``; ``incomplete_readouts`` is how many readouts lacked at least one
+    module's record when their group was sent (a lost or late packet).
+    """
 
     modules: int
     readouts: int
@@ -117,6 +123,9 @@ class TMSimSummary:
     lost: int = 0
     late: int = 0
     duplicated: int = 0
+    late_records: int = 0
+    duplicated_records: int = 0
+    incomplete_readouts: int = 0
     send_errors: int = 0
     elapsed_s: float = 0.0
     tack0: int = 0
@@ -188,15 +197,18 @@ class Packets:
         return send, lost, late, dup
 
 
-class _MMsgSender:
+class ModuleSender:
     """Sends datagrams as modules 127.0.0.(100 + i), many per system call.
 
     One socket with ``sendmmsg(2)`` (through ctypes) and an ``IP_PKTINFO`` source address per
     message: a datagram costs about a third less CPU than one ``sendto`` per module socket, which
     is what lets a single simulator process load the assembler well past 10 000 readouts/s.
+    ``data`` holds one datagram per module for :meth:`send` (each module's row, reused);
+    :meth:`send_copy` sends any bytes as any module (the replay sends only with it).
     """
 
-    def __init__(self, modules: int, dest: tuple[str, int], data: np.ndarray) -> None:
+    def __init__(self, modules: int, dest: tuple[str, int],
+                 data: np.ndarray | None = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.dest, self.data = dest, data
         self._name = ctypes.create_string_buffer(
@@ -206,7 +218,7 @@ class _MMsgSender:
         self.pktinfo = [struct.pack("@i4s4x", 0, socket.inet_aton(source_address(m)))
                         for m in range(modules)]
         self._control = [ctypes.create_string_buffer(_cmsg(info)) for info in self.pktinfo]
-        self._iov, self._msgs = mmsg.headers(data)
+        self._iov, self._msgs = mmsg.headers(np.zeros((0, 1), np.uint8) if data is None else data)
         for m, msg in enumerate(self._msgs):
             h = msg.msg_hdr
             h.msg_name, h.msg_namelen = ctypes.addressof(self._name), _SOCKADDR_IN_BYTES
@@ -241,14 +253,14 @@ def source_address(module: int) -> str:
 def simulate(cfg: TMSimConfig, host: str, port: int) -> TMSimSummary:
     """Send ``cfg`` to ``host:port`` now, paced in real time; return what was sent."""
     packets = Packets(cfg)
-    sender = _MMsgSender(cfg.modules, (host, port), packets.data)
+    sender = ModuleSender(cfg.modules, (host, port), packets.data)
     try:
         return _run(cfg, packets, sender)
     finally:
         sender.close()
 
 
-def _run(cfg: TMSimConfig, packets: Packets, sender: _MMsgSender) -> TMSimSummary:
+def _run(cfg: TMSimConfig, packets: Packets, sender: ModuleSender) -> TMSimSummary:
     summary = TMSimSummary(cfg.modules, cfg.readouts, tack0=cfg.tack0,
                            reset_readout=cfg.reset_readout)
     held: collections.deque[tuple[float, int, bytes]] = collections.deque()
@@ -277,11 +289,14 @@ def _run(cfg: TMSimConfig, packets: Packets, sender: _MMsgSender) -> TMSimSummar
         summary.lost += len(lost)
         summary.late += len(late)
         summary.duplicated += len(dup)
+        summary.incomplete_readouts += cfg.records_per_packet if lost or late else 0
     while held:
         time.sleep(max(0.0, held[0][0] - time.monotonic()))
         release(time.monotonic())
     summary.elapsed_s = time.monotonic() - start
     summary.records = summary.packets * cfg.records_per_packet
+    summary.late_records = summary.late * cfg.records_per_packet
+    summary.duplicated_records = summary.duplicated * cfg.records_per_packet
     return summary
 
 
