@@ -506,15 +506,14 @@ class StreamWriter(ReceiverServer[WriterConfig]):
     def status_line(self) -> str:
         rate = self.counters.rates.get("received", 0.0)
         held = self._rows(self._pending)
+        obs = f"obs {self.obs.obs_id}: " if self.obs is not None else ""
         if self._disk_full:
-            state = (f"DISK FULL ({self._free // MiB} MB free): holding {held} rows, "
+            state = (f"DISK FULL ({self._free // MiB} MB free): {obs}holding {held} rows, "
                      f"dropped {self.counters['disk_full']}")
-        else:
-            state = self._file.part.name if self._file else "no file open"
-        if self.obs is not None:
-            state = f"obs {self.obs.obs_id}: {state}"
-        elif self.config.run.record == "runs":
+        elif self.obs is None and self.config.run.record == "runs":
             state = "no observation open: not recording"
+        else:
+            state = obs + (self._file.part.name if self._file else "no file open")
         return (f"{state}; {rate:.1f} msg/s, {self.counters['written']} rows in "
                 f"{self.counters['files']} files; {self.lost_summary()}")
 

@@ -377,9 +377,10 @@ def test_a_full_disk_stops_writing_holds_data_and_resumes_without_loss(
     w.wait(lambda s: s["counters"]["written"] == 10)
     filler = fill(small_disk, 2_500_000)
     sent += send_readouts(pub, range(11, 201))  # 1.6 MB: more than the reserve allows
-    status = w.wait(lambda s: s["disk_full"] and s["counters"]["received"] == 200)
+    # the file is closed when the disk fills (once the ledger's counters at its end were read)
+    status = w.wait(lambda s: s["disk_full"] and s["counters"]["received"] == 200
+                    and s["file"] is None)
     assert status["status_line"].startswith("DISK FULL")
-    assert status["file"] is None, "the file is closed when the disk fills"
     [complete] = reader.data_files(small_disk)
     assert reader.read_table(complete)["iro"][0] == 1, "what was written before is a complete file"
     notified.wait_for("STATUS", "DISK FULL (", w.proc.pid, timeout=5, part=True)

@@ -20,6 +20,7 @@ from ssdaq.io import provenance, reader
 from ssdaq.io.files import PART
 from tests.conftest import child_env, ctl_argv, free_port
 from tests.livepub import readout
+from tests.receivers.test_writer import fill, small_disk  # noqa: F401  (a fixture)
 from tests.tools.test_ctl import readout_config
 
 pytestmark = pytest.mark.skipif(daemons.systemd_running(),
@@ -254,4 +255,33 @@ def test_a_writer_that_does_not_answer_is_named_and_the_others_switch(
     assert w.status()["run"]["obs_id"] == 1
     os.unlink(runtime_dir / "writer-trigger.ctl")
     assert ctl("run", "stop").returncode == 0
+    w.stop()
+
+
+def test_a_full_disk_during_a_run_stops_before_the_reserve_and_resumes_in_its_next_chunk(
+        start_writer, publisher, run_state: Path, small_disk: Path) -> None:
+    pub = publisher()
+    w = start_writer("readout", {"readout": pub.endpoint, "teldata": ""}, directory=small_disk,
+                     flush_interval_s=0.1, compression_level=0, min_free_bytes=2_000_000)
+    pub.wait_subscriber()
+    assert ctl("run", "start", "--obs-id", "123").returncode == 0
+    sent = [readout(i) for i in range(1, 201)]
+    for r in sent[:10]:
+        pub.send(r.pack())
+    w.wait(lambda s: s["counters"]["written"] == 10)
+    filler = fill(small_disk, 2_500_000)
+    for r in sent[10:]:  # 1.6 MB: more than the reserve allows
+        pub.send(r.pack())
+    status = w.wait(lambda s: s["disk_full"] and s["counters"]["received"] == 200
+                    and s["file"] is None)  # closed once the counters at its end were read
+    assert status["status_line"].startswith("DISK FULL")
+    assert [p.name for p in run_files(small_disk)][-1].endswith("_000.hdf5"), "closed, complete"
+    filler.unlink()
+    w.wait(lambda s: not s["disk_full"] and s["counters"]["written"] == 200)
+    assert ctl("run", "stop").returncode == 0
+    names = [p.name for p in run_files(small_disk)]
+    assert [int(RUN_NAME.match(n)[2]) for n in names] == [0, 1], names
+    rows = np.concatenate([reader.read_table(small_disk / n) for n in names])
+    assert rows["iro"].tolist() == list(range(1, 201)), "nothing lost: held, then written"
+    assert provenance.read(small_disk / names[1])["attributes"]["obs_id"] == 123
     w.stop()
