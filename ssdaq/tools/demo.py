@@ -5,9 +5,11 @@ No root and no systemd: every receiver runs as ``ssdaq-receiver`` with a generat
 command sockets; the three writers record into ``./demo-output/``. The simulators play the
 camera (32 TARGET modules, the trigger backplane, the timing board, a log sender; the telescope
 data come from the teldata receiver's static source). Meanwhile the dashboard (or, without a
-terminal, one summary line per second) shows the DAQ. At the end everything is stopped with
-SIGTERM, in the order that loses nothing (receivers flush to the writers, then the writers close
-their files), a camera image of the last recorded readout is drawn, and the files are listed.
+terminal, one summary line per second) shows the DAQ. The simulated data are one observation
+(``ssdaqctl run start`` before the simulators, ``run stop`` after them). At the end everything is
+stopped with SIGTERM, in the order that loses nothing (receivers flush to the writers, then the
+writers close their files), a camera image of the last recorded readout is drawn, and the files
+are listed with what ``ssdaq-info`` says of each.
 """
 
 import dataclasses
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssdaq import daemons, streams
+from ssdaq import daemons, runs, streams
 from ssdaq.core import config as configlib
 from ssdaq.core.cli import Parser
 from ssdaq.core.commands import NoAnswer, request
@@ -125,6 +127,7 @@ class Processes:
         self.plan = plan
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = {**os.environ, "RUNTIME_DIRECTORY": str(plan.runtime),
+                    runs.STATE_ENV: str(plan.work / "run-state.json"),
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
                                                                  os.environ.get("PYTHONPATH")]))}
 
@@ -183,6 +186,15 @@ class Processes:
 
     def stop_all(self) -> None:
         self.stop(list(self.procs))
+
+    def observation(self, action: str) -> None:
+        """``ssdaqctl run start|stop`` for the demo's writers; RuntimeError if it failed."""
+        extra = ["--comment", "make demo"] if action == "start" else []
+        done = subprocess.run([sys.executable, "-m", "ssdaq.tools.ctl", "run", action, *extra],
+                              env=self.env, capture_output=True, text=True, timeout=30)
+        print(done.stdout.rstrip(), flush=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"ssdaqctl run {action}: {done.stderr.strip()}")
 
 
 def available_receivers() -> list[str]:
@@ -288,6 +300,7 @@ def run(plan: Plan, modules: int, live: bool) -> int:
               f"ssdaq-dump readout --ip {plan.ip} --port {plan.port(streams.get('readout').pub_port)}"
               f"\nlive page: {page}",
               flush=True)
+        procs.observation("start")
         sims = simulators(plan, modules)
         for name, argv in sims.items():
             procs.start(name, argv, stdout=True)
@@ -295,6 +308,7 @@ def run(plan: Plan, modules: int, live: bool) -> int:
         for name in sims:  # they stop by themselves after the duration
             procs.procs[name].wait(plan.duration_s + 30)
         time.sleep(1.5)  # the assembler publishes what it still holds; writers take it
+        procs.observation("stop")
         final = {s.name: s for s in daemons.gather(timeout_s=2.0, use_systemd=False)}
         codes = procs.stop([n for n in receivers if n != "monitor"])
         codes |= procs.stop(writers + ["web"])
@@ -309,8 +323,8 @@ def run(plan: Plan, modules: int, live: bool) -> int:
 def report(plan: Plan, final: dict[str, daemons.ReceiverState], codes: dict[str, int | None],
            before: set[str], missing: list[str]) -> int:
     """Print what ran and what was written; draw the camera image. Exit code 0 when all is well."""
-    from ssdaq.io import reader
-    from ssdaq.tools import view
+    from ssdaq.io import provenance, reader
+    from ssdaq.tools import info, view
 
     print("\nreceivers (final status):")
     for name, state in final.items():
@@ -336,6 +350,8 @@ def report(plan: Plan, final: dict[str, daemons.ReceiverState], codes: dict[str,
         problems.append("no readout was recorded")
     if missing:
         problems.append(f"receivers not in this tree: {', '.join(missing)}")
+    for path in (p for paths in files.values() for p in paths):
+        print("\nssdaq-info " + info.text(path, provenance.read(path), with_config=False))
     print("\n" + ("demo ok" if not problems else "demo finished with problems: " + "; ".join(problems)))
     return 0 if not problems else 1
 

@@ -33,6 +33,13 @@ def _is_text(key: str) -> bool:
     return key == "writer_config" or key.startswith(("config_", "dropins_"))
 
 
+def _by_process(ledger: list[dict[str, Any]]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in ledger:
+        out.setdefault((row["source"], row["pid"]), []).append(row)
+    return out
+
+
 def text(path: Path, info: dict[str, Any], with_config: bool) -> str:
     from ssdaq.io.provenance import NO_OBS, losses
 
@@ -51,13 +58,14 @@ def text(path: Path, info: dict[str, Any], with_config: bool) -> str:
         f"last {a.get('last_row_utc') or '-'}",
         f"  ledger from {a.get('interval_start_utc')} to {a.get('closed_utc') or '?'}:",
     ]
-    for row in sorted(info["ledger"], key=lambda r: (r["source"], r["pid"], r["kind"] != "loss",
-                                                      r["counter"])):
-        if row["delta"] or row["kind"] == "loss":
-            mark = "LOST " if row["kind"] == "loss" and row["delta"] else "     "
-            lines.append(f"    {mark}{row['source']:16} pid {row['pid']:<7} {row['counter']:16} "
-                         f"{row['delta']:>9}  ({row['at_open']} -> {row['at_close']})"
-                         + ("" if row["exact"] else "  not exact"))
+    for (source, pid), rows in _by_process(info["ledger"]).items():
+        moved = ", ".join(f"{r['counter']} {r['delta']}" for r in rows
+                          if r["kind"] != "loss" and r["delta"])
+        lost = ", ".join(f"{r['counter']} {r['delta']}" for r in rows
+                         if r["kind"] == "loss" and r["delta"])
+        exact = "" if all(r["exact"] for r in rows) else " (not exact: no answer at a bound)"
+        lines.append(f"    {source} pid {pid}: {moved or 'nothing counted'}; "
+                     + (f"LOST {lost}" if lost else "lost nothing") + exact)
     if a.get("upstream_unanswered"):
         lines.append(f"    no answer from: {a['upstream_unanswered']}")
     for gap in info["gaps"]:
@@ -69,7 +77,7 @@ def text(path: Path, info: dict[str, Any], with_config: bool) -> str:
     lines.append("  nothing lost" if not lost and not missing else
                  f"  lost: {', '.join(f'{k} {v}' for k, v in lost.items()) or '-'}; "
                  f"{missing} missing in sequence gaps")
-    stored = sorted(k for k in a if _is_text(k))
+    stored = sorted(k for k in a if _is_text(k) and a[k])
     if with_config:
         for key in stored:
             lines += [f"  --- {key}", *("    " + line for line in str(a[key]).splitlines())]

@@ -159,7 +159,8 @@ def test_the_ledger_counts_what_the_simulator_did_and_a_restart_adds_an_entry(
                       "readout duplicate": done["duplicated_records"]}
     shown = subprocess.run([sys.executable, "-m", "ssdaq.tools.info", str(chunk)],
                            env=child_env(), capture_output=True, text=True, timeout=60)
-    assert "LOST readout" in shown.stdout and "nothing lost" not in shown.stdout
+    assert f"readout pid {first_pid}: " in shown.stdout and "nothing lost" not in shown.stdout
+    assert f"LOST late {done['late_records']}" in shown.stdout
     w.stop()
     rx.stop()
 
