@@ -40,10 +40,9 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from ssdaq import __version__, daemons, runs
+from ssdaq import __version__, runs
 from ssdaq.core import config as configlib
 from ssdaq.core import systemd
-from ssdaq.core.commands import NoAnswer, request, socket_path
 from ssdaq.core.errors import UnavailableError
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.io import files, provenance, recovery
@@ -57,7 +56,7 @@ from ssdaq.receivers.writer_config import (
     WriterConfig,
     service_name,
 )
-from ssdaq.receivers.writer_ledger import Ledger
+from ssdaq.receivers.writer_ledger import Bookkeeper, Ledger
 from ssdaq.subscribers import SequenceTracker
 
 EX_IOERR = os.EX_IOERR
@@ -100,9 +99,7 @@ class StreamWriter(ReceiverServer[WriterConfig]):
         #: the observation being recorded (None: outside runs), the state file's signature when read
         self.obs: runs.Run | None = None
         self._run_seen: tuple[int, int, int] | None = None
-        self.ledger = Ledger()
-        self._poll_lock = asyncio.Lock()
-        self._born = time.monotonic()
+        self.books = Bookkeeper(self.service, lambda: dict(self.counters.values))
         for inp in self.layout.inputs:
             sub = getattr(self.config.inputs, inp.stream)  # type: ignore[attr-defined]
             if sub.endpoint:
@@ -255,9 +252,9 @@ class StreamWriter(ReceiverServer[WriterConfig]):
         for before, after in self.sequence.check(rows[path][column]):
             self.counters.report("missed", after - before - 1,
                                  detail=f"{column} {before + 1}..{after - 1} never arrived")
-            self.ledger.gap(column, before, after, now)
+            self.books.current.gap(column, before, after, now)
         for before, after in self.sequence.last_restarts:
-            self.ledger.restart(column, before, after, now)
+            self.books.current.restart(column, before, after, now)
 
     def _bound_buffer(self) -> None:
         limit = self.config.output.max_buffer_bytes
@@ -373,7 +370,7 @@ class StreamWriter(ReceiverServer[WriterConfig]):
             "started_by": run.started_by if run else "",
             "chunk": np.int64(int(chunk["chunk"]) if run and chunk else provenance.NO_OBS),
             "opened_utc": runs.iso(file.opened_ns),
-            "interval_start_utc": runs.iso(self.ledger.start_ns),
+            "interval_start_utc": runs.iso(self.books.current.start_ns),
             "upstream": " ".join(self._upstream()),
             "writer_config": configlib.render(self.config),
         }
@@ -394,18 +391,18 @@ class StreamWriter(ReceiverServer[WriterConfig]):
 
     async def follow_run(self) -> dict[str, Any]:
         """Switch to the run the state file names, unless it is the one being recorded."""
-        seen = runs.signature()
-        try:
-            run = runs.read().run
-        except runs.RunError as e:
-            if seen != self._run_seen:
-                self.log.error("%s: recording goes on as before", e)
+        async with self._lock:  # read inside: a switch in progress ends before the next read
+            seen = runs.signature()
+            try:
+                run = runs.read().run
+            except runs.RunError as e:
+                if seen != self._run_seen:
+                    self.log.error("%s: recording goes on as before", e)
+                self._run_seen = seen
+                return self.run_fields()
             self._run_seen = seen
-            return self.run_fields()
-        self._run_seen = seen
-        if run == self.obs:
-            return self.run_fields()
-        async with self._lock:
+            if run == self.obs:
+                return self.run_fields()
             previous, self.obs = self.obs, run  # from here on, what arrives is the new run's
             await self._write_pending(previous)
             if self._file is not None:
@@ -427,46 +424,8 @@ class StreamWriter(ReceiverServer[WriterConfig]):
                 if getattr(self.config.inputs, inp.stream).endpoint]  # type: ignore[attr-defined]
 
     async def poll_ledger(self, bound: bool = False) -> Ledger:
-        """Read every upstream receiver's counters (and the writer's own) into the ledger;
-        at a ``bound`` the interval ends: returns its ledger, the next one starts."""
-        async with self._poll_lock:
-            answers = await asyncio.to_thread(self._ask_upstream, self._upstream(), self.ledger)
-            for source, status, config in answers:
-                self.ledger.observe(source, status, bound)
-                if config is not None:
-                    known = self.ledger.configs.get(source)
-                    self.ledger.configs[source] = config if known in (None, config) else (
-                        f"{known}\n# after a restart (pid {status['pid']}):\n{config}")  # type: ignore[index]
-                    self.ledger.dropins[source] = daemons.dropins(source)
-            self.ledger.observe(self.service, {
-                "pid": os.getpid(), "uptime_s": time.monotonic() - self._born,
-                "counters": dict(self.counters.values)}, bound)
-            done = self.ledger
-            if bound:
-                self.ledger = done.next()
-            return done
-
-    def _ask_upstream(self, sources: list[str], ledger: Ledger
-                      ) -> list[tuple[str, dict[str, Any] | None, str | None]]:
-        """``status`` of each source (None: no answer) and, from a new process, its ``config``."""
-        timeout = self.config.ledger.timeout_s
-        out: list[tuple[str, dict[str, Any] | None, str | None]] = []
-        for source in sources:
-            try:
-                reply = request(socket_path(source), "status", timeout)
-            except NoAnswer:
-                out.append((source, None, None))
-                continue
-            status = reply.get("result") if reply.get("ok") else None
-            config = None
-            if status is not None and ledger.is_new(source, status):
-                try:
-                    answer = request(socket_path(source), "config", timeout)
-                    config = answer["result"] if answer.get("ok") else f"# {answer.get('error')}"
-                except NoAnswer as e:
-                    config = f"# {e}"
-            out.append((source, status, config))
-        return out
+        """Read the counters into the ledger; at a ``bound`` the interval ends (its ledger)."""
+        return await self.books.poll(self._upstream(), self.config.ledger.timeout_s, bound)
 
     async def cmd_run_sync(self) -> dict[str, Any]:
         """Follow the run state now (ssdaqctl run start|stop sends it); the run and the file."""

@@ -14,12 +14,17 @@ may then be missing: the old process's last moments before a restart, a receiver
 up when the interval began). The writer's own counters are an entry like the others.
 """
 
+import asyncio
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ssdaq import daemons
+from ssdaq.core.commands import NoAnswer, request, socket_path
 from ssdaq.core.counters import CATALOGUE
 from ssdaq.io.provenance import GAP_DTYPE, LEDGER_DTYPE
 
@@ -114,3 +119,59 @@ class Ledger:
                     nxt.configs[source] = self.configs[source]
                     nxt.dropins[source] = self.dropins.get(source, "")
         return nxt
+
+
+Answer = tuple[str, dict[str, Any] | None, str | None]
+
+
+def ask(sources: list[str], timeout_s: float, ledger: Ledger) -> list[Answer]:
+    """``status`` of each source over its command socket (None: no answer) and, from a process
+    the ledger has not seen, its ``config`` (blocking: run it in a thread)."""
+    out: list[Answer] = []
+    for source in sources:
+        try:
+            reply = request(socket_path(source), "status", timeout_s)
+        except NoAnswer:
+            out.append((source, None, None))
+            continue
+        status = reply.get("result") if reply.get("ok") else None
+        config = None
+        if status is not None and ledger.is_new(source, status):
+            try:
+                answer = request(socket_path(source), "config", timeout_s)
+                config = answer["result"] if answer.get("ok") else f"# {answer.get('error')}"
+            except NoAnswer as e:
+                config = f"# {e}"
+        out.append((source, status, config))
+    return out
+
+
+class Bookkeeper:
+    """The ledger of the current interval, fed by polls of the upstream receivers and of the
+    writer's own counters; polls never overlap, so a bound's values are the latest."""
+
+    def __init__(self, name: str, own_counters: Callable[[], dict[str, int]]) -> None:
+        self.name, self._own = name, own_counters
+        self.current = Ledger()
+        self._lock = asyncio.Lock()
+        self._born = time.monotonic()
+
+    async def poll(self, sources: list[str], timeout_s: float, bound: bool = False) -> Ledger:
+        """Read every source into the ledger; at a ``bound`` the interval ends: returns its
+        ledger, and the next one starts from the values just read."""
+        async with self._lock:
+            answers = await asyncio.to_thread(ask, sources, timeout_s, self.current)
+            for source, status, config in answers:
+                self.current.observe(source, status, bound)
+                if status is not None and config is not None:
+                    known = self.current.configs.get(source)
+                    self.current.configs[source] = config if known in (None, config) else (
+                        f"{known}\n# after a restart (pid {status['pid']}):\n{config}")
+                    self.current.dropins[source] = daemons.dropins(source)
+            self.current.observe(self.name, {"pid": os.getpid(),
+                                             "uptime_s": time.monotonic() - self._born,
+                                             "counters": self._own()}, bound)
+            done = self.current
+            if bound:
+                self.current = done.next()
+            return done

@@ -160,7 +160,8 @@ def test_the_ledger_counts_what_the_simulator_did_and_a_restart_adds_an_entry(
     shown = subprocess.run([sys.executable, "-m", "ssdaq.tools.info", str(chunk)],
                            env=child_env(), capture_output=True, text=True, timeout=60)
     assert f"readout pid {first_pid}: " in shown.stdout and "nothing lost" not in shown.stdout
-    assert f"LOST late {done['late_records']}" in shown.stdout
+    assert re.search(rf"LOST duplicate {done['duplicated_records']}, late {done['late_records']}",
+                     shown.stdout), shown.stdout
     w.stop()
     rx.stop()
 
