@@ -14,7 +14,8 @@ from tests.e2e.daq import record
 pytestmark = pytest.mark.e2e
 
 
-def test_purge_leaves_user_and_recorded_data_and_nothing_else(machine: Container) -> None:
+def test_purge_leaves_user_recorded_data_and_run_state_and_nothing_else(
+        machine: Container) -> None:
     # whatever the writer recorded, and one more file the writer did not make: all of it stays
     machine.write("/var/lib/ssdaq/data/e2e-sentinel", "recorded\n")
     data = machine.run("find", "/var/lib/ssdaq/data", "-type", "f").stdout.split()
@@ -43,6 +44,6 @@ def test_purge_leaves_user_and_recorded_data_and_nothing_else(machine: Container
         "/var/lib/ssdaq/readout",
     ):
         assert not machine.exists(gone), gone
-    assert machine.run("ls", "/var/lib/ssdaq").stdout.split() == ["data"]
+    assert machine.run("ls", "/var/lib/ssdaq").stdout.split() == ["data", "run"]
     assert machine.run("find", "/var/lib/ssdaq/data", "-type", "f").stdout.split() == data
     machine.run("getent", "passwd", "ssdaq")
