@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import child_env
 
-TOOLS = ("ctl", "dump", "writer", "dash", "view", "demo")
+TOOLS = ("ctl", "dump", "writer", "dash", "view", "demo", "info")
 WITHOUT_EXTRA = ("import runpy, sys; sys.modules.update(h5py=None, rich=None, matplotlib=None); "
                  "sys.argv = [sys.argv[1], *sys.argv[2:]]; "
                  "runpy.run_module(sys.argv[0], run_name='__main__')")
@@ -37,4 +37,9 @@ def test_a_bad_option_exits_64(tool: str) -> None:
 
 def test_running_the_writer_without_h5py_says_what_to_install() -> None:
     done = run("writer", "readout")
+    assert done.returncode == 69 and "needs h5py" in done.stderr
+
+
+def test_ssdaq_info_without_h5py_says_what_to_install() -> None:
+    done = run("info", "some.hdf5")
     assert done.returncode == 69 and "needs h5py" in done.stderr
