@@ -35,7 +35,7 @@ from ssdaq.core.errors import EX_USAGE
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import ListenSettings, zmq_publisher
 from ssdaq.receivers.writer_config import CONFIGS as WRITER_CONFIGS
-from ssdaq.receivers.writer_config import OutputSettings, Subscription
+from ssdaq.receivers.writer_config import OutputSettings, RunSettings, Subscription
 from ssdaq.web.config import DEFAULT_PORT as WEB_PORT
 from ssdaq.web.config import HttpSocket, WebConfig
 
@@ -114,6 +114,7 @@ def writer_settings(stream: str, plan: Plan) -> dict[str, Any]:
         "monitor.endpoint": plan.endpoint(_input_port("monitor")),
         "output": OutputSettings(directory=str(plan.output), flush_interval_s=1.0,
                                  min_free_bytes=64 * 1024 * 1024),
+        "run": RunSettings(record="runs"),  # the observation only, not the pointing before it
     }
     for inp in layout_inputs:
         out[f"inputs.{inp}"] = Subscription(endpoint=plan.endpoint(streams.get(inp).pub_port))

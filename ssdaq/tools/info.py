@@ -61,11 +61,11 @@ def text(path: Path, info: dict[str, Any], with_config: bool) -> str:
     for (source, pid), rows in _by_process(info["ledger"]).items():
         moved = ", ".join(f"{r['counter']} {r['delta']}" for r in rows
                           if r["kind"] != "loss" and r["delta"])
-        lost = ", ".join(f"{r['counter']} {r['delta']}" for r in rows
-                         if r["kind"] == "loss" and r["delta"])
+        dropped = ", ".join(f"{r['counter']} {r['delta']}" for r in rows
+                            if r["kind"] == "loss" and r["delta"])
         exact = "" if all(r["exact"] for r in rows) else " (not exact: no answer at a bound)"
         lines.append(f"    {source} pid {pid}: {moved or 'nothing counted'}; "
-                     + (f"LOST {lost}" if lost else "lost nothing") + exact)
+                     + (f"LOST {dropped}" if dropped else "lost nothing") + exact)
     if a.get("upstream_unanswered"):
         lines.append(f"    no answer from: {a['upstream_unanswered']}")
     for gap in info["gaps"]:

@@ -28,6 +28,8 @@ def test_demo_runs_every_receiver_and_leaves_complete_files(tmp_path: Path) -> N
                  "writer-trigger", "writer-timestamp"):
         assert f"  {name} " in done.stdout.split("receivers (final status):")[1]
     [ro] = reader.data_files(out, "readout")
+    assert ro.name.startswith("readout_obs000001_") and ro.name.endswith("_000.hdf5")
+    assert f"ssdaq-info {ro}\n" in done.stdout, "one observation, described"
     rows = reader.read_table(ro)
     assert rows["iro"].tolist() == list(range(1, 51)), "5 s at 10 readouts/s, none lost"
     assert not np.isnan(rows["data"]).any(), "all 32 modules in every readout"
