@@ -27,7 +27,7 @@ def test_a_member_of_group_ssdaq_records_an_observation_that_sha256sum_verifies(
         started = machine.run("ssdaqctl", "run", "start", "--obs-id", "42", "--comment",
                               "e2e under systemd", "--json", user=USER)
         reply = json.loads(started.stdout)
-        assert {n: r.get("file", "")[:20] for n, r in reply["writers"].items()} == {
+        assert {n: r.get("file", "")[:18] for n, r in reply["writers"].items()} == {
             "writer-readout": "readout_obs000042_", "writer-trigger": "trigger_obs000042_"
         }, reply
         machine.run(*SIM, "--duration", "2", timeout=30)
