@@ -214,6 +214,7 @@ TIMESTAMPS = FileLayout(
     datasets=(Dataset("Timestamp", "trigger", "CDTS TriggerMessage", TIMESTAMP_DTYPE,
                       {"ssdaq_version": __version__}),),
     inputs=(Input("timestamp", timestamp_rows),),
+    sequence=(TIMESTAMP_PATH, "event_counter"),  # the board counts every trigger it stamps
 )
 
 #: writer stream name -> layout

@@ -11,7 +11,7 @@ import pytest
 
 from ssdaq.core.commands import request
 from ssdaq.data import messages, trigger
-from ssdaq.io import reader
+from ssdaq.io import provenance, reader
 from ssdaq.io import recovery
 from ssdaq.io.files import DAMAGED, PART
 from ssdaq.io.layouts import LAYOUTS, TIMESTAMP_PATH, TRIGGER_PATH
@@ -430,3 +430,18 @@ def test_leftovers_wait_for_disk_space_before_they_are_recovered(
     log = again.stop()
     assert "left as they are until the disk has room" in log and "recovered" in log
     assert_rows_equal(stored(small_disk), sent)
+
+
+def test_gaps_in_the_cdts_event_counter_are_counted_and_listed_in_the_file(
+        publisher, start_writer) -> None:
+    pub = publisher()
+    w = start_writer("timestamp", {"timestamp": pub.endpoint}, flush_interval_s=0.1)
+    pub.wait_subscriber()
+    for counter in (1, 2, 5, 6):
+        pub.send(messages.TriggerMessage(telescope=1, event_counter=counter).SerializeToString())
+    status = w.wait(lambda s: s["counters"]["written"] == 4)
+    assert status["counters"]["missed"] == 2
+    w.stop()
+    [path] = reader.data_files(w.directory, "timestamp")
+    assert [(g["column"], g["last_before"], g["first_after"], g["missing"])
+            for g in provenance.read(path)["gaps"]] == [("event_counter", 2, 5, 2)]
