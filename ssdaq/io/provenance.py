@@ -26,14 +26,21 @@ the camera and the disk, as far as the DAQ can see. Written once, when the file 
 file recovered after a crash has only the attributes of its opening.
 """
 
+import os
+import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
+from ssdaq import __version__, runs
 from ssdaq.io import hdf5
+
+if TYPE_CHECKING:  # files imports this module
+    from ssdaq.io.files import OpenFile
 
 GROUP = "Provenance"
 LEDGER = f"/{GROUP}/ledger"
@@ -47,6 +54,41 @@ GAP_DTYPE = np.dtype([
     ("missing", "<i8"), ("arrival_ns", "<u8"),
 ])
 NO_OBS = -1
+
+
+def opening(file: "OpenFile", run: runs.Run | None, *, stream: str, writer: str, record: str,
+            interval_start_ns: int, upstream: list[str], writer_config: str) -> dict[str, Any]:
+    """The attributes a file gets when it opens (a file recovered after a crash has these)."""
+    from ssdaq.io.files import RUN_STEM
+
+    chunk = RUN_STEM.match(file.part.name)
+    return {
+        "ssdaq_version": __version__, "host": socket.gethostname(), "stream": stream,
+        "writer": writer, "writer_pid": os.getpid(), "record": record,
+        "obs_id": np.int64(run.obs_id if run else NO_OBS),
+        "comment": run.comment if run else "",
+        "run_start_utc": runs.iso(run.start_ns) if run else "",
+        "started_by": run.started_by if run else "",
+        "chunk": np.int64(int(chunk["chunk"]) if run and chunk else NO_OBS),
+        "opened_utc": runs.iso(file.opened_ns),
+        "interval_start_utc": runs.iso(interval_start_ns),
+        "upstream": " ".join(upstream),
+        "writer_config": writer_config,
+    }
+
+
+def closing(file: "OpenFile", configs: Mapping[str, str], dropins: Mapping[str, str],
+            unanswered: list[str]) -> dict[str, Any]:
+    """The attributes added when the file closes: times, rows, the upstream configurations."""
+    attrs: dict[str, Any] = {
+        "closed_utc": runs.iso(time.time_ns()), "rows": np.int64(file.rows),
+        "first_row_utc": runs.iso(file.first_ns) if file.rows else "",
+        "last_row_utc": runs.iso(file.last_ns) if file.rows else "",
+        "upstream_unanswered": " ".join(unanswered),
+    }
+    attrs |= {f"config_{source}": text for source, text in configs.items()}
+    attrs |= {f"dropins_{source}": text for source, text in dropins.items()}
+    return attrs
 
 
 def write_attributes(f: h5py.File, attrs: Mapping[str, Any]) -> None:

@@ -31,7 +31,6 @@ its interval (:mod:`ssdaq.io.provenance`, :mod:`ssdaq.receivers.writer_ledger`).
 import asyncio
 import itertools
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,7 +39,7 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from ssdaq import __version__, runs
+from ssdaq import runs
 from ssdaq.core import config as configlib
 from ssdaq.core import systemd
 from ssdaq.core.errors import UnavailableError
@@ -335,7 +334,10 @@ class StreamWriter(ReceiverServer[WriterConfig]):
             stems = files.run_stems(self.prefix, run.obs_id, run.stamp, chunk)
         self._file = files.OpenFile(self.directory, stems, self.layout,
                                     self.config.output.compression_level)
-        self._file.annotate(self._opening_attributes(self._file, run))
+        self._file.annotate(provenance.opening(
+            self._file, run, stream=self.layout.stream, writer=self.service,
+            record=self.config.run.record, interval_start_ns=self.books.current.start_ns,
+            upstream=self._upstream(), writer_config=configlib.render(self.config)))
         self._file_bytes = 0
         self.counters.add("files")
         self.log.info("new file %s", self._file.part.name)
@@ -353,39 +355,11 @@ class StreamWriter(ReceiverServer[WriterConfig]):
     def _close_file(self, ledger: Ledger) -> None:
         file, self._file = self._file, None
         if file is not None:
-            file.annotate(self._closing_attributes(file, ledger), *ledger.rows())
+            file.annotate(provenance.closing(file, ledger.configs, ledger.dropins, [
+                s for s in self._upstream() if not ledger.processes.get(s)]), *ledger.rows())
             path = file.close()
             self._remember(path)
             self.log.info("closed %s (%d rows)", path.name, file.rows)
-
-    def _opening_attributes(self, file: files.OpenFile, run: runs.Run | None) -> dict[str, Any]:
-        chunk = files.RUN_STEM.match(file.part.name)
-        return {
-            "ssdaq_version": __version__, "host": socket.gethostname(),
-            "stream": self.layout.stream, "writer": self.service, "writer_pid": os.getpid(),
-            "record": self.config.run.record,
-            "obs_id": np.int64(run.obs_id if run else provenance.NO_OBS),
-            "comment": run.comment if run else "",
-            "run_start_utc": runs.iso(run.start_ns) if run else "",
-            "started_by": run.started_by if run else "",
-            "chunk": np.int64(int(chunk["chunk"]) if run and chunk else provenance.NO_OBS),
-            "opened_utc": runs.iso(file.opened_ns),
-            "interval_start_utc": runs.iso(self.books.current.start_ns),
-            "upstream": " ".join(self._upstream()),
-            "writer_config": configlib.render(self.config),
-        }
-
-    def _closing_attributes(self, file: files.OpenFile, ledger: Ledger) -> dict[str, Any]:
-        attrs: dict[str, Any] = {
-            "closed_utc": runs.iso(time.time_ns()), "rows": np.int64(file.rows),
-            "first_row_utc": runs.iso(file.first_ns) if file.rows else "",
-            "last_row_utc": runs.iso(file.last_ns) if file.rows else "",
-            "upstream_unanswered": " ".join(s for s in self._upstream()
-                                            if not ledger.processes.get(s)),
-        }
-        attrs |= {f"config_{source}": text for source, text in ledger.configs.items()}
-        attrs |= {f"dropins_{source}": text for source, text in ledger.dropins.items()}
-        return attrs
 
     # ------------------------------------------------------------------ runs and the ledger
 

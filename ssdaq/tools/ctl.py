@@ -30,6 +30,7 @@ from ssdaq.tools import run
 
 EXIT_REFUSED = 1
 EXIT_NO_ANSWER = 2
+TIMEOUT_S = 2.0
 
 
 def parser() -> Parser:
@@ -51,7 +52,9 @@ def parser() -> Parser:
                                 + ", ".join(verbs.NAMES))
     p.add_argument("command", nargs="?", help="command, e.g. ping, help, status, reload")
     p.add_argument("args", nargs="*", help="command arguments")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply (2)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help=f"seconds to wait for a reply ({TIMEOUT_S:g}; run start|stop: "
+                        f"{run.SYNC_TIMEOUT_S:g}, as a writer first closes its file)")
     p.add_argument("--socket", help="command socket path (overrides the default location)")
     p.add_argument("--json", action="store_true", help="status, run: print JSON instead of text")
     p.add_argument("--obs-id", type=run.obs_id, help="run start: the observation's id "
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return EX_USAGE
     path = args.socket or socket_path(args.name)
     try:
-        reply = request(path, " ".join([args.command, *args.args]), args.timeout)
+        reply = request(path, " ".join([args.command, *args.args]), args.timeout or TIMEOUT_S)
     except NoAnswer as e:
         print(f"ssdaqctl: {e}", file=sys.stderr)
         return EXIT_NO_ANSWER
@@ -85,7 +88,7 @@ def verb_list(args: argparse.Namespace) -> int:
 
 
 def verb_status(args: argparse.Namespace) -> int:
-    return status(args.json, args.timeout)
+    return status(args.json, args.timeout or TIMEOUT_S)
 
 
 def _unit_verb(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ssdaq import daemons, runs
@@ -22,6 +23,8 @@ from ssdaq.core.errors import EX_USAGE
 EXIT_REFUSED = 1
 EXIT_NO_ANSWER = 2
 ACTIONS = ("start", "stop", "status")
+#: a writer answers run_sync once it closed its file: fsync and checksum of up to max_file_bytes
+SYNC_TIMEOUT_S = 30.0
 
 
 def obs_id(text: str) -> int:
@@ -42,26 +45,28 @@ def writer_names() -> list[str]:
 
 
 def sync_writers(timeout_s: float) -> dict[str, dict[str, Any]]:
-    """``run_sync`` to every writer with a command socket: name -> its result or its error.
-
-    A writer whose unit is starting has no socket yet: it reads the state when it is up.
-    """
+    """``run_sync`` to every writer with a command socket, in parallel: name -> its result or
+    its error. A writer whose unit is starting has no socket yet: it reads the state when up."""
     names = writer_names()
     units = (daemons.systemd_show([daemons.unit_of(n) for n in names])
              if daemons.systemd_running() else {})
     out: dict[str, dict[str, Any]] = {}
+    asked = []
     for name in names:
-        active = units.get(daemons.unit_of(name), {}).get("ActiveState") in daemons.ACTIVE
-        if not os.path.exists(socket_path(name)):
-            if active:
-                out[name] = {"pending": "starting: it joins the run when it is up"}
-            continue
+        if os.path.exists(socket_path(name)):
+            asked.append(name)
+        elif units.get(daemons.unit_of(name), {}).get("ActiveState") in daemons.ACTIVE:
+            out[name] = {"pending": "starting: it joins the run when it is up"}
+
+    def sync(name: str) -> dict[str, Any]:
         try:
             reply = request(socket_path(name), "run_sync", timeout_s)
         except NoAnswer as e:
-            out[name] = {"error": str(e)}
-            continue
-        out[name] = reply["result"] if reply.get("ok") else {"error": reply.get("error")}
+            return {"error": str(e)}
+        return reply["result"] if reply.get("ok") else {"error": reply.get("error")}
+
+    with ThreadPoolExecutor(max_workers=max(1, len(asked))) as pool:
+        out |= dict(zip(asked, pool.map(sync, asked), strict=True))
     return out
 
 
@@ -92,10 +97,11 @@ def main(args: argparse.Namespace) -> int:
     result["state_file"] = str(runs.state_path())
     if action == "status":
         result["writers"] = {s.name: (s.reply or {}).get("run") for s in
-                             daemons.gather(writer_names(), timeout_s=args.timeout) if s.running}
+                             daemons.gather(writer_names(), timeout_s=args.timeout or 2.0)
+                             if s.running}
         failed = []
     else:
-        result["writers"] = sync_writers(args.timeout)
+        result["writers"] = sync_writers(args.timeout or SYNC_TIMEOUT_S)
         failed = [n for n, r in result["writers"].items() if "error" in r]
     print(json.dumps(result, indent=2) if args.json else text(action, result))
     for name in failed:
