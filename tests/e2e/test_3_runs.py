@@ -51,4 +51,4 @@ def test_a_member_of_group_ssdaq_records_an_observation_that_sha256sum_verifies(
     assert "[assembler]" in attrs["config_readout"], "the receiver answered config in the sandbox"
     assert {r["source"] for r in info["ledger"]} == {"readout", "writer-readout"}
     assert not [r for r in info["ledger"] if r["kind"] == "loss" and r["delta"]], info["ledger"]
-    record("observation file", f"{directory}/{chunk} ({attrs['rows']} rows)")
+    record(machine, "observation file", f"{directory}/{chunk} ({attrs['rows']} rows)")
