@@ -15,6 +15,7 @@ from tests.e2e.daq import SIM, record
 pytestmark = pytest.mark.e2e
 USER = "e2e-observer"
 WRITERS = ("ssdaq-writer@readout.service", "ssdaq-writer@trigger.service")
+DROPIN = "/run/systemd/system/ssdaq-readout.service.d/e2e-observation.conf"
 
 
 def test_a_member_of_group_ssdaq_records_an_observation_that_sha256sum_verifies(
@@ -22,6 +23,8 @@ def test_a_member_of_group_ssdaq_records_an_observation_that_sha256sum_verifies(
     assert machine.run("stat", "-c", "%a %U:%G", "/var/lib/ssdaq/run").stdout.split() == [
         "2770", "ssdaq:ssdaq"], "the package's tmpfiles.d entry"
     machine.run("useradd", "--no-create-home", "--groups", "ssdaq", USER)
+    machine.write(DROPIN, "[Service]\nEnvironment=SSDAQ_E2E_MARK=observation\n")
+    machine.run("systemctl", "daemon-reload")
     machine.run("systemctl", "start", "ssdaq-readout.service", *WRITERS)
     try:
         started = machine.run("ssdaqctl", "run", "start", "--obs-id", "42", "--comment",
@@ -37,6 +40,8 @@ def test_a_member_of_group_ssdaq_records_an_observation_that_sha256sum_verifies(
         assert machine.run("ssdaqctl", "run", "stop", user=USER, check=False).returncode == 1
     finally:
         machine.run("systemctl", "stop", *WRITERS, "ssdaq-readout.service")
+        machine.run("rm", "-r", DROPIN.rsplit("/", 1)[0])
+        machine.run("systemctl", "daemon-reload")
     directory = "/var/lib/ssdaq/data/readout"
     names = machine.run("sh", "-c", f"cd {directory} && ls readout_obs000042_*").stdout.split()
     [chunk] = [n for n in names if n.endswith(".hdf5")]
@@ -49,6 +54,7 @@ def test_a_member_of_group_ssdaq_records_an_observation_that_sha256sum_verifies(
     attrs = info["attributes"]
     assert (attrs["obs_id"], attrs["comment"], attrs["rows"]) == (42, "e2e under systemd", 20)
     assert "[assembler]" in attrs["config_readout"], "the receiver answered config in the sandbox"
+    assert attrs["dropins_readout"] == f"# {DROPIN}\n[Service]\nEnvironment=SSDAQ_E2E_MARK=observation\n"
     assert {r["source"] for r in info["ledger"]} == {"readout", "writer-readout"}
     assert not [r for r in info["ledger"] if r["kind"] == "loss" and r["delta"]], info["ledger"]
     record(machine, "observation file", f"{directory}/{chunk} ({attrs['rows']} rows)")
