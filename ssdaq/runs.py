@@ -23,6 +23,7 @@ This module reads and writes the file only; it imports nothing from the receiver
 import fcntl
 import json
 import os
+import pwd
 import socket
 import tempfile
 import time
@@ -176,9 +177,7 @@ def _write(path: Path, state: State) -> None:
 def _who() -> str:
     try:
         user = os.getlogin()
-    except OSError:
-        import pwd
-
+    except OSError:  # no controlling terminal (a script, a service)
         user = pwd.getpwuid(os.getuid()).pw_name
     return f"{user}@{socket.gethostname()}"
 
