@@ -51,9 +51,11 @@ def group(f: h5py.File, name: str, title: str) -> h5py.Group:
 
 
 def create_table(parent: h5py.Group, name: str, dtype: np.dtype, title: str,
-                 attrs: Mapping[str, Any] | None = None, compression_level: int = 4) -> h5py.Dataset:
-    """An empty, extendible PyTables-compatible table of ``dtype`` rows."""
-    chunk_rows = max(1, CHUNK_BYTES // dtype.itemsize)
+                 attrs: Mapping[str, Any] | None = None, compression_level: int = 4,
+                 chunk_rows: int | None = None) -> h5py.Dataset:
+    """An empty, extendible PyTables-compatible table of ``dtype`` rows (``chunk_rows`` per
+    chunk; default: about 128 KB, which a small table written once does not need)."""
+    chunk_rows = max(1, chunk_rows or CHUNK_BYTES // dtype.itemsize)
     filters: dict[str, Any] = {"shuffle": True, "fletcher32": True}
     if compression_level:
         filters.update(compression="gzip", compression_opts=compression_level)

@@ -102,7 +102,7 @@ def write_tables(f: h5py.File, ledger: np.ndarray, gaps: np.ndarray) -> None:
     group = hdf5.group(f, GROUP, "Where this file comes from and what was lost")
     for name, rows, title in (("ledger", ledger, "Counters of every process at the interval's "
                                "bounds"), ("gaps", gaps, "Sequence gaps the writer saw")):
-        ds = hdf5.create_table(group, name, rows.dtype, title, compression_level=0)
+        ds = hdf5.create_table(group, name, rows.dtype, title, chunk_rows=len(rows))
         hdf5.append(ds, rows)
 
 

@@ -358,6 +358,9 @@ class StreamWriter(ReceiverServer[WriterConfig]):
             file.annotate(provenance.closing(file, ledger.configs, ledger.dropins, [
                 s for s in self._upstream() if not ledger.processes.get(s)]), *ledger.rows())
             path = file.close()
+            # the provenance written at the close, and the checksum beside the file
+            self.counters.add("written_bytes", path.stat().st_size - self._file_bytes
+                              + Path(f"{path}{files.CHECKSUM}").stat().st_size)
             self._remember(path)
             self.log.info("closed %s (%d rows)", path.name, file.rows)
 
