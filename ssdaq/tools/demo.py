@@ -35,7 +35,7 @@ from ssdaq.core.errors import EX_USAGE
 from ssdaq.core.receiver_server import ReceiverServer
 from ssdaq.core.settings import ListenSettings, zmq_publisher
 from ssdaq.receivers.writer_config import CONFIGS as WRITER_CONFIGS
-from ssdaq.receivers.writer_config import OutputSettings, RunSettings, Subscription
+from ssdaq.receivers.writer_config import OutputSettings, Subscription
 from ssdaq.web.config import DEFAULT_PORT as WEB_PORT
 from ssdaq.web.config import HttpSocket, WebConfig
 
@@ -114,7 +114,6 @@ def writer_settings(stream: str, plan: Plan) -> dict[str, Any]:
         "monitor.endpoint": plan.endpoint(_input_port("monitor")),
         "output": OutputSettings(directory=str(plan.output), flush_interval_s=1.0,
                                  min_free_bytes=64 * 1024 * 1024),
-        "run": RunSettings(record="runs"),  # the observation only, not the pointing before it
     }
     for inp in layout_inputs:
         out[f"inputs.{inp}"] = Subscription(endpoint=plan.endpoint(streams.get(inp).pub_port))
@@ -188,14 +187,15 @@ class Processes:
     def stop_all(self) -> None:
         self.stop(list(self.procs))
 
-    def observation(self, action: str) -> None:
-        """``ssdaqctl run start|stop`` for the demo's writers; RuntimeError if it failed."""
+    def observation(self, action: str) -> str:
+        """``ssdaqctl run start|stop`` for the demo's writers (what it printed); RuntimeError if
+        it failed."""
         extra = ["--comment", "make demo"] if action == "start" else []
         done = subprocess.run([sys.executable, "-m", "ssdaq.tools.ctl", "run", action, *extra],
                               env=self.env, capture_output=True, text=True, timeout=30)
-        print(done.stdout.rstrip(), flush=True)
         if done.returncode != 0:
             raise RuntimeError(f"ssdaqctl run {action}: {done.stderr.strip()}")
+        return done.stdout.rstrip()
 
 
 def available_receivers() -> list[str]:
@@ -285,6 +285,8 @@ def run(plan: Plan, modules: int, live: bool) -> int:
             procs.start(name, ["-m", "ssdaq.core.main", streams.get(name).receiver, "--config",
                                str(cfg)])
             procs.wait_ready(name)
+        # the run starts before the writers, which join it at start: its files are all they write
+        started = procs.observation("start")
         writers = [f"writer-{s}" for s in WRITER_CONFIGS]
         for stream, cls in WRITER_CONFIGS.items():
             cfg = write_config(cls, writer_settings(stream, plan), plan.work / f"writer-{stream}.toml")
@@ -299,9 +301,8 @@ def run(plan: Plan, modules: int, live: bool) -> int:
               + (f"; not in this tree: {', '.join(missing)}" if missing else "")
               + f"\nfrom another terminal: RUNTIME_DIRECTORY={plan.runtime} ssdaqctl status; "
               f"ssdaq-dump readout --ip {plan.ip} --port {plan.port(streams.get('readout').pub_port)}"
-              f"\nlive page: {page}",
+              f"\nlive page: {page}\n{started}",
               flush=True)
-        procs.observation("start")
         sims = simulators(plan, modules)
         for name, argv in sims.items():
             procs.start(name, argv, stdout=True)
@@ -309,7 +310,7 @@ def run(plan: Plan, modules: int, live: bool) -> int:
         for name in sims:  # they stop by themselves after the duration
             procs.procs[name].wait(plan.duration_s + 30)
         time.sleep(1.5)  # the assembler publishes what it still holds; writers take it
-        procs.observation("stop")
+        print(procs.observation("stop"), flush=True)
         final = {s.name: s for s in daemons.gather(timeout_s=2.0, use_systemd=False)}
         codes = procs.stop([n for n in receivers if n != "monitor"])
         codes |= procs.stop(writers + ["web"])
