@@ -353,7 +353,7 @@ class StreamWriter(ReceiverServer[WriterConfig]):
         self._file_bytes = size
 
     def _close_file(self, ledger: Ledger) -> None:
-        file, self._file = self._file, None
+        file = self._file
         if file is not None:
             file.annotate(provenance.closing(file, ledger.configs, ledger.dropins, [
                 s for s in self._upstream() if not ledger.processes.get(s)]), *ledger.rows())
@@ -361,6 +361,7 @@ class StreamWriter(ReceiverServer[WriterConfig]):
             # the provenance written at the close, and the checksum beside the file
             self.counters.add("written_bytes", path.stat().st_size - self._file_bytes
                               + Path(f"{path}{files.CHECKSUM}").stat().st_size)
+            self._file = None  # only now: status shows no file once the file is complete
             self._remember(path)
             self.log.info("closed %s (%d rows)", path.name, file.rows)
 

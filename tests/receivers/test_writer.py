@@ -98,9 +98,9 @@ def test_files_rotate_by_size_and_never_overwrite(publisher, start_writer) -> No
                      max_file_bytes=60_000, compression_level=0)
     pub.wait_subscriber()
     sent = send_readouts(pub, range(1, 61), pause_s=0.02)
-    status = w.wait(lambda s: s["counters"]["written"] == 60)
-    on_disk = sum(p.stat().st_size for p in w.directory.iterdir())
-    assert status["counters"]["written_bytes"] == on_disk  # flushed after every write
+    # flushed after every write; a file being closed gets its provenance and checksum first
+    status = w.wait(lambda s: s["counters"]["written"] == 60 and s["counters"]["written_bytes"]
+                    == sum(p.stat().st_size for p in w.directory.iterdir()))
     assert status["file"] is None or (0 < status["file_bytes"] < 60_000 + 8232 * 60
                                       and status["file_age_s"] < 10)
     w.stop()
