@@ -22,7 +22,7 @@ demo: $(VENV)/.installed
 	$(VPY) -m ssdaq.tools.demo
 
 ## test: every test, the end-to-end run under a real systemd included (it skips, saying why, without root)
-test: $(VENV)/.installed
+test: lint
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.installed
@@ -48,6 +48,13 @@ configs: $(VENV)/.installed
 	$(VPY) -m ssdaq.core.main --write-default-configs etc/ssdaq
 	$(VPY) -m ssdaq.tools.writer --write-default-configs etc/ssdaq
 	$(VPY) -m ssdaq.web.server --write-default-configs etc/ssdaq
+
+## lint: ruff, then mypy: the whole package at mypy's default strictness, the framework (core), the
+## pure data layer (data) and the settings schema strictly (make test runs it first)
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check ssdaq tests bench
+	$(VENV)/bin/mypy ssdaq
+	$(VENV)/bin/mypy --strict ssdaq/core ssdaq/data ssdaq/schema.py
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .hypothesis *.egg-info

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import zmq
 
-from ssdaq.core.commands import request
 from ssdaq import streams
+from ssdaq.core.commands import request
 from tests.conftest import ROOT, child_env, receiver_argv, stop
 from tests.livepub import Publisher
 from tests.sdnotify import NotifyListener

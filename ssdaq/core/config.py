@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ssdaq.core.errors import ConfigError
+
 # declared in ssdaq.schema so that ssdaq.data, which imports nothing from core, can use them
-from ssdaq.schema import setting as setting, table as table, tables as tables
+from ssdaq.schema import setting as setting
+from ssdaq.schema import table as table
+from ssdaq.schema import tables as tables
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

@@ -16,9 +16,8 @@ from typing import Any
 
 from ssdaq import streams, verbs
 from ssdaq.core import config as configlib
-from ssdaq.core import lifecycle
+from ssdaq.core import lifecycle, systemd
 from ssdaq.core import logging as sslogging
-from ssdaq.core import systemd
 from ssdaq.core.cli import Parser
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, EX_USAGE, ConfigError, SsdaqError
 from ssdaq.core.receiver_server import ReceiverServer

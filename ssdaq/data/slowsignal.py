@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ssdaq.data.readout import N_TM, N_TM_PIX
+from ssdaq.data.readout import N_TM
 
 RECORD_BYTES = 144
 RECORD_DTYPE = np.dtype(

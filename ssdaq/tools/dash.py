@@ -13,12 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ssdaq.core.errors import EX_UNAVAILABLE
-from ssdaq import streams
-from ssdaq.subscribers import MonitorSubscriber
-from ssdaq import daemons
+from ssdaq import daemons, streams
 from ssdaq.core.cli import Parser
+from ssdaq.core.errors import EX_UNAVAILABLE
 from ssdaq.daemons import ReceiverState
+from ssdaq.subscribers import MonitorSubscriber
 
 STALE_S = 3.0  # MonitorData comes every second; this late, its sender is probably gone
 WIDE = 150  # terminal columns from which the status line fits in the table

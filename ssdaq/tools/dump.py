@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from ssdaq import streams
+from ssdaq.core.cli import Parser
 from ssdaq.data import messages, trigger
 from ssdaq.data.readout import N_TM, SSReadout
-from ssdaq import streams
 from ssdaq.subscribers import SUBSCRIBERS, Subscriber
-from ssdaq.core.cli import Parser
 
 EXIT_NO_DATA = 2
 _CDTS_TYPES = messages.TriggerMessage.DESCRIPTOR.fields_by_name["type"].enum_type

@@ -4,8 +4,8 @@ The readout is the latest one published on the readout stream, or row N of an HD
 ``ssdaq-writer readout``. Pixels are placed by ``ssdaq.data.mapping.camera_image`` (the CHEC-S
 focal plane, 48 x 48 pixels seen with the camera's x to the right and y up), coloured by
 amplitude in mV with a colour bar; each module's 8 x 8 block is outlined and labelled with its
-slot; absent modules (NaN) are grey and labelled so, the empty corners white. Rendering uses matplotlib's Agg backend only: no display
-needed.
+slot; absent modules (NaN) are grey and labelled so, the empty corners white. Rendering uses
+matplotlib's Agg backend only: no display needed.
 """
 
 import sys
@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from ssdaq import streams
+from ssdaq.core.cli import Parser
 from ssdaq.data.mapping import CAMERA_SHAPE, MODULE_GRID, MODULE_SIDE, camera_image
 from ssdaq.data.readout import N_TM, SSReadout
-from ssdaq import streams
 from ssdaq.subscribers import ReadoutSubscriber, Subscriber
-from ssdaq.core.cli import Parser
 
 EXIT_NO_DATA = 2
 ABSENT_COLOUR = "0.8"

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from ssdaq.core import config as configlib
 from ssdaq.core import main as receiver_main
-from ssdaq.core.errors import EX_OK, EX_UNAVAILABLE, EX_USAGE
-from ssdaq.receivers.writer_config import CONFIGS, CLASSES, STREAMS, service_name
 from ssdaq.core.cli import Parser
+from ssdaq.core.errors import EX_OK, EX_UNAVAILABLE, EX_USAGE
+from ssdaq.receivers.writer_config import CLASSES, CONFIGS, STREAMS, service_name
+
 
 def parser() -> Parser:
     p = Parser(

@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass
 
+from ssdaq import streams
 from ssdaq.core.config import setting, table
 from ssdaq.core.settings import ConnectionLimits, LogSettings
-from ssdaq import streams
 
 #: ssdaq's HTTP port: beside ssdaq's own PUB ports (9001-9006), outside Prometheus's exporter
 #: range 9100-9999, whose every port is allocated (docs/operations.md says more)

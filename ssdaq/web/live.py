@@ -177,7 +177,7 @@ class LiveHub:
                     await self._wait(changed, frame, sent_number)
             if not _unanswered_ping(ws):
                 return  # closed by the browser or at shutdown
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.counters.report("closed_stalled", detail=f"a send took over {s.send_timeout_s} s",
                                  peer=request.remote or "")
         except ConnectionResetError:
@@ -197,7 +197,7 @@ class LiveHub:
             timeout = max(0.0, frame.received_monotonic + self.settings.settle_s - time.monotonic())
         try:
             await asyncio.wait_for(changed.wait(), min(timeout, 1.0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

@@ -23,7 +23,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from aiohttp import web
 
 from ssdaq.data.mapping import CAMERA_SHAPE, MODULE_GRID, MODULE_SIDE, pixel_positions

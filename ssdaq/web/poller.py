@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ssdaq.core.commands import request
 from ssdaq import daemons
+from ssdaq.core.commands import request
 from ssdaq.daemons import ReceiverState
 from ssdaq.web.config import PollSettings
 

@@ -25,14 +25,14 @@ from ssdaq.core import config as configlib
 from ssdaq.core import logging as sslogging
 from ssdaq.core import systemd
 from ssdaq.core.cli import Parser
+from ssdaq.core.connections import STREAM_COUNTERS, ConnectionGuard
+from ssdaq.core.counters import Counters
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, ConfigError, SsdaqError, UnavailableError
 from ssdaq.core.lifecycle import Lifecycle
 from ssdaq.core.main import CONFIG_DIR, add_daemon_options
-from ssdaq.core.connections import STREAM_COUNTERS, ConnectionGuard
-from ssdaq.core.counters import Counters
 from ssdaq.core.sockets import SocketSource, bind
-from ssdaq.web.config import WebConfig
 from ssdaq.web import page
+from ssdaq.web.config import WebConfig
 from ssdaq.web.metrics import Metrics
 from ssdaq.web.poller import StatusPoller
 

@@ -61,7 +61,7 @@ async def closed(reader: asyncio.StreamReader, within_s: float) -> bool:
         return await asyncio.wait_for(reader.read(1), within_s) == b""
     except ConnectionResetError:
         return True
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
 
 

@@ -17,7 +17,8 @@ def test_reports_are_counted_exactly_and_logged_once_per_interval(caplog: pytest
             c.report("bad_size", detail=f"{i} bytes", peer="127.0.0.150")
         assert c["bad_size"] == 1000
         assert len(caplog.records) == 1
-        assert caplog.records[0].getMessage() == "bad_size: 1 since last report (total 1); last: 0 bytes from 127.0.0.150"
+        assert caplog.records[0].getMessage() == \
+            "bad_size: 1 since last report (total 1); last: 0 bytes from 127.0.0.150"
         c.flush_reports()
         assert len(caplog.records) == 1, "still inside the interval"
         time.sleep(0.25)

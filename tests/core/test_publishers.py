@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from ssdaq.core.errors import UnavailableError
 from ssdaq.core.counters import Counters
+from ssdaq.core.errors import UnavailableError
 from ssdaq.core.publishers import RawWriter, ZMQTCPPublisher, close_all, fan_out
 from tests.conftest import free_port
 

@@ -9,7 +9,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import zmq
 
 from tests.conftest import child_env, free_port, receiver_argv, stop

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from ssdaq.data.event_builder import ALL_SLOTS, AssemblerSettings, BuilderCounts, EventBuilder
-from ssdaq.data.readout_rows import Published
 from ssdaq.data.readout import SSREADOUT_BYTES, SSReadout
+from ssdaq.data.readout_rows import Published
 from ssdaq.data.slowsignal import ModuleMap, RecordBatch, decode, encode_records, ipv4_raw, to_batch
 from ssdaq.simulators.tm import datagram, pattern_mv, source_address
 

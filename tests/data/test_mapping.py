@@ -17,8 +17,8 @@ from ssdaq.data.mapping import (
     ssl2asic_ch,
     ssl2colrow,
 )
-from ssdaq.data.trigger import N_SP
 from ssdaq.data.readout import N_CAM_PIX, N_TM, N_TM_PIX
+from ssdaq.data.trigger import N_SP
 
 # (slot, tmpix) -> (row, col) read from the CHEC-S pixel table (TargetCalib Mapping columns) that
 # sstcam-simulation ships as data/mapping/checs.txt: a sample over every grid column, both module

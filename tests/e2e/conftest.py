@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.e2e import packages
-from tests.e2e.packages import Built, unavailable
 from tests.e2e.container import BootFailed, Container, booted
 from tests.e2e.daq import TIMINGS, record
+from tests.e2e.packages import Built, unavailable
 
 if TYPE_CHECKING:  # pytest 7.2 (Debian 12) does not export it
     from _pytest.terminal import TerminalReporter

@@ -10,7 +10,6 @@ import time
 import pytest
 
 from tests.e2e.container import Container
-from tests.e2e.packages import Built
 from tests.e2e.daq import (
     RECEIVERS,
     SIM,
@@ -21,6 +20,7 @@ from tests.e2e.daq import (
     record,
     subscribe,
 )
+from tests.e2e.packages import Built
 
 pytestmark = pytest.mark.e2e
 

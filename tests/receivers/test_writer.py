@@ -11,13 +11,12 @@ import pytest
 
 from ssdaq.core.commands import request
 from ssdaq.data import messages, trigger
-from ssdaq.io import provenance, reader
-from ssdaq.io import recovery
+from ssdaq.io import provenance, reader, recovery
 from ssdaq.io.files import DAMAGED, PART
 from ssdaq.io.layouts import LAYOUTS, TIMESTAMP_PATH, TRIGGER_PATH
 from tests.conftest import child_env
-from tests.livepub import readout
 from tests.daemons import writer_argv
+from tests.livepub import readout
 
 
 def send_readouts(pub, numbers, pause_s: float = 0.0) -> list:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from ssdaq.simulators.tm import TMSimConfig, simulate
 from ssdaq import daemons, verbs
+from ssdaq.simulators.tm import TMSimConfig, simulate
 from ssdaq.tools import ctl
 from tests.conftest import child_env, ctl_argv, free_port, receiver_argv
 from tests.livepub import readout

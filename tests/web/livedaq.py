@@ -3,11 +3,11 @@ receivers and ssdaq-web as their own processes on loopback (free ports, a privat
 directory, a real notify socket), fed by the simulators run as ``ssdaq-sim``."""
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import shutil
 import time
 import urllib.request
 from dataclasses import dataclass, field

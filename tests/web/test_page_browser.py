@@ -9,7 +9,6 @@ stop, the receivers table once the simulators are done and the counters stand st
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from ssdaq.tools import demo
 from ssdaq import streams
 from ssdaq.daemons import RECEIVERS
+from ssdaq.tools import demo
 from tests.conftest import free_port
 from tests.web.expressions import RULES, all_expressions
 from tests.web.promserver import BINARY, Prometheus

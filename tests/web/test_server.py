@@ -20,7 +20,6 @@ from tests.sdnotify import NotifyListener
 from tests.web.conftest import BY_HAND, QUIET_RECEIVER, Web, get, raw, web_argv
 
 
-
 def trigger_config(port: int) -> str:
     return (QUIET_RECEIVER + f'[[publishers]]\nip = "127.0.0.1"\nport = {free_port(socket.SOCK_STREAM)}\n'
             f'[sockets.data]\nip = "127.0.0.1"\nport = {port}\n')
