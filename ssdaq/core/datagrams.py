@@ -8,6 +8,11 @@ buffer space arrives with every datagram (``SO_RXQ_OVFL``); :attr:`kernel_drops`
 since the reader was made, because a socket-activated socket outlives the receiver's restarts
 and each process's counters start at 0 (as Prometheus's ``increase()`` expects).
 
+With ``coalesce_s`` > 0 a wake-up that finds less than a full batch waits that long (a
+:class:`~ssdaq.core.timerfd.TimerFD`, not the socket) before reading again into the same batch,
+so that the datagrams of a burst go to the handler together: its cost is mostly per call. Each
+datagram then waits at most ``coalesce_s`` (plus the timer's slack, ~50 µs) longer.
+
 With ``timestamps=True`` each datagram also carries the kernel's receive time (``SO_TIMESTAMPNS``):
 when it reached the socket, not when the reader got to it, so a receiver that falls behind in a
 burst still stamps its data with the true arrival time. (The kernel switches timestamping on a
@@ -29,6 +34,7 @@ import numpy as np
 from ssdaq.core.datagram_batch import NAME_BYTES
 from ssdaq.core.datagram_batch import DatagramBatch as DatagramBatch
 from ssdaq.core.mmsg import MMSG_BYTES, IOVec, MMsgHdr, MsgHdr, recvmmsg
+from ssdaq.core.timerfd import TimerFD
 
 SO_RXQ_OVFL = 40
 SO_TIMESTAMPNS = 35  # also the control message's type (SCM_TIMESTAMPNS): a struct timespec
@@ -88,6 +94,7 @@ class DatagramReader:
         batch: int = 64,
         max_batches_per_event: int = 32,
         timestamps: bool = False,
+        coalesce_s: float = 0.0,
     ) -> None:
         self.sock, self.handler, self.on_error = sock, handler, on_error
         self.max_bytes, self.max_batches = max_bytes, max_batches_per_event
@@ -115,22 +122,36 @@ class DatagramReader:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.paused = False
         self.last_service = time.monotonic()
+        self._coalesce_ns = round(coalesce_s * 1e9)
+        self._timer = TimerFD() if self._coalesce_ns else None
+        self._waiting = False  # a partial batch is held while the timer runs
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.paused = False
         self.last_service = time.monotonic()
         loop.add_reader(self.sock.fileno(), self._on_readable)
+        if self._timer is not None:
+            loop.add_reader(self._timer.fd, self._on_timer)
 
     def pause(self) -> None:
-        """Stop reading (what is queued stays in the kernel for whoever reads next)."""
+        """Stop reading (what is queued stays in the kernel for whoever reads next). A batch held
+        for coalescing goes to the handler first: what was read is never left unhandled."""
         if self._loop is not None and not self.paused:
-            self._loop.remove_reader(self.sock.fileno())
+            if self._timer is not None:
+                self._loop.remove_reader(self._timer.fd)
+            if self._waiting:
+                self._waiting = False
+                self._handle()
+            else:
+                self._loop.remove_reader(self.sock.fileno())
         self.paused = True
 
     def close(self) -> None:
         self.pause()
         self.sock.close()
+        if self._timer is not None:
+            self._timer.close()
 
     def stalled(self, limit_s: float) -> bool:
         """Data has waited in the socket for more than ``limit_s`` without being read."""
@@ -141,50 +162,83 @@ class DatagramReader:
     def _on_readable(self) -> None:
         self.last_service = time.monotonic()
         n_max = len(self._iov)
-        for _ in range(self.max_batches):
-            n = self._receive(n_max)
-            if self.batch.count:
-                try:
-                    self.handler(self.batch)
-                except Exception as e:  # the data path keeps running; the caller counts and logs
-                    self.on_error(e)
-            if n < n_max:
-                return
+        n = self._receive(0)
+        if 0 < n < n_max and self._timer is not None and self._loop is not None:
+            # less than a batch: let the rest of the burst arrive before handling any of it
+            self._loop.remove_reader(self.sock.fileno())
+            self._timer.arm(self._coalesce_ns)
+            self._waiting = True
+            return
+        self._drain(n == n_max)
 
-    def _receive(self, n_max: int) -> int:
-        """One recvmmsg call; returns how many datagrams it took (the batch keeps the valid ones)."""
-        self.batch.count = 0
-        self._namelen[:] = NAME_BYTES
-        self._controllen[:] = _CONTROL_BYTES
-        n: int = recvmmsg(self.sock.fileno(), self._hdrs, n_max, socket.MSG_DONTWAIT | MSG_TRUNC, None)
+    def _on_timer(self) -> None:
+        assert self._timer is not None and self._loop is not None
+        self._timer.clear()
+        if not self._waiting:
+            return
+        self._waiting = False
+        self.last_service = time.monotonic()
+        start = self.batch.count
+        n = self._receive(start)
+        self._loop.add_reader(self.sock.fileno(), self._on_readable)
+        self._drain(start + n == len(self._iov))
+
+    def _drain(self, full: bool) -> None:
+        """Handle the batch read; while reads fill whole batches, read and handle more, up to
+        ``max_batches`` reads per wake-up in all (then the loop serves its other work)."""
+        for _ in range(self.max_batches - 1):
+            self._handle()
+            if not full:
+                return
+            full = self._receive(0) == len(self._iov)
+        self._handle()
+
+    def _handle(self) -> None:
+        if self.batch.count:
+            try:
+                self.handler(self.batch)
+            except Exception as e:  # the data path keeps running; the caller counts and logs
+                self.on_error(e)
+
+    def _receive(self, start: int) -> int:
+        """One recvmmsg call into the batch from row ``start`` (0: a new batch); returns how many
+        datagrams it took (the batch keeps the valid ones)."""
+        b = self.batch
+        b.count = start
+        n_max = len(self._iov) - start
+        self._namelen[start:] = NAME_BYTES
+        self._controllen[start:] = _CONTROL_BYTES
+        n: int = recvmmsg(self.sock.fileno(), ctypes.addressof(self._hdrs) + start * MMSG_BYTES,
+                          n_max, socket.MSG_DONTWAIT | MSG_TRUNC, None)
         if n < 0:
             err = ctypes.get_errno()
             if err not in (errno.EAGAIN, errno.EINTR, errno.ECONNREFUSED):
                 self.on_error(OSError(err, f"recvmmsg: {errno.errorcode.get(err, err)}"))
             return 0
-        b = self.batch
         now = time.time_ns()
-        b.lengths[:n] = self._msglen[:n]
+        new = slice(start, start + n)
+        b.lengths[new] = self._msglen[new]
         if self.timestamps:
-            self._stamp(n, now)
+            self._stamp(new, now)
         else:
-            b.arrival_ns[:n] = now
-        self._read_drops(n - 1)
+            b.arrival_ns[new] = now
+        self._read_drops(start + n - 1)
         if b.family == socket.AF_INET:
-            b.ipv4[:n] = b.names[:n, 4:8].copy().view(np.uint32).ravel()
-        too_big = b.lengths[:n] > self.max_bytes
-        b.count = self._drop_oversize(n, too_big) if too_big.any() else n
-        self.received += b.count
+            b.ipv4[new] = b.names[new, 4:8].copy().view(np.uint32).ravel()
+        too_big = b.lengths[new] > self.max_bytes
+        kept = self._drop_oversize(start, n, too_big) if too_big.any() else n
+        b.count = start + kept
+        self.received += kept
         return n
 
-    def _stamp(self, n: int, now: int) -> None:
+    def _stamp(self, new: slice, now: int) -> None:
         """Kernel receive times into ``arrival_ns`` (``now`` where a datagram has none)."""
-        control = self._control[:n]
-        stamped = (self._controllen[:n] >= _TIMESTAMP_SPACE) & (
+        control = self._control[new]
+        stamped = (self._controllen[new] >= _TIMESTAMP_SPACE) & (
             control[:, 12:16].view(np.int32)[:, 0] == SO_TIMESTAMPNS)
         sec_ns = control[:, _CMSG_DATA:_TIMESTAMP_SPACE].view(np.int64)
         stamps = sec_ns[:, 0] * 1_000_000_000 + sec_ns[:, 1]
-        self.batch.arrival_ns[:n] = stamps if stamped.all() else np.where(stamped, stamps, now)
+        self.batch.arrival_ns[new] = stamps if stamped.all() else np.where(stamped, stamps, now)
 
     def _read_drops(self, i: int) -> None:
         """The socket's drop counter, from datagram ``i``'s control messages if it came along."""
@@ -193,11 +247,12 @@ class DatagramReader:
             data = self._control[i, at + _CMSG_DATA : at + _CMSG_DATA + 4]
             self.kernel_drops = int(data.view(np.uint32)[0]) - self._drops_before
 
-    def _drop_oversize(self, n: int, too_big: np.ndarray) -> int:
-        """Remove datagrams longer than the buffer (they were truncated) from the batch, counted."""
-        keep = np.flatnonzero(~too_big)
+    def _drop_oversize(self, start: int, n: int, too_big: np.ndarray) -> int:
+        """Remove datagrams longer than the buffer (they were truncated) from rows ``start ..
+        start + n`` of the batch, counted; returns how many are kept."""
+        keep = start + np.flatnonzero(~too_big)
         self.oversize += int(too_big.sum())
         b = self.batch
         for arr in (b.data, b.names, b.lengths, b.ipv4, b.arrival_ns):
-            arr[: len(keep)] = arr[keep]
+            arr[start : start + len(keep)] = arr[keep]
         return len(keep)

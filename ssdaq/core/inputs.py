@@ -67,10 +67,11 @@ class Inputs:
         return server, None
 
     def datagrams(self, handler: Callable[[DatagramBatch], None], name: str, ip: str | None,
-                  port: int | None, max_bytes: int, batch: int,
-                  timestamps: bool) -> DatagramReader:
+                  port: int | None, max_bytes: int, batch: int, timestamps: bool,
+                  coalesce_s: float) -> DatagramReader:
         reader = DatagramReader(self._udp_socket(name, ip, port), handler, self._handler_error,
-                                max_bytes=max_bytes, batch=batch, timestamps=timestamps)
+                                max_bytes=max_bytes, batch=batch, timestamps=timestamps,
+                                coalesce_s=coalesce_s)
         self.readers.append(reader)
         return reader
 

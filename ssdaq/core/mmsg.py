@@ -57,14 +57,14 @@ def headers(rows: "np.ndarray") -> tuple[ctypes.Array[IOVec], ctypes.Array[MMsgH
     return iov, msgs
 
 
-def send_all(fd: int, msgs: ctypes.Array[MMsgHdr], n: int) -> int:
-    """``sendmmsg`` of ``msgs[0 .. n-1]`` until every one was tried; returns how many failed.
+def send_all(fd: int, msgs: ctypes.Array[MMsgHdr], n: int, first: int = 0) -> int:
+    """``sendmmsg`` of ``msgs[first .. n-1]`` until every one was tried; returns how many failed.
 
     A message the kernel refuses (ENOBUFS under overload, ECONNREFUSED) is skipped, as UDP would
     lose it, so that a sender keeps its schedule.
     """
     base = ctypes.addressof(msgs)
-    done = failed = 0
+    done, failed = first, 0
     while done < n:
         sent = sendmmsg(fd, base + done * MMSG_BYTES, n - done, 0)
         if sent < 0:

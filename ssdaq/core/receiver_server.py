@@ -122,11 +122,14 @@ class ReceiverServer(Generic[C]):
 
     def setup_datagrams(self, handler: Callable[[DatagramBatch], None], name: str = "data",
                         ip: str | None = None, port: int | None = None, *, max_bytes: int = 9000,
-                        batch: int = 64, timestamps: bool = False) -> DatagramReader:
+                        batch: int = 64, timestamps: bool = False,
+                        coalesce_s: float = 0.0) -> DatagramReader:
         """Open UDP socket ``name`` read in batches: ``handler(batch)`` runs once per batch.
-        ``timestamps``: ``batch.arrival_ns`` holds the kernel's receive time of each datagram."""
+        ``timestamps``: ``batch.arrival_ns`` holds the kernel's receive time of each datagram.
+        ``coalesce_s``: how long a partial batch may wait for more (see ``DatagramReader``)."""
         self._setup = True
-        return self.__inputs.datagrams(handler, name, ip, port, max_bytes, batch, timestamps)
+        return self.__inputs.datagrams(handler, name, ip, port, max_bytes, batch, timestamps,
+                                       coalesce_s)
 
     # -------------------------------------------------------------------------- output
 

@@ -68,6 +68,11 @@ class ReadoutConfig(ReceiverConfig):
     state_file: str = setting(
         "", help="Where the next readout number is kept across restarts; empty:\n"
         "$STATE_DIRECTORY/readout-number (systemd's StateDirectory=), else not kept")
+    coalesce_us: int = setting(
+        300, help="A wake-up that finds less than a full batch of datagrams waits this long for the\n"
+        "rest of the burst, so that one pass of the pipeline takes it (its cost is mostly per\n"
+        "pass): the latency it may add to a readout, in µs; 0: handle what each wake-up finds",
+        min=0, max=10_000)
     latency_readouts: int = setting(
         10_000, help="How many of the latest complete readouts the latency figures of status cover",
         min=1, max=1_000_000)
@@ -121,7 +126,7 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
         # big batches under load: the builder's cost per batch is mostly fixed
         # kernel receive times: a readout's CPU time must not grow with the backlog in a burst
         self.reader = self.setup_datagrams(self._on_batch, max_bytes=cfg.max_datagram_bytes, batch=256,
-                                           timestamps=True)
+                                           timestamps=True, coalesce_s=cfg.coalesce_us / 1e6)
 
     @classmethod
     def from_config(cls, config: ReceiverConfig) -> "ReadoutAssembler":

@@ -29,7 +29,14 @@ def bound_udp() -> socket.socket:
     return s
 
 
-def test_every_datagram_arrives_once_with_length_and_sender() -> None:
+def _send(sock: socket.socket, payloads: list[bytes]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for p in payloads:
+            s.sendto(p, sock.getsockname())
+
+
+@pytest.mark.parametrize("coalesce_s", [0.0, 0.001])
+def test_every_datagram_arrives_once_with_length_and_sender(coalesce_s: float) -> None:
     sock = bound_udp()
     got: list[tuple[bytes, str, int]] = []
 
@@ -39,7 +46,8 @@ def test_every_datagram_arrives_once_with_length_and_sender() -> None:
         assert b.ipv4[: b.count].tolist() == [int.from_bytes(bytes([127, 0, 0, 100 + i % 3]), "little")
                                               for i in range(len(got) - b.count, len(got))]
 
-    reader = DatagramReader(sock, handler, lambda e: (_ for _ in ()).throw(e), batch=16, max_bytes=2000)
+    reader = DatagramReader(sock, handler, lambda e: (_ for _ in ()).throw(e), batch=16,
+                            max_bytes=2000, coalesce_s=coalesce_s)
     senders = []
     for k in range(3):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -57,11 +65,26 @@ def test_every_datagram_arrives_once_with_length_and_sender() -> None:
     reader.close()
 
 
-def test_oversize_datagrams_are_dropped_and_counted() -> None:
+@pytest.mark.parametrize("coalesce_s", [0.0, 0.001])
+def test_a_backlog_of_many_batches_is_handled_whole(coalesce_s: float) -> None:
+    """More full batches queued than one wake-up reads: each read batch is handled, and the
+    rest at the next wake-ups."""
+    sock = bound_udp()
+    got: list[int] = []
+    reader = DatagramReader(sock, lambda b: got.extend(b.data[: b.count, 0].tolist()), lambda e: None,
+                            batch=4, max_batches_per_event=3, coalesce_s=coalesce_s)
+    _send(sock, [bytes([i]) for i in range(50)])
+    receive_all(reader, rounds=10)
+    assert got == list(range(50)) and reader.received == 50
+    reader.close()
+
+
+@pytest.mark.parametrize("coalesce_s", [0.0, 0.001])
+def test_oversize_datagrams_are_dropped_and_counted(coalesce_s: float) -> None:
     sock = bound_udp()
     lengths: list[int] = []
     reader = DatagramReader(sock, lambda b: lengths.extend(b.lengths[: b.count].tolist()),
-                            lambda e: None, max_bytes=100)
+                            lambda e: None, max_bytes=100, coalesce_s=coalesce_s)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for n in (10, 500, 100, 101, 5):
             s.sendto(b"x" * n, sock.getsockname())
@@ -166,6 +189,53 @@ def test_a_handler_error_is_reported_and_reading_goes_on() -> None:
         receive_all(reader)
     assert sum(seen) == 10 and len(errors) == len(seen) and isinstance(errors[0], ValueError)
     reader.close()
+
+
+def _until_waiting(reader: DatagramReader, loop: asyncio.AbstractEventLoop) -> None:
+    for _ in range(100):
+        loop.run_until_complete(asyncio.sleep(0.01))
+        if reader._waiting:
+            return
+    raise AssertionError("the reader never held a partial batch")
+
+
+def test_coalescing_hands_a_burst_over_in_one_batch() -> None:
+    """A wake-up that finds less than a batch holds it; what arrives meanwhile joins it (also
+    after an oversize datagram), and the whole goes to the handler in one call."""
+    sock = bound_udp()
+    batches: list[list[bytes]] = []
+    reader = DatagramReader(sock, lambda b: batches.append([bytes(b.payload(i)) for i in range(b.count)]),
+                            lambda e: None, batch=16, max_bytes=100, coalesce_s=60.0)
+    loop = asyncio.new_event_loop()
+    reader.start(loop)
+    _send(sock, [b"a", b"b"])
+    _until_waiting(reader, loop)
+    assert batches == []
+    _send(sock, [b"c", b"x" * 200, b"d"])
+    time.sleep(0.05)
+    reader._on_timer()  # what the timer does when it expires (60 s: never in this test)
+    assert batches == [[b"a", b"b", b"c", b"d"]] and reader.oversize == 1 and reader.received == 4
+    reader.close()
+    loop.close()
+
+
+def test_a_held_batch_goes_to_the_handler_when_the_timer_expires_or_at_pause() -> None:
+    sock = bound_udp()
+    got: list[int] = []
+    reader = DatagramReader(sock, lambda b: got.append(b.count), lambda e: None, coalesce_s=0.005)
+    _send(sock, [b"1", b"2", b"3"])
+    receive_all(reader)
+    assert got == [3]
+    reader.close()
+    loop = asyncio.new_event_loop()
+    reader = DatagramReader(bound_udp(), lambda b: got.append(b.count), lambda e: None, coalesce_s=60.0)
+    reader.start(loop)
+    _send(reader.sock, [b"4", b"5"])
+    _until_waiting(reader, loop)
+    reader.pause()  # a stop: what was read is handled, not lost
+    assert got == [3, 2] and not reader._waiting
+    reader.close()
+    loop.close()
 
 
 def test_stalled_only_when_data_waits_unread() -> None:
