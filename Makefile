@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml scripts/system-deps
 	scripts/system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test,tools,mysql,web]'
+	$(VPY) -m pip install -q -e '.[test,tools,mysql,web,fast]'
 	touch $@
 
 venv: $(VENV)/.installed

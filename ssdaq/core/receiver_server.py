@@ -27,6 +27,19 @@ from ssdaq.core.reload import Reloader
 from ssdaq.core.settings import GenericReceiverConfig, ReceiverConfig
 from ssdaq.core.standard_commands import StandardCommands
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (the ``fast`` extra; Debian 12 ships
+    python3-uvloop 0.17), else asyncio's. Measured on the 2-core machine: a wake-up (timer fd
+    fires, the reader re-arms) costs 30-39 µs of CPU under uvloop against 41-48 under asyncio,
+    and the readout receiver wakes about twice per burst of datagrams."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
 C = TypeVar("C", bound=ReceiverConfig)
 
 
@@ -52,7 +65,7 @@ class ReceiverServer(Generic[C]):
         self.service = run.service if run else name
         self.config: C = config or self.current_config() or self.config_class()
         self.config_file = run.config_file if run else None
-        self.loop = loop or asyncio.new_event_loop()
+        self.loop = loop or new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.log = logging.getLogger(f"ssdaq.{name}")
         self.counters = Counters(self.log, self.config.log.rate_limit_interval_s)
