@@ -29,7 +29,7 @@ kernel's receive timestamp of a readout's first datagram (its CPU time plus the 
 that datagram, see ``ssdaq.data.event_builder``) to the subscriber holding the readout, which
 adds zmq and the subscriber's share of a busy core. The raw loop's: from the same kernel
 timestamp to its ``recvmsg`` returning. Both include the receiver's read coalescing
-(``coalesce_us``, printed): the time a partial batch waits for the rest of its burst.
+(``coalesce_us``, its default, printed): the time a partial batch waits for more datagrams.
 """
 
 import json
@@ -48,6 +48,7 @@ import zmq
 
 from ssdaq.core.commands import request
 from ssdaq.data.readout import HEADER
+from ssdaq.receivers.readout_assembler import ReadoutConfig
 
 RECEIVER_CPU, LOAD_CPU = 1, 0
 MODULES, RECORDS = 32, 10
@@ -58,7 +59,8 @@ CAPACITY_SUB, CAPACITY = 30_000, 60_000  # with one subscriber, with none
 OVERLOAD = 100_000  # asked: more than the generator sends (about 68 000/s here)
 # readouts are 10 µs apart at the overload rate asked: the window must stay below half that
 WINDOW_NS = 4_000
-COALESCE_US = 300  # the receiver's read coalescing: its default, the latency budget it spends
+# the receiver's read coalescing (its default): the latency budget it spends
+COALESCE_US = getattr(ReadoutConfig(), "coalesce_us", 0)
 SUSTAINED_S, NOMINAL_S, CAPACITY_S, OVERLOAD_S, RAW_S = 10, 10, 10, 30, 5
 PY = sys.executable
 SHORT = 0.99  # a generator that offered less than this share of the rate asked fell short
@@ -120,6 +122,20 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+def wake_ups(pid: int) -> int:
+    """Voluntary context switches of every thread of ``pid`` so far: how often it slept and
+    was woken (each costs tens of µs of CPU on a shared virtual machine)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -152,7 +168,8 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.poll, self.rss, self.cpu = pid, poll, [], 0.0
         self._done = threading.Event()
-        self._ns, self._t0 = cpu_ns(pid), time.monotonic()
+        self._ns, self._t0, self._woken = cpu_ns(pid), time.monotonic(), wake_ups(pid)
+        self.wake_ups_s = 0.0
 
     def run(self) -> None:
         while not self._done.wait(1.0):
@@ -161,7 +178,9 @@ class Sampler(threading.Thread):
                 status(self.poll)
 
     def finish(self) -> None:
-        self.cpu = (cpu_ns(self.pid) - self._ns) / 1e9 / (time.monotonic() - self._t0)
+        elapsed = time.monotonic() - self._t0
+        self.cpu = (cpu_ns(self.pid) - self._ns) / 1e9 / elapsed
+        self.wake_ups_s = (wake_ups(self.pid) - self._woken) / elapsed
         self._done.set()
 
     def rss_spread(self, warm_up: int = 2) -> float:
@@ -231,6 +250,7 @@ class Phase:
     gaps: int = 0
     kernel_drops: int = 0
     cpu: float = 0.0
+    wake_ups_s: float = 0.0
     rss_spread: float = float("nan")
     latency_ms: np.ndarray = field(default_factory=lambda: np.array([np.nan]))
     build_latency: dict = field(default_factory=dict)  # the receiver's own, since it started
@@ -258,7 +278,7 @@ class Phase:
 def start_receiver(tmp: Path, port: int, pub_port: int) -> subprocess.Popen:
     cfg = tmp / "readout.toml"
     cfg.write_text(f'start_hold_s = 0.0\nlatency_readouts = {SUSTAINED * SUSTAINED_S}\n'
-                   f'coalesce_us = {COALESCE_US}\n[monitor]\nenabled = false\n'
+                   f'[monitor]\nenabled = false\n'
                    f'[assembler]\nreadout_window_ns = {WINDOW_NS}\n[sockets.data]\nip = "127.0.0.1"\n'
                    f'port = {port}\n[[publishers]]\nip = "127.0.0.1"\nport = {pub_port}\n')
     env = dict(os.environ, RUNTIME_DIRECTORY=str(tmp), STATE_DIRECTORY=str(tmp))
@@ -300,7 +320,8 @@ def receiver_phase(tmp: Path, proc: subprocess.Popen, port: int, pub_port: int, 
     phase = Phase(rate, records, sent["readouts"], sent["packets"],
                   sent["readouts"] / sent["elapsed_s"], delta["complete"] + delta["incomplete"],
                   delta["complete"], kernel_drops=delta["kernel_drops"], cpu=sampler.cpu,
-                  rss_spread=sampler.rss_spread(), build_latency=after["latency_ms"], counters=delta)
+                  wake_ups_s=sampler.wake_ups_s, rss_spread=sampler.rss_spread(),
+                  build_latency=after["latency_ms"], counters=delta)
     if sub is not None:
         sub.stop.set()
         sub.join()
@@ -335,7 +356,7 @@ def raw_phase(rate: float, duration: float, mode: str = "plain", records: int = 
         sub.join()
     return Phase(rate, records, sent["readouts"], sent["packets"],
                  sent["readouts"] / sent["elapsed_s"], received, received, kernel_drops=drops,
-                 cpu=sampler.cpu, rss_spread=sampler.rss_spread(),
+                 cpu=sampler.cpu, wake_ups_s=sampler.wake_ups_s, rss_spread=sampler.rss_spread(),
                  latency_ms=np.array(lat) / 1e6 if lat else np.array([np.nan]))
 
 
@@ -406,6 +427,8 @@ def run() -> None:
     rel = s.us_per_datagram() / raw.us_per_datagram()
     row("CPU per datagram", f"{s.us_per_datagram():.2f} us", f"{raw.us_per_datagram():.2f} us",
         ratio(s.us_per_datagram(), raw.us_per_datagram()), verdict(rel <= 2.5, "<= 2.5x"))
+    row("wake-ups per second (all threads)", f"{s.wake_ups_s:.0f}", f"{raw.wake_ups_s:.0f}",
+        ratio(s.wake_ups_s, raw.wake_ups_s))
     row("  raw loop + zmq PUB of each readout", "", f"{raw_pub.us_per_datagram():.2f} us",
         ratio(raw_pub.us_per_datagram(), raw.us_per_datagram()), "(what zmq alone costs)")
     build = s.build_latency
@@ -429,6 +452,8 @@ def run() -> None:
         verdict(one.kernel_drops == 0, "0"))
     row("CPU of a core", f"{one.cpu:.1%}", f"{raw_single.cpu:.1%}", ratio(one.cpu, raw_single.cpu))
     rel = one.us_per_datagram() / raw_single.us_per_datagram()
+    row("wake-ups per second (all threads)", f"{one.wake_ups_s:.0f}", f"{raw_single.wake_ups_s:.0f}",
+        ratio(one.wake_ups_s, raw_single.wake_ups_s))
     row("CPU per datagram", f"{one.us_per_datagram():.2f} us", f"{raw_single.us_per_datagram():.2f} us",
         ratio(one.us_per_datagram(), raw_single.us_per_datagram()), verdict(rel <= 1.5, "<= 1.5x"))
 

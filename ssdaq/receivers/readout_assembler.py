@@ -69,9 +69,10 @@ class ReadoutConfig(ReceiverConfig):
         "", help="Where the next readout number is kept across restarts; empty:\n"
         "$STATE_DIRECTORY/readout-number (systemd's StateDirectory=), else not kept")
     coalesce_us: int = setting(
-        300, help="A wake-up that finds less than a full batch of datagrams waits this long for the\n"
-        "rest of the burst, so that one pass of the pipeline takes it (its cost is mostly per\n"
-        "pass): the latency it may add to a readout, in µs; 0: handle what each wake-up finds",
+        1000, help="A wake-up that finds less than a full batch of datagrams waits this long for\n"
+        "more, so that one pass of the pipeline takes a whole burst or more (its cost is mostly\n"
+        "per pass and per wake-up): the latency it may add to a readout, in µs; 0: handle what\n"
+        "each wake-up finds. At 10 000 readouts/s 1000 costs a third less CPU than 0",
         min=0, max=10_000)
     latency_readouts: int = setting(
         10_000, help="How many of the latest complete readouts the latency figures of status cover",
