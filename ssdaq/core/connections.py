@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from ssdaq.core.counters import Counters
 
@@ -108,17 +108,17 @@ class _Guarded(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a stream transport (uvloop's is one without deriving from asyncio.Transport)
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if peer:
             self.host = str(peer[0])
             self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in self.host else f"{peer[0]}:{peer[1]}"
         if not self.guard._admit(self):
-            transport.abort()
+            self.transport.abort()
             return
         self.inner = self.factory()
-        self.inner.connection_made(transport)
+        self.inner.connection_made(self.transport)
         self._arm(self.last_bytes)
 
     def data_received(self, data: bytes) -> None:
