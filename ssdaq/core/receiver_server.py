@@ -27,6 +27,7 @@ from ssdaq.core.reload import Reloader
 from ssdaq.core.settings import GenericReceiverConfig, ReceiverConfig
 from ssdaq.core.standard_commands import StandardCommands
 
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop where it is installed (the ``fast`` extra; Debian 12 ships
     python3-uvloop 0.17), else asyncio's. Measured on the 2-core machine: a wake-up (timer fd

@@ -44,10 +44,9 @@ from ssdaq.core.settings import (
     zmq_publisher,
 )
 from ssdaq.data import slowsignal
-from ssdaq.data.event_builder import AssemblerSettings
+from ssdaq.data.event_builder import AssemblerSettings, Records
 from ssdaq.data.readout import N_TM
 from ssdaq.data.readout_pipeline import BUILT, COUNTERS, Output, ReadoutPipeline
-from ssdaq.data.event_builder import Records
 from ssdaq.receivers import readout_handover as handover
 from ssdaq.receivers.readout_latency import LatencyWindow
 from ssdaq.receivers.readout_number import ReadoutNumber
