@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ssdaq.data.event_builder import AssemblerSettings
+from ssdaq.data.assembler_settings import AssemblerSettings
 from ssdaq.data.readout_pipeline import ReadoutPipeline
 from ssdaq.data.slowsignal import RECORD_BYTES, ModuleMap, decode, ipv4_raw
 from ssdaq.simulators.tm import Packets, TMSimConfig, source_address

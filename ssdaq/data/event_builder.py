@@ -19,6 +19,9 @@ Records that far below ``ref`` are never counted late: they open readouts and wa
 module. A backwards jump smaller than ``tack_reset_ns`` cannot be told from late data, and is
 counted as late until the new TACKs pass the old ones.
 
+Which modules a readout waits for is :mod:`ssdaq.data.module_presence`'s; the settings are
+declared in :mod:`ssdaq.data.assembler_settings`.
+
 At stop the caller may :meth:`~EventBuilder.hold` new readouts: records that would open one are
 set aside instead (:meth:`~EventBuilder.take_held`), so the open readouts complete from what is
 still arriving while the readouts not yet begun are handed on whole to a successor, which
@@ -37,52 +40,16 @@ from typing import NamedTuple
 import numpy as np
 
 from ssdaq.data import readout_rows
+from ssdaq.data.assembler_settings import AssemblerSettings, check
+from ssdaq.data.module_presence import ALL_SLOTS, ModulePresence
 from ssdaq.data.readout import N_TM
 from ssdaq.data.readout_rows import Published
-from ssdaq.data.slowsignal import RECORD_BYTES, TACK_LIMIT, RecordBatch
+from ssdaq.data.slowsignal import RECORD_BYTES, RecordBatch
 from ssdaq.data.tack_match import NEW, ClosedHistory, OpenAnchors, group, seen_before
-from ssdaq.schema import setting
 
-ALL_SLOTS = tuple(range(N_TM))
 # A record as one opaque 144-byte scalar: fancy indexing then copies it whole, where a row of
 # 72 words costs a strided copy per record.
 _RECORD = np.dtype((np.void, RECORD_BYTES))
-
-
-@dataclass(frozen=True)
-class AssemblerSettings:
-    """Event building: which records form one readout, and how long a readout waits."""
-
-    readout_window_ns: int = setting(
-        10_000_000, help="Records whose TACKs differ by less than this belong to one readout;\n"
-        "keep it below half the spacing of readouts", min=1)
-    max_wait_s: float = setting(
-        0.5, help="A readout missing a live module is published this long after it opened", min=0.001)
-    module_timeout_s: float = setting(
-        5.0, help="A module silent this long is absent: readouts stop waiting for it until it sends",
-        min=0.01)
-    max_open_readouts: int = setting(
-        1000, help="Readouts being built at once; beyond it the oldest is published early (evicted)",
-        min=1, max=1_000_000)
-    closed_history: int = setting(
-        4096, help="Published readouts remembered to tell late and duplicate records", min=1)
-    tack_reset_ns: int = setting(
-        10_000_000_000, help="A backwards TACK jump larger than this is a counter reset, not late data",
-        min=1)
-    relaxed_ip_range: bool = setting(
-        False, help="Old rule for senders outside .100-.131: slot = last octet % 100 % 32")
-
-
-def _check(s: AssemblerSettings, expected_slots: tuple[int, ...]) -> None:
-    """Reject settings the builder cannot work with (the declared ranges check only files)."""
-    for name in ("readout_window_ns", "max_open_readouts", "closed_history", "tack_reset_ns"):
-        if not 1 <= getattr(s, name) <= TACK_LIMIT:
-            raise ValueError(f"{name} must be in 1..2**62, got {getattr(s, name)}")
-    for name in ("max_wait_s", "module_timeout_s"):
-        if not getattr(s, name) > 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(s, name)}")
-    if not expected_slots or not set(expected_slots) <= set(ALL_SLOTS):
-        raise ValueError(f"expected_slots must be slots in 0..{N_TM - 1}")
 
 
 @dataclass
@@ -136,22 +103,17 @@ class EventBuilder:
 
     def __init__(self, settings: AssemblerSettings, now: float,
                  expected_slots: tuple[int, ...] = ALL_SLOTS) -> None:
-        _check(settings, expected_slots)
+        check(settings)
         self.settings = s = settings
         self.expected_slots = expected_slots
+        self.modules = m = ModulePresence(expected_slots, s.module_timeout_s, now)
+        # the same arrays and method, for ``status``
+        self.packets, self.records, self.last_seen, self.alive = (
+            m.packets, m.records, m.last_seen, m.alive)
         self._counting = BuilderCounts()  # since the last ``take_counts``
         self._counted = BuilderCounts()  # taken before
-        self.packets = np.zeros(N_TM, np.int64)
-        self.records = np.zeros(N_TM, np.int64)
-        self.last_seen = np.full(N_TM, np.nan)
         self.ref: int | None = None
-        self._start = self._now = now
-        self._heard = -np.inf  # when an expected module last sent
-        self._expected = np.zeros(N_TM, bool)
-        self._expected[list(expected_slots)] = True
-        self._unexpected = ~self._expected
-        # when a slot last counts as heard at the latest: expected slots at ``_start``
-        self._floor = np.where(self._expected, now, -np.inf)
+        self._now = now
         self._quorum = min(2, len(expected_slots))
         cap = s.max_open_readouts
         # Open readouts: raw records per (readout, slot), converted to mV only when published.
@@ -193,32 +155,12 @@ class EventBuilder:
             self._counting = BuilderCounts()
         return taken
 
-    def alive(self, now: float) -> np.ndarray:
-        """Slots heard within ``module_timeout_s``. Expected slots count as heard at start, and
-        again when data resumes after every expected module was silent that long: a camera
-        coming back must not publish its first module's records alone, as if the rest were
-        absent."""
-        heard: np.ndarray = np.fmax(self.last_seen, self._floor)
-        return now - heard < self.settings.module_timeout_s
-
-    def _waived(self, now: float) -> np.ndarray:
-        """Slots a readout does not wait for: not expected, or not ``alive``."""
-        return ~self.alive(now) | self._unexpected
-
     def add(self, batch: RecordBatch, now: float, wall_ns: int | np.ndarray,
             first_number: int = 0) -> Published:
         """Take a decoded batch that arrived at ``wall_ns`` (one UTC ns value, or one per
         datagram of the batch, indexed by ``batch.datagram``) and ``now``."""
         self._now = now
-        if len(batch.datagram_slot):
-            if np.count_nonzero(self._expected[batch.datagram_slot]):
-                if now - max(self._heard, self._start) >= self.settings.module_timeout_s:
-                    self._start = now  # the whole camera was silent: its return is a new start
-                    self._floor[self._expected] = now
-                self._heard = now
-            self.packets += np.bincount(batch.datagram_slot, minlength=N_TM)
-            self.records += np.bincount(batch.slot, minlength=N_TM)
-            self.last_seen[batch.datagram_slot] = now
+        self.modules.heard(batch.datagram_slot, batch.slot, now)
         if not len(batch.tack):  # (``len(batch)`` would call back into slowsignal)
             return Published.empty()
         if np.ndim(wall_ns) == 0:
@@ -256,7 +198,8 @@ class EventBuilder:
         """Publish readouts whose deadline passed or that no longer wait for an absent module."""
         self._now = now
         ids = self._open.ids
-        due = (self._deadline[ids] <= now) | (self._present[ids] | self._waived(now)).all(axis=1)
+        due = (self._deadline[ids] <= now) | (self._present[ids] | self.modules.waived(now)).all(
+            axis=1)
         return _numbered(self._publish(ids[due]), first_number)
 
     def flush(self, first_number: int = 0) -> Published:
@@ -269,8 +212,8 @@ class EventBuilder:
         if not len(ids):
             return None
         when = float(self._deadline[ids].min())
-        dies = np.fmax(self.last_seen, self._floor) + self.settings.module_timeout_s
-        soon = self._expected & (dies > self._now) & (dies < when)  # absent before ``when``
+        dies = self.modules.absent_at()
+        soon = self.modules.expected & (dies > self._now) & (dies < when)  # absent before ``when``
         if np.count_nonzero(soon):
             soon &= ~self._present[ids].all(axis=0)  # and waited for
         return float(dies[soon].min()) if np.count_nonzero(soon) else when
@@ -320,7 +263,7 @@ class EventBuilder:
         present = self._present[touched]
         self._arrived[touched] = self._batch_ns
         self._move_ref(touched, present)
-        out.append(self._publish(touched[(present | self._waived(now)).all(axis=1)]))
+        out.append(self._publish(touched[(present | self.modules.waived(now)).all(axis=1)]))
 
     def _open_new(self, new: np.ndarray, rec: Records, ro: np.ndarray, now: float,
                   out: list[Published]) -> bool:
@@ -421,7 +364,7 @@ class EventBuilder:
             ids = ids[self._seq[ids].argsort()]
         present = self._present[ids]
         raw = self._raw[ids].view(">u2").reshape(k, N_TM, -1)  # 72 words per record
-        published = readout_rows.close(raw, present, self._unexpected, self._cpu_ns[ids],
+        published = readout_rows.close(raw, present, self.modules.unexpected, self._cpu_ns[ids],
                                        self._arrived[ids])
         n_complete = int(np.count_nonzero(published.complete))
         self._counting.complete += n_complete

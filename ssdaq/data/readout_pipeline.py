@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from ssdaq.data import slowsignal
-from ssdaq.data.event_builder import AssemblerSettings, BuilderCounts, EventBuilder, Records
+from ssdaq.data.assembler_settings import AssemblerSettings
+from ssdaq.data.event_builder import BuilderCounts, EventBuilder, Records
 from ssdaq.data.readout_rows import Published
 
 #: every counter an ``Output`` may hold: rejected datagrams, then what event building counted

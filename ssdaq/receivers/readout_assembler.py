@@ -44,7 +44,8 @@ from ssdaq.core.settings import (
     zmq_publisher,
 )
 from ssdaq.data import slowsignal
-from ssdaq.data.event_builder import AssemblerSettings, Records
+from ssdaq.data.assembler_settings import AssemblerSettings
+from ssdaq.data.event_builder import Records
 from ssdaq.data.readout import N_TM
 from ssdaq.data.readout_pipeline import BUILT, COUNTERS, Output, ReadoutPipeline
 from ssdaq.receivers import readout_handover as handover

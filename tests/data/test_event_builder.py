@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from ssdaq.data.event_builder import ALL_SLOTS, AssemblerSettings, BuilderCounts, EventBuilder
+from ssdaq.data.assembler_settings import AssemblerSettings
+from ssdaq.data.event_builder import BuilderCounts, EventBuilder
+from ssdaq.data.module_presence import ALL_SLOTS
 from ssdaq.data.readout import SSREADOUT_BYTES, SSReadout
 from ssdaq.data.readout_rows import Published
 from ssdaq.data.slowsignal import ModuleMap, RecordBatch, decode, encode_records, ipv4_raw, to_batch
@@ -112,35 +114,6 @@ def test_missing_module_is_a_nan_row_once_the_deadline_passes():
     for r in readouts(pub):
         assert_pattern(r, range(31))
     assert b.counts.incomplete == 10 and b.counts.complete == 0
-
-
-def test_silent_module_is_absent_after_the_timeout_and_rejoins_when_it_sends():
-    b = builder(max_wait_s=10.0, module_timeout_s=2.0)
-    b.add(camera(range(10), range(31)), now=1.0, wall_ns=WALL)
-    assert b.next_deadline() == 2.0  # module 31 counts as alive until 2 s after start
-    assert b.alive(1.9)[31] and not b.alive(2.0)[31]
-    pub = b.expire(2.0)
-    assert len(pub) == 10 and (pub.n_modules == 31).all()
-    pub = b.add(camera(range(10, 20), range(31)), now=2.5, wall_ns=WALL)
-    assert len(pub) == 10 and (pub.n_modules == 31).all()  # not waited for
-    assert not len(b.add(camera(range(20, 30), [31]), now=3.0, wall_ns=WALL))
-    assert b.alive(3.0)[31]
-    pub = b.add(camera(range(20, 30), range(31)), now=3.1, wall_ns=WALL)
-    assert len(pub) == 10 and pub.complete.all()
-    assert b.counts.incomplete == 20 and b.counts.complete == 10
-
-
-def test_camera_back_from_idle_waits_for_every_module_again():
-    b = builder(max_wait_s=10.0, module_timeout_s=2.0)
-    b.add(camera(range(10)), now=1.0, wall_ns=WALL)
-    assert not b.alive(5.0).any()  # all silent: an idle camera
-    assert not len(b.add(camera(range(10, 20), [0]), now=100.0, wall_ns=WALL))
-    assert b.alive(100.0).all()
-    pub = b.add(camera(range(10, 20), range(1, 32)), now=100.1, wall_ns=WALL)
-    assert len(pub) == 10 and pub.complete.all()
-    assert not len(b.add(camera(range(20, 30), range(31)), now=101.0, wall_ns=WALL))
-    pub = b.expire(102.1)  # module 31 stayed silent: absent 2 s after it was last heard
-    assert len(pub) == 10 and (pub.n_modules == 31).all()
 
 
 def test_late_record_joins_its_readout_while_it_is_open():
@@ -306,22 +279,6 @@ def test_numbers_rise_by_one_per_published_readout():
     assert [r.iro for r in readouts(pub)] == list(range(41, 51))
     pub = b.add(camera(range(10, 13)), now=0.2, wall_ns=WALL, first_number=51)
     assert [r.iro for r in readouts(pub)] == [51, 52, 53]
-
-
-def test_expected_slots_are_the_only_modules_waited_for():
-    b = builder(expected_slots=(0, 1))
-    pub = b.add(camera(range(10), (0, 1)), now=0.1, wall_ns=WALL)
-    assert len(pub) == 10 and pub.complete.all()
-    for r in readouts(pub):
-        assert_pattern(r, (0, 1))
-
-
-def test_per_slot_packets_records_and_last_seen_are_kept():
-    b = builder()
-    b.add(batch(packet(3, range(10)), packet(3, range(10, 15)), packet(7, [0])), 0.25, WALL)
-    assert b.packets[3] == 2 and b.records[3] == 15 and b.packets[7] == 1 and b.records[7] == 1
-    assert b.last_seen[3] == 0.25 and np.isnan(b.last_seen[0])
-    assert b.packets.sum() == 3
 
 
 def test_record_older_than_the_remembered_history_is_late():

@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssdaq.data.event_builder import AssemblerSettings, EventBuilder
+from ssdaq.data.assembler_settings import AssemblerSettings
+from ssdaq.data.event_builder import EventBuilder
 from ssdaq.data.readout_rows import Published
 from ssdaq.data.slowsignal import ModuleMap, decode, ipv4_raw, to_batch
 from ssdaq.simulators.tm import datagram, pattern_mv, source_address

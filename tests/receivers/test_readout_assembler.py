@@ -244,7 +244,7 @@ def test_one_batch_goes_down_the_path_and_comes_back_up_once(runtime_dir: Path) 
     assert path.files[:3] == ["core/datagrams.py", "receivers/readout_assembler.py", "data/readout_pipeline.py"]
     data = {f for f in path.files if f.startswith("data/")}
     assert data == {"data/readout_pipeline.py", "data/slowsignal.py", "data/event_builder.py",
-                    "data/tack_match.py", "data/readout_rows.py"}
+                    "data/tack_match.py", "data/readout_rows.py", "data/module_presence.py"}
     # the receiver hands the data part to the pipeline alone
     assert {callee for caller, callee in path.calls
             if caller.startswith("receivers/")} & data == {"data/readout_pipeline.py"}

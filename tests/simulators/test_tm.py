@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from ssdaq.data.event_builder import AssemblerSettings, EventBuilder
+from ssdaq.data.assembler_settings import AssemblerSettings
+from ssdaq.data.event_builder import EventBuilder
 from ssdaq.data.readout_rows import Published
 from ssdaq.data.slowsignal import ModuleMap, RecordBatch, decode, to_batch
 from ssdaq.simulators import cli

@@ -1,0 +1,63 @@
+"""Which modules a readout waits for: the expected ones heard from lately.
+
+Kept apart from the event builder (:mod:`ssdaq.data.event_builder`), which groups records by
+TACK, because presence is a matter of time alone: a module silent for ``module_timeout_s`` is
+absent, and readouts stop waiting for it until it sends again. Expected modules count as heard
+at start, and again when data resumes after every expected module was silent that long: a
+camera coming back must not publish its first module's records alone, as if the rest were
+absent. Pure: ``now`` (monotonic seconds) is passed in.
+"""
+
+import numpy as np
+
+from ssdaq.data.readout import N_TM
+
+ALL_SLOTS = tuple(range(N_TM))
+
+
+class ModulePresence:
+    """Per slot ``packets``, ``records`` and ``last_seen`` (monotonic s, NaN = never), for
+    ``status``; ``expected`` and ``unexpected`` slots as masks."""
+
+    def __init__(self, expected_slots: tuple[int, ...], timeout_s: float, now: float) -> None:
+        if not expected_slots or not set(expected_slots) <= set(ALL_SLOTS):
+            raise ValueError(f"expected_slots must be slots in 0..{N_TM - 1}")
+        self.timeout_s = timeout_s
+        self.packets = np.zeros(N_TM, np.int64)
+        self.records = np.zeros(N_TM, np.int64)
+        self.last_seen = np.full(N_TM, np.nan)
+        self._start = now
+        self._heard = -np.inf  # when an expected module last sent
+        self.expected = np.zeros(N_TM, bool)
+        self.expected[list(expected_slots)] = True
+        self.unexpected = ~self.expected
+        # when a slot last counts as heard at the latest: expected slots at ``_start``
+        self._floor = np.where(self.expected, now, -np.inf)
+
+    def heard(self, datagram_slot: np.ndarray, slot: np.ndarray, now: float) -> None:
+        """Datagrams from ``datagram_slot`` (one per datagram) holding records of ``slot``
+        (one per record) arrived ``now``."""
+        if not len(datagram_slot):
+            return
+        if np.count_nonzero(self.expected[datagram_slot]):
+            if now - max(self._heard, self._start) >= self.timeout_s:
+                self._start = now  # the whole camera was silent: its return is a new start
+                self._floor[self.expected] = now
+            self._heard = now
+        self.packets += np.bincount(datagram_slot, minlength=N_TM)
+        self.records += np.bincount(slot, minlength=N_TM)
+        self.last_seen[datagram_slot] = now
+
+    def alive(self, now: float) -> np.ndarray:
+        """Slots heard within ``module_timeout_s`` (see the module docstring)."""
+        heard: np.ndarray = np.fmax(self.last_seen, self._floor)
+        return now - heard < self.timeout_s
+
+    def waived(self, now: float) -> np.ndarray:
+        """Slots a readout does not wait for: not expected, or not ``alive``."""
+        return ~self.alive(now) | self.unexpected
+
+    def absent_at(self) -> np.ndarray:
+        """When each slot becomes absent unless it sends (monotonic s)."""
+        dies: np.ndarray = np.fmax(self.last_seen, self._floor) + self.timeout_s
+        return dies
