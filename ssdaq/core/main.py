@@ -108,6 +108,19 @@ def write_default_configs(directory: Path) -> None:
                                   f"`ssdaq-receiver {name}` ({spec})")
 
 
+def startup_failed(prog: str, e: SsdaqError, log: logging.Logger, to_stderr: bool) -> int:
+    """A daemon that cannot start says why in one line naming the file and key (or the address),
+    to the journal with its SSDAQ_CONFIG_* fields, or to stderr for ``--check-config`` and
+    ``--print-config``; ``STATUS=`` repeats it. Returns the error's sysexits code."""
+    extra = {"SSDAQ_CONFIG_FILE": e.file, "SSDAQ_CONFIG_KEY": e.key} if isinstance(e, ConfigError) else {}
+    if to_stderr:
+        print(f"{prog}: {e}", file=sys.stderr)
+    else:
+        log.error("%s", e, extra=extra)
+    systemd.notify(f"STATUS=failed: {e}")
+    return e.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.write_default_configs:
@@ -135,13 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s not found: using the built-in defaults", path)
         return lifecycle.run_receiver(cls, config, service, config_file)
     except SsdaqError as e:
-        extra = {"SSDAQ_CONFIG_FILE": e.file, "SSDAQ_CONFIG_KEY": e.key} if isinstance(e, ConfigError) else {}
-        if args.check_config or args.print_config:
-            print(f"ssdaq-receiver: {e}", file=sys.stderr)
-        else:
-            log.error("%s", e, extra=extra)
-        systemd.notify(f"STATUS=failed: {e}")
-        return e.exit_code
+        return startup_failed("ssdaq-receiver", e, log, to_stderr=args.check_config or args.print_config)
     except Exception:
         logging.getLogger("ssdaq").exception("unexpected error")
         return EX_SOFTWARE

@@ -17,7 +17,6 @@ import logging
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -27,9 +26,9 @@ from ssdaq.core import systemd
 from ssdaq.core.cli import Parser
 from ssdaq.core.connections import STREAM_COUNTERS, ConnectionGuard
 from ssdaq.core.counters import Counters
-from ssdaq.core.errors import EX_OK, EX_SOFTWARE, ConfigError, SsdaqError, UnavailableError
+from ssdaq.core.errors import EX_OK, EX_SOFTWARE, SsdaqError, UnavailableError
 from ssdaq.core.lifecycle import Lifecycle
-from ssdaq.core.main import CONFIG_DIR, add_daemon_options
+from ssdaq.core.main import CONFIG_DIR, add_daemon_options, startup_failed
 from ssdaq.core.sockets import SocketSource, bind
 from ssdaq.web import page
 from ssdaq.web.config import WebConfig
@@ -243,14 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         sock = listening_socket(ip, port)
         return WebService(config, sock, StatusPoller(config.poll)).run()
     except SsdaqError as e:
-        extra: dict[str, Any] = ({"SSDAQ_CONFIG_FILE": e.file, "SSDAQ_CONFIG_KEY": e.key}
-                                 if isinstance(e, ConfigError) else {})
-        if args.check_config or args.print_config:
-            print(f"ssdaq-web: {e}", file=sys.stderr)
-        else:
-            log_.error("%s", e, extra=extra)
-        systemd.notify(f"STATUS=failed: {e}")
-        return e.exit_code
+        return startup_failed("ssdaq-web", e, log_, to_stderr=args.check_config or args.print_config)
     except Exception:
         log_.exception("unexpected error")
         return EX_SOFTWARE
