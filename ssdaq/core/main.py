@@ -108,6 +108,15 @@ def write_default_configs(directory: Path) -> None:
                                   f"`ssdaq-receiver {name}` ({spec})")
 
 
+def check_or_print(config: object, config_file: str | None, print_it: bool) -> int:
+    """``--check-config`` (the file loaded: say so) or ``--print-config`` (the effective TOML)."""
+    if print_it:
+        sys.stdout.write(configlib.render(config))
+    else:
+        print(f"{config_file or 'built-in defaults'}: ok")
+    return EX_OK
+
+
 def startup_failed(prog: str, e: SsdaqError, log: logging.Logger, to_stderr: bool) -> int:
     """A daemon that cannot start says why in one line naming the file and key (or the address),
     to the journal with its SSDAQ_CONFIG_* fields, or to stderr for ``--check-config`` and
@@ -137,12 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         service, cls, path = resolve(args.name, args.config)
         config, config_file = load_config(cls, path, explicit=args.config is not None)
-        if args.check_config:
-            print(f"{config_file or 'built-in defaults'}: ok")
-            return EX_OK
-        if args.print_config:
-            sys.stdout.write(configlib.render(config))
-            return EX_OK
+        if args.check_config or args.print_config:
+            return check_or_print(config, config_file, args.print_config)
         log = sslogging.setup(service, args.log_level or config.log.level)
         if config_file is None:
             log.info("%s not found: using the built-in defaults", path)

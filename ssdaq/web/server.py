@@ -28,7 +28,7 @@ from ssdaq.core.connections import STREAM_COUNTERS, ConnectionGuard
 from ssdaq.core.counters import Counters
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, SsdaqError, UnavailableError
 from ssdaq.core.lifecycle import Lifecycle
-from ssdaq.core.main import CONFIG_DIR, add_daemon_options, startup_failed
+from ssdaq.core.main import CONFIG_DIR, add_daemon_options, check_or_print, startup_failed
 from ssdaq.core.sockets import SocketSource, bind
 from ssdaq.web import page
 from ssdaq.web.config import WebConfig
@@ -231,12 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     log_ = sslogging.setup(NAME, args.log_level or "info")
     try:
         config, config_file = load_config(args.config)
-        if args.check_config:
-            print(f"{config_file or 'built-in defaults'}: ok")
-            return EX_OK
-        if args.print_config:
-            sys.stdout.write(configlib.render(config))
-            return EX_OK
+        if args.check_config or args.print_config:
+            return check_or_print(config, config_file, args.print_config)
         sslogging.setup(NAME, args.log_level or config.log.level)
         ip, port = args.listen or (config.sockets.http.ip, config.sockets.http.port)
         sock = listening_socket(ip, port)
