@@ -7,6 +7,7 @@ Every failure becomes an error reply; nothing escapes into the event loop.
 """
 
 import asyncio
+import functools
 import grp
 import inspect
 import json
@@ -104,15 +105,21 @@ def describe(commands: dict[str, Callable[..., Any]]) -> dict[str, str]:
     return {name: (inspect.getdoc(f) or "").partition("\n")[0] for name, f in sorted(commands.items())}
 
 
+@functools.lru_cache(maxsize=256)
+def _signature(func: Callable[..., Any]) -> inspect.Signature:
+    """``func``'s signature, worked out once (status is asked every second)."""
+    return inspect.signature(func)
+
+
 async def dispatch(commands: dict[str, Callable[..., Any]], command: str, args: list[str]) -> Any:
     """Call ``commands[command](*args)`` (awaiting a coroutine); refusals raise ``CommandError``."""
     func = commands.get(command)
     if func is None:
         raise CommandError(f"unknown command {command!r}; `help` lists the commands")
     try:
-        inspect.signature(func).bind(*args)
+        _signature(func).bind(*args)
     except TypeError:
-        params = " ".join(f"<{p}>" for p in inspect.signature(func).parameters)
+        params = " ".join(f"<{p}>" for p in _signature(func).parameters)
         raise CommandError(f"usage: {command} {params}".rstrip()) from None
     result = func(*args)
     if inspect.isawaitable(result):
@@ -121,15 +128,22 @@ async def dispatch(commands: dict[str, Callable[..., Any]], command: str, args: 
 
 
 class CommandServer:
-    """Serves one IPC socket (mode 0660: the ssdaq group may send commands, nobody else)."""
+    """Serves one IPC socket (mode 0660: the ssdaq group may send commands, nobody else).
+
+    A plain zmq socket read when its file descriptor wakes the loop, not a ``zmq.asyncio`` one:
+    ``status`` is asked once a second for as long as the receiver runs (the metrics service), and
+    the asyncio wrapper's per-message bookkeeping cost more than the answer itself."""
 
     def __init__(self, path: str, context: zmq.asyncio.Context, dispatch: Dispatch,
                  log: logging.Logger) -> None:
         self.path, self.dispatch, self.log = path, dispatch, log
         self.handled = self.failed = 0
-        self._sock = context.socket(zmq.ROUTER)
+        # a plain view of the same context: its sockets share the receiver's I/O thread
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(context.underlying)
+        self._sock: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._pending: set[asyncio.Task[None]] = set()
+        self._woken = asyncio.Event()
         try:
             self._sock.bind(f"ipc://{path}")
         except zmq.ZMQError as e:
@@ -149,11 +163,21 @@ class CommandServer:
 
     async def serve(self) -> None:
         """Receive requests forever; each one is answered by its own task."""
-        while True:
-            frames = await self._sock.recv_multipart()
-            task = asyncio.get_running_loop().create_task(self._answer(frames))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+        loop = asyncio.get_running_loop()
+        fd: int = self._sock.FD
+        loop.add_reader(fd, self._woken.set)
+        try:
+            while True:
+                # zmq's descriptor signals edges: take every request queued before sleeping
+                while int(self._sock.EVENTS) & zmq.POLLIN:
+                    frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                    task = loop.create_task(self._answer(frames))
+                    self._pending.add(task)
+                    task.add_done_callback(self._pending.discard)
+                await self._woken.wait()
+                self._woken.clear()
+        finally:
+            loop.remove_reader(fd)
 
     async def _answer(self, frames: list[bytes]) -> None:
         *envelope, body = frames
@@ -175,9 +199,10 @@ class CommandServer:
                 self.log.exception("command %r failed", " ".join(words))
                 reply = reply_error(f"internal error in {words[0]!r}: {e}")
         try:
-            await self._sock.send_multipart([*envelope, reply])
+            self._sock.send_multipart([*envelope, reply], zmq.NOBLOCK)  # a ROUTER never blocks
         except zmq.ZMQError as e:
             self.log.warning("could not reply to a command: %s", e)
+        self._woken.set()  # sending may have taken the edge of a request that came meanwhile
 
     def close(self) -> None:
         """Close and remove the socket file (it is ours, not systemd's)."""

@@ -16,6 +16,7 @@ Counting a name the receiver did not declare is a programming error: with ``SSDA
 typo in a rarely taken branch must not stop a camera's receiver.
 """
 
+import functools
 import logging
 import os
 import time
@@ -139,6 +140,12 @@ def spec(name: str) -> CounterSpec:
 
 def loss_names(names: Iterable[str]) -> tuple[str, ...]:
     """Those of ``names`` that count lost data, in the given order."""
+    return _loss_names(tuple(names))
+
+
+@functools.lru_cache(maxsize=64)
+def _loss_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`loss_names`, worked out once per set of counters (``status`` asks every second)."""
     return tuple(n for n in names if spec(n).loss)
 
 

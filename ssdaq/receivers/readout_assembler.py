@@ -22,6 +22,7 @@ publishers, so an upper bound.
 """
 
 import asyncio
+import math
 import os
 import socket
 import time
@@ -253,7 +254,8 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
     def status_fields(self) -> dict[str, Any]:
         now = time.monotonic()
         b = self.pipeline.builder
-        ago = np.round(now - b.last_seen, 3)
+        ago = np.round(now - b.last_seen, 3).tolist()  # python numbers: cheaper than per item
+        packets, records = b.packets.tolist(), b.records.tolist()
         return {
             "publishing": self.publishing,
             "next_readout_number": self.numbers.next,
@@ -261,8 +263,8 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
             "latency_ms": self.latency.summary(),
             "assembler": b.counts.as_dict(),
             "absent_modules": self._absent_now(),
-            "modules": {int(s): {"packets": int(b.packets[s]), "records": int(b.records[s]),
-                                 "last_seen_s_ago": None if np.isnan(ago[s]) else float(ago[s])}
+            "modules": {s: {"packets": packets[s], "records": records[s],
+                            "last_seen_s_ago": None if math.isnan(ago[s]) else ago[s]}
                         for s in b.expected_slots},
         }
 

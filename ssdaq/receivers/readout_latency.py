@@ -2,7 +2,8 @@
 
 A receiver adds the latencies of what it publishes (ns, as arrays, once per batch); ``status``
 asks for p50/p99/max over the ring. Memory is fixed; adding costs a copy of the batch, and the
-percentiles are computed only when someone asks.
+percentiles are computed only when someone asks and something was added since (``status`` is
+polled once a second by the metrics service: a quiet receiver answers from the last summary).
 """
 
 from typing import Any
@@ -16,6 +17,7 @@ class LatencyWindow:
     def __init__(self, size: int = 10_000) -> None:
         self._ring = np.zeros(size, np.int64)
         self._added = 0
+        self._summary: tuple[int, dict[str, Any]] = (0, {"count": 0})  # (_added, summary)
 
     def add(self, values_ns: np.ndarray) -> None:
         size = len(self._ring)
@@ -29,10 +31,17 @@ class LatencyWindow:
         self._added += len(values)
 
     def summary(self) -> dict[str, Any]:
-        """``count`` (how many the figures cover) and p50/p99/max in ms."""
+        """``count`` (how many the figures cover) and p50/p99/max in ms (numpy's default,
+        linearly interpolated percentiles, from one partition of the ring)."""
+        if self._summary[0] == self._added:
+            return self._summary[1]
         n = min(self._added, len(self._ring))
-        if not n:
-            return {"count": 0}
-        p50, p99, top = np.percentile(self._ring[:n], [50, 99, 100]) / 1e6
-        return {"count": n, "p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3),
-                "max_ms": round(float(top), 3)}
+        where = [q / 100 * (n - 1) for q in (50, 99)]
+        kth = sorted({int(w) for w in where} | {min(int(w) + 1, n - 1) for w in where} | {n - 1})
+        part = np.partition(self._ring[:n], kth)
+        p50, p99 = (part[int(w)] + (w - int(w)) * (part[min(int(w) + 1, n - 1)] - part[int(w)])
+                    for w in where)
+        summary = {"count": n, "p50_ms": round(float(p50) / 1e6, 3),
+                   "p99_ms": round(float(p99) / 1e6, 3), "max_ms": round(float(part[n - 1]) / 1e6, 3)}
+        self._summary = (self._added, summary)
+        return summary

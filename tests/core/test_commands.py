@@ -1,5 +1,6 @@
 """The command channel and ssdaqctl against a running receiver (real process, real IPC socket)."""
 
+import concurrent.futures
 import grp
 import json
 import os
@@ -84,6 +85,20 @@ def test_a_slow_command_does_not_stall_others_or_the_data_path(worker, runtime_d
     assert request(path, "status")["result"]["counters"]["received"] == 5
     out, _ = slow.communicate(timeout=10)
     assert slow.returncode == 0 and json.loads(out)["result"] == "slept 2 s"
+
+
+def test_requests_that_arrive_together_are_all_answered(worker, runtime_dir: Path) -> None:
+    """512 clients at once, each on its own connection, while a slow command runs: every one is
+    answered (the socket is read when zmq's descriptor wakes the loop, which signals edges, so
+    the server takes every queued request before it sleeps and looks again after each reply)."""
+    path = str(runtime_dir / "worker.ctl")
+    with concurrent.futures.ThreadPoolExecutor(64) as pool:
+        slow = pool.submit(request, path, "sleep 0.5", 5.0)
+        answers = list(pool.map(lambda i: request(path, "ping" if i % 2 else "status", 5.0),
+                                range(64 * 8)))
+        assert slow.result()["result"] == "slept 0.5 s"
+    assert [a["ok"] for a in answers] == [True] * 64 * 8
+    assert sum(a["result"] == "pong" for a in answers) == 32 * 8
 
 
 def test_command_socket_is_group_only(worker, runtime_dir: Path) -> None:

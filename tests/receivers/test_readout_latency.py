@@ -20,3 +20,17 @@ def test_summary_covers_exactly_the_last_size_values_across_wraps() -> None:
         p50, p99, top = np.percentile(last, [50, 99, 100])
         assert window.summary() == {"count": len(last), "p50_ms": round(p50, 3),
                                     "p99_ms": round(p99, 3), "max_ms": round(top, 3)}
+
+
+def test_percentiles_match_numpys_for_every_small_count_and_after_each_addition() -> None:
+    """The summary is numpy's interpolated percentile (computed from one partition), and a
+    value added after a summary is in the next one (the summary is kept between additions)."""
+    rng = np.random.default_rng(2)
+    for size in range(1, 40):
+        window = LatencyWindow(size)
+        for n in (1, size, 3):
+            window.add(rng.integers(0, 10**8, n))
+            last = window._ring[: min(window._added, size)] / 1e6
+            p50, p99, top = np.percentile(last, [50, 99, 100])
+            assert window.summary() == {"count": len(last), "p50_ms": round(p50, 3),
+                                        "p99_ms": round(p99, 3), "max_ms": round(top, 3)}
