@@ -29,12 +29,11 @@ from ssdaq.data.mapping import CAMERA_SHAPE, MODULE_GRID, MODULE_SIDE, pixel_pos
 from ssdaq.data.readout import N_TM, N_TM_PIX, SSReadout
 from ssdaq.web.config import PageSettings
 from ssdaq.web.history import RateHistory
+from ssdaq.web.keys import CONFIG, HISTORY, HUB, POLLER
 from ssdaq.web.live import LiveHub, ReadoutFeed
 from ssdaq.web.poller import StatusPoller
 
 STATIC = Path(str(resources.files("ssdaq.web") / "static"))
-HUB = "live_hub"
-HISTORY = "rate_history"
 #: how often the status follower looks for a new poll (the poll itself runs at <= 1 Hz)
 FOLLOW_S = 0.1
 NO_CACHE = {"Cache-Control": "no-cache"}
@@ -52,8 +51,8 @@ def add_routes(app: web.Application) -> None:
 
 
 async def _feed(app: web.Application) -> AsyncIterator[None]:
-    settings: PageSettings = app["config"].page
-    poller: StatusPoller = app["poller"]
+    settings: PageSettings = app[CONFIG].page
+    poller: StatusPoller = app[POLLER]
     hub = LiveHub(settings)
     rates = RateHistory(settings.history_s, poller.settings.interval_s)
     app[HUB], app[HISTORY] = hub, rates

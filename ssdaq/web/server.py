@@ -32,6 +32,7 @@ from ssdaq.core.main import CONFIG_DIR, add_daemon_options, check_or_print, star
 from ssdaq.core.sockets import SocketSource, bind
 from ssdaq.web import page
 from ssdaq.web.config import WebConfig
+from ssdaq.web.keys import CONFIG, METRICS, POLLER
 from ssdaq.web.metrics import Metrics
 from ssdaq.web.poller import StatusPoller
 
@@ -41,10 +42,6 @@ CONFIG_FILE = CONFIG_DIR / "web.toml"
 SOCKET_NAME = "http"
 
 log = logging.getLogger("ssdaq.web")
-
-#: the application's keys (aiohttp 3.8, Debian 12's, has no typed AppKey)
-POLLER, CONFIG, METRICS = "poller", "config", "metrics"
-
 
 # ---------------------------------------------------------------------------------------- routes
 
@@ -61,7 +58,7 @@ async def get_status(request: web.Request) -> web.Response:
 
 
 def make_app(config: WebConfig, poller: StatusPoller) -> web.Application:
-    """The application: every route reads ``app["poller"].latest()``; none talks to a receiver."""
+    """The application: every route reads the poller's latest snapshot; none talks to a receiver."""
     app = web.Application()
     app[CONFIG] = config
     app[POLLER] = poller

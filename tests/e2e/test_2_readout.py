@@ -61,6 +61,9 @@ def test_systemctl_start_runs_readout_with_its_socket(machine: Container) -> Non
     assert active(machine, "ssdaq-readout.service")
     status = json.loads(machine.run("ssdaqctl", "readout", "status").stdout)["result"]
     assert status["name"] == "readout"
+    # the package recommends python3-uvloop and the receiver's event loop is uvloop's
+    maps = machine.run("cat", f"/proc/{status['pid']}/maps").stdout
+    assert "/uvloop/loop." in maps, "the readout receiver did not load uvloop"
 
 
 # ------------------------------------------------------------------------------- 2. status, journal

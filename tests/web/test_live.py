@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ssdaq.data.mapping import MODULE_GRID, pixel_positions
 from ssdaq.data.readout import N_TM, SSREADOUT_BYTES
-from ssdaq.web import page
+from ssdaq.web import keys, page
 from ssdaq.web.config import PageSettings, PollSettings, WebConfig
 from ssdaq.web.history import RateHistory
 from ssdaq.web.live import hold_until
@@ -91,7 +91,7 @@ def test_latest_readout_and_geometry_for_scripts(pub: Publisher) -> None:
             pub.wait_subscriber()
             sent = readout(41, absent=(5, 30))
             pub.send(sent.pack())
-            await wait_for(lambda: app[page.HUB].frame is not None, 5, "the readout")
+            await wait_for(lambda: app[keys.HUB].frame is not None, 5, "the readout")
             async with http.get(url + "/api/readout/latest") as r:
                 got = await r.json()
             assert got["readout_number"] == 41 and got["tack"] == sent.time
@@ -122,7 +122,7 @@ def test_the_page_fetches_nothing_from_elsewhere() -> None:
 def test_live_sends_the_published_bytes_and_refuses_clients_beyond_max(pub: Publisher) -> None:
     async def main() -> None:
         async with served(pub, max_clients=2) as (url, app), aiohttp.ClientSession() as http:
-            hub = app[page.HUB]
+            hub = app[keys.HUB]
             one = await http.ws_connect(url + "/api/live")
             two = await http.ws_connect(url + "/api/live")
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
@@ -147,7 +147,7 @@ def test_live_sends_the_published_bytes_and_refuses_clients_beyond_max(pub: Publ
 def test_a_half_open_client_that_answers_no_ping_is_disconnected(pub: Publisher) -> None:
     async def main() -> None:
         async with served(pub, ping_interval_s=1.0) as (url, app):
-            hub = app[page.HUB]
+            hub = app[keys.HUB]
             port = int(url.rsplit(":", 1)[1])
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             key = base64.b64encode(os.urandom(16)).decode()
