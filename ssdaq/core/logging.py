@@ -66,6 +66,17 @@ def setup(name: str, level: str = "info") -> logging.Logger:
     return root
 
 
+#: the level given on the command line (``--log-level``), which outranks the file's
+_pinned: str | None = None
+
+
+def pin_level(level: str | None) -> None:
+    """Keep ``level`` (from ``--log-level``; None: none given) in force across reloads, which
+    otherwise apply the file's ``[log] level``."""
+    global _pinned
+    _pinned = level
+
+
 def set_level(level: str) -> None:
-    """Apply a new level (on reload)."""
-    logging.getLogger("ssdaq").setLevel(LEVELS[level])
+    """Apply the file's new level (on reload), unless the command line pinned one."""
+    logging.getLogger("ssdaq").setLevel(LEVELS[_pinned or level])

@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_config or args.print_config:
             return check_or_print(config, config_file, args.print_config)
         log = sslogging.setup(service, args.log_level or config.log.level)
+        sslogging.pin_level(args.log_level)
         if config_file is None:
             log.info("%s not found: using the built-in defaults", path)
         return lifecycle.run_receiver(cls, config, service, config_file)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import zmq.asyncio
 
+from ssdaq.core import logging as sslogging
 from ssdaq.core import reload
 from ssdaq.core.counters import Counters
 from ssdaq.core.errors import CommandError, ConfigError
@@ -73,3 +74,20 @@ def test_reloader_swaps_or_keeps_the_old_and_says_so(
     finally:
         loop.close()
         context.destroy(linger=0)
+
+
+def test_a_level_given_on_the_command_line_outlasts_a_reload(tmp_path: Path) -> None:
+    """``--log-level warning`` stays in force when a reload applies the file (which says info,
+    the default); without it, the file's level is applied."""
+    logger = logging.getLogger("ssdaq")
+    before = logger.level
+    try:
+        sslogging.pin_level("warning")
+        sslogging.set_level("info")
+        assert logger.level == logging.WARNING
+        sslogging.pin_level(None)
+        sslogging.set_level("info")
+        assert logger.level == logging.INFO
+    finally:
+        sslogging.pin_level(None)
+        logger.setLevel(before)
