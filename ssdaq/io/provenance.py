@@ -23,7 +23,8 @@ read it):
 
 A file whose ledger has no loss row with ``delta`` above zero and no gap lost nothing between
 the camera and the disk, as far as the DAQ can see. Written once, when the file is closed; a
-file recovered after a crash has only the attributes of its opening.
+file recovered after a crash has the attributes of its opening and those of its recovery
+(``ssdaq.io.recovery``), no ledger.
 """
 
 import os

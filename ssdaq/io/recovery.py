@@ -5,7 +5,13 @@ flush: :func:`recover` verifies it (every row read back, checksums included) and
 under its final name. A write that failed half-way (the disk filled, a file size limit) leaves the
 file inconsistent, typically with a superblock that claims more bytes than were written; then
 :func:`salvage` copies every row that still reads back into ``<name>_salvaged.hdf5`` and the
-original is kept as ``<name>.hdf5.damaged``, so only the rows of the failed write are lost.
+original is kept as ``<name>.hdf5.damaged``, so only the rows of the failed write are lost (and
+the flushed rows of the chunk it was rewriting: HDF5 recompresses a partly filled chunk).
+
+Either way the file keeps the ``/Provenance`` attributes of its opening (the observation, the
+configuration) and says how it was closed: ``recovery`` ("recovered" or "salvaged"),
+``recovered_utc``, its ``rows`` and their times. It has no ledger: what was lost between its
+opening and the crash is not known.
 
 Both read files of unknown state, which can crash the HDF5 library, so :func:`recover` runs them
 in a child process: ``python -m ssdaq.io.recovery verify|salvage STREAM FILE``.
@@ -16,11 +22,14 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ssdaq import runs
+from ssdaq.io import provenance
 from ssdaq.io.files import DAMAGED, PART, OpenFile, continuous_stems, publish
 from ssdaq.io.layouts import LAYOUTS, FileLayout, Rows
 
@@ -29,6 +38,8 @@ BLOCK_ROWS = 4096
 # appended (sparse: no disk space used) so that HDF5 opens a file whose end was never written
 SALVAGE_EXTENSION_BYTES = 1 << 30
 SALVAGED = "salvaged"
+#: attributes of a PyTables group, not ours to copy
+_PYTABLES_ATTRS = ("CLASS", "TITLE", "VERSION")
 
 
 def verify(path: str | Path, layout: FileLayout) -> int:
@@ -73,6 +84,7 @@ def salvage(part: Path, layout: FileLayout) -> tuple[Path, int]:
     try:
         with h5py.File(part, "r") as src:
             rows: Rows = {d.path: _readable(src[d.path]) for d in layout.datasets if d.path in src}
+            opened = _opening_attributes(src)
     finally:
         os.truncate(part, size)
     if layout.lockstep:  # row i of each belongs together: keep the rows all of them have
@@ -81,7 +93,35 @@ def salvage(part: Path, layout: FileLayout) -> tuple[Path, int]:
     stem = part.name[: -len(PART)]
     out = OpenFile(part.parent, continuous_stems(stem, SALVAGED), layout, compression_level=4)
     out.append({path: list(v) if v.dtype.kind == "O" else v for path, v in rows.items()})
+    out.annotate(opened)
+    mark(out.h5, layout, SALVAGED)
     return out.close(), out.rows
+
+
+def _opening_attributes(src: h5py.File) -> dict[str, object]:
+    """The ``/Provenance`` attributes ``src`` got when it opened, if they still read back."""
+    try:
+        group = src.get(provenance.GROUP)
+        return {} if group is None else {k: v for k, v in group.attrs.items()
+                                         if k not in _PYTABLES_ATTRS}
+    except Exception:  # damaged where the attributes are: the rows are what counts
+        return {}
+
+
+def mark(f: h5py.File, layout: FileLayout, how: str) -> None:
+    """Say in ``/Provenance`` that the file was closed by a later start (``how``: recovered or
+    salvaged), with its rows and their times (a crash left no closing attributes)."""
+    main = f[layout.datasets[0].path]
+    n = int(main.shape[0])
+    first = last = ""
+    if n:
+        ends = layout.time_ns(np.concatenate([main[0:1], main[n - 1:n]]))
+        first, last = runs.iso(int(ends[0])), runs.iso(int(ends[1]))
+    provenance.write_attributes(f, {
+        "recovery": how, "recovered_utc": runs.iso(time.time_ns()), "rows": np.int64(n),
+        "first_row_utc": first, "last_row_utc": last,
+    })
+    f.flush()
 
 
 def recover(directory: Path, prefix: str, layout: FileLayout, log: logging.Logger) -> list[Path]:
@@ -93,6 +133,8 @@ def recover(directory: Path, prefix: str, layout: FileLayout, log: logging.Logge
     for part in sorted(directory.glob(f"{prefix}_*{PART}")):
         answer = _in_child("verify", part, layout.stream)
         if answer is not None:
+            with h5py.File(part, "r+") as f:  # verified: safe to open here
+                mark(f, layout, "recovered")
             made.append(publish(part))
             log.warning("recovered %s with %s rows left by a process that did not stop cleanly",
                         made[-1].name, answer)

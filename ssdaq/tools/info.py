@@ -40,6 +40,12 @@ def _by_process(ledger: list[dict[str, Any]]) -> dict[tuple[str, int], list[dict
     return out
 
 
+def _never(a: dict[str, Any]) -> str:
+    """How a file that was never closed came to be complete (ssdaq.io.recovery)."""
+    how = f"{a['recovery']} at {a.get('recovered_utc')}" if a.get("recovery") else "recovered"
+    return f"never: {how} after a crash, rows up to the last flush, no ledger"
+
+
 def text(path: Path, info: dict[str, Any], with_config: bool) -> str:
     from ssdaq.io.provenance import NO_OBS, losses
 
@@ -52,8 +58,7 @@ def text(path: Path, info: dict[str, Any], with_config: bool) -> str:
         f"  observation {obs}" + (f": {a['comment']}" if a.get("comment") else "")
         + (f" (run started {a['run_start_utc']} by {a['started_by']})"
            if a.get("run_start_utc") else ""),
-        f"  opened {a.get('opened_utc')}, closed "
-        f"{a.get('closed_utc') or 'never (recovered after a crash: no ledger)'}",
+        f"  opened {a.get('opened_utc')}, closed {a.get('closed_utc') or _never(a)}",
         f"  {a.get('rows', '?')} rows, first {a.get('first_row_utc') or '-'}, "
         f"last {a.get('last_row_utc') or '-'}",
         f"  ledger from {a.get('interval_start_utc')} to {a.get('closed_utc') or '?'}:",

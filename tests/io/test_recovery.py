@@ -1,13 +1,16 @@
 """Leftover .part files: verified and published, or salvaged with the damaged original kept."""
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from ssdaq.io import files, hdf5, reader, recovery
+from ssdaq import runs
+from ssdaq.io import files, hdf5, provenance, reader, recovery
 from ssdaq.io.layouts import LAYOUTS, TRIGGER_DTYPE, TRIGGER_PATH, readout_rows
 from tests.conftest import child_env
 from tests.livepub import readout
@@ -90,3 +93,35 @@ def test_a_file_cut_by_a_failed_write_is_salvaged_up_to_the_damage(
     assert [p.tack_time for p in packets] == list(range(len(rows))), "raw bytes kept in step"
     assert (tmp_path / part.name.replace(files.PART, files.DAMAGED)).exists()
     assert "rows saved in" in caplog.text
+
+
+def test_a_recovered_or_salvaged_file_keeps_its_opening_provenance_and_says_how_it_closed(
+        tmp_path: Path) -> None:
+    """What the writer wrote at the opening (the observation) survives a crash, and the file
+    says it was closed by recovery, with its rows and their times, whichever path it took."""
+    good = open_file(tmp_path)
+    good.annotate({"obs_id": np.int64(123), "chunk": np.int64(0), "stream": "readout"})
+    rows = [readout(i) for i in range(1, 6)]
+    good.append(readout_rows([r.pack() for r in rows])[0])
+    good.h5.close()
+    [made] = recovery.recover(tmp_path, "readout", LAYOUT, logging.getLogger("test"))
+    a = provenance.read(made)["attributes"]
+    assert (a["obs_id"], a["recovery"], a["rows"]) == (123, "recovered", 5)
+    assert a["first_row_utc"] == runs.iso(rows[0].cpu_t_s * 10**9 + rows[0].cpu_t_ns)
+    assert a["last_row_utc"] == runs.iso(rows[-1].cpu_t_s * 10**9 + rows[-1].cpu_t_ns)
+    assert a["recovered_utc"] and not a.get("closed_utc")
+
+    cut = open_file(tmp_path)
+    cut.annotate({"obs_id": np.int64(124), "chunk": np.int64(0), "stream": "readout"})
+    for start in range(1, 46, 15):  # three writes of a chunk each
+        cut.append(readout_rows([readout(i).pack() for i in range(start, start + 15)])[0])
+    cut.h5.close()
+    os.truncate(cut.part, cut.part.stat().st_size - 100)  # the end of a write never made it
+    [salvaged] = recovery.recover(tmp_path, "readout", LAYOUT, logging.getLogger("test"))
+    a = provenance.read(salvaged)["attributes"]
+    assert (a["obs_id"], a["recovery"]) == (124, "salvaged")
+    assert 0 < a["rows"] == len(reader.read_table(salvaged)) < 45
+    done = subprocess.run([sys.executable, "-m", "ssdaq.tools.info", str(salvaged)],
+                          env=child_env(), capture_output=True, text=True, timeout=60, check=True)
+    assert "closed never: salvaged at" in done.stdout and "observation 124 chunk 0" in done.stdout
+    assert f"{a['rows']} rows, first {a['first_row_utc']}" in done.stdout
