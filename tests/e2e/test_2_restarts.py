@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from ssdaq.receivers.readout_assembler import ReadoutConfig
 from tests.e2e.container import Container, wait_until
 from tests.e2e.daq import (
     ALL_MODULES,
@@ -31,6 +32,8 @@ from tests.e2e.packages import Built
 pytestmark = pytest.mark.e2e
 
 UNIT = "ssdaq-readout.service"
+#: readouts zmq may hold for a subscriber (the shipped publisher's SNDHWM)
+READOUT_SNDHWM = ReadoutConfig().publishers[0].sndhwm
 CONFIG = "/etc/ssdaq/readout.toml"
 
 
@@ -128,8 +131,12 @@ def test_kill_9_costs_the_open_readouts_and_a_gap_in_numbers_nothing_queued(
            f"{len(lost)} / {len(twice)} / {expected}")
     record(machine, "kill -9: readouts split / numbers skipped", f"{split} / {gaps}")
     assert not twice, "a record published twice"
-    # lost: what the dead process held, its open readouts: at most max_wait_s (0.5 s) of them
+    # lost: what the dead process held — its open readouts (at most max_wait_s = 0.5 s of them)
+    # and the readouts it had published that zmq had not yet handed to the kernel (at most the
+    # publisher's SNDHWM, 1000); what was in the kernel's socket buffers is still delivered.
+    # Measured on the CI machine's kind: 10-510 readouts, depending on how far the subscriber
+    # (this harness, on a busy core) had fallen behind.
     lost_tacks = {t for _, t in lost}
-    assert len(lost_tacks) <= 500, f"{len(lost_tacks)} readouts lost records"
+    assert len(lost_tacks) <= 500 + READOUT_SNDHWM, f"{len(lost_tacks)} readouts lost records"
     assert gaps >= 1, "the successor starts at the reserved mark"
     ensure_listening(machine)
