@@ -16,6 +16,7 @@ run, with their ratio and the goal it is held to. Phases (about 2.5 minutes in a
 * 1 record per datagram (the camera's other mode) at 160 000 datagrams/s: CPU per datagram;
 * nominal 10 readouts/s with ``status`` asked once a second (as the metrics service does): CPU,
   with the shipped ``latency_readouts`` (reloaded: the sustained phase runs with a larger one);
+  then, idle, what one ``status`` costs the receiver and what it costs doing nothing;
 * capacity: 30 000 readouts/s with one subscriber (on the load generator's CPU), then 60 000
   with nobody subscribed, 10 s each: what the receiver keeps up with, complete;
 * overload for 30 s (the issue asks 60 s; 30 keeps the whole benchmark under 3 minutes and the
@@ -67,6 +68,7 @@ WINDOW_NS = 4_000
 COALESCE_US = getattr(ReadoutConfig(), "coalesce_us", 0)
 LATENCY_DEFAULT = ReadoutConfig().latency_readouts
 SUSTAINED_S, NOMINAL_S, CAPACITY_S, OVERLOAD_S, RAW_S = 10, 10, 10, 30, 5
+STATUS_ASKS = 50
 PY = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 OTHERS = 0.10  # other processes took more than this share of the receiver's CPU: disturbed
@@ -369,6 +371,20 @@ def receiver_phase(tmp: Path, proc: subprocess.Popen, port: int, pub_port: int, 
     return phase
 
 
+def status_cost_us(tmp: Path, pid: int, asks: int = STATUS_ASKS) -> tuple[float, float]:
+    """CPU µs the idle receiver spends per ``status`` (asked ``asks`` times, 10 a second, each on a
+    new connection as ssdaqctl and the metrics service do), beside its idle CPU per second."""
+    t0, ns0 = time.monotonic(), cpu_ns(pid)
+    time.sleep(asks / 10)
+    idle_ns_s = (cpu_ns(pid) - ns0) / (time.monotonic() - t0)
+    t0, ns0 = time.monotonic(), cpu_ns(pid)
+    for _ in range(asks):
+        status(tmp)
+        time.sleep(0.1)
+    spent = cpu_ns(pid) - ns0 - idle_ns_s * (time.monotonic() - t0)
+    return spent / asks / 1e3, idle_ns_s / 1e3
+
+
 def raw_phase(rate: float, duration: float, mode: str = "plain", records: int = RECORDS) -> Phase:
     """The raw loop (``mode`` plain, stamped or publish) fed ``rate`` readouts/s."""
     port, pub_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
@@ -453,6 +469,7 @@ def run() -> None:
             one = receiver_phase(tmp, proc, port, pub_port, SINGLE, SUSTAINED_S, records=1)
             reload_with_default_latency_window(tmp, proc, port, pub_port)
             n = receiver_phase(tmp, proc, port, pub_port, NOMINAL, NOMINAL_S, poll=True)
+            per_status_us, idle_us_s = status_cost_us(tmp, proc.pid)
             c = receiver_phase(tmp, proc, port, pub_port, CAPACITY_SUB, CAPACITY_S)
             c0 = receiver_phase(tmp, proc, port, pub_port, CAPACITY, CAPACITY_S, subscriber_cpu=None)
             o = receiver_phase(tmp, proc, port, pub_port, OVERLOAD, OVERLOAD_S, RECEIVER_CPU)
@@ -513,6 +530,8 @@ def run() -> None:
         f"{raw_nominal.received}/{raw_nominal.sent_datagrams}")
     row("CPU of a core", f"{n.cpu:.2%}", f"{raw_nominal.cpu:.2%}", ratio(n.cpu, raw_nominal.cpu),
         verdict(n.cpu <= 0.002, "<= 0.2 %"))
+    row("  idle (no data, no status): CPU per second", f"{idle_us_s:.0f} us", "-")
+    row(f"  CPU per status (idle, {STATUS_ASKS} asked)", f"{per_status_us:.0f} us", "-")
 
     print(f"capacity with one subscriber (on CPU {LOAD_CPU}): asked {CAPACITY_SUB}/s for "
           f"{CAPACITY_S} s; {offered(c)}")

@@ -31,17 +31,12 @@ class LatencyWindow:
         self._added += len(values)
 
     def summary(self) -> dict[str, Any]:
-        """``count`` (how many the figures cover) and p50/p99/max in ms (numpy's default,
-        linearly interpolated percentiles, from one partition of the ring)."""
+        """``count`` (how many the figures cover) and p50/p99/max in ms."""
         if self._summary[0] == self._added:
             return self._summary[1]
         n = min(self._added, len(self._ring))
-        where = [q / 100 * (n - 1) for q in (50, 99)]
-        kth = sorted({int(w) for w in where} | {min(int(w) + 1, n - 1) for w in where} | {n - 1})
-        part = np.partition(self._ring[:n], kth)
-        p50, p99 = (part[int(w)] + (w - int(w)) * (part[min(int(w) + 1, n - 1)] - part[int(w)])
-                    for w in where)
-        summary = {"count": n, "p50_ms": round(float(p50) / 1e6, 3),
-                   "p99_ms": round(float(p99) / 1e6, 3), "max_ms": round(float(part[n - 1]) / 1e6, 3)}
+        p50, p99, top = np.percentile(self._ring[:n], [50, 99, 100]) / 1e6
+        summary = {"count": n, "p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3),
+                   "max_ms": round(float(top), 3)}
         self._summary = (self._added, summary)
         return summary

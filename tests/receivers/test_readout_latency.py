@@ -23,7 +23,7 @@ def test_summary_covers_exactly_the_last_size_values_across_wraps() -> None:
 
 
 def test_percentiles_match_numpys_for_every_small_count_and_after_each_addition() -> None:
-    """The summary is numpy's interpolated percentile (computed from one partition), and a
+    """The summary is numpy's interpolated percentile over the last values, and a
     value added after a summary is in the next one (the summary is kept between additions)."""
     rng = np.random.default_rng(2)
     for size in range(1, 40):
