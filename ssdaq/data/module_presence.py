@@ -33,6 +33,8 @@ class ModulePresence:
         self.unexpected = ~self.expected
         # when a slot last counts as heard at the latest: expected slots at ``_start``
         self._floor = np.where(self.expected, now, -np.inf)
+        # the slots waived at the last ``newly_waived`` and not heard from since
+        self._waived_before = self.unexpected.copy()
 
     def heard(self, datagram_slot: np.ndarray, slot: np.ndarray, now: float) -> None:
         """Datagrams from ``datagram_slot`` (one per datagram) holding records of ``slot``
@@ -43,7 +45,9 @@ class ModulePresence:
             if now - max(self._heard, self._start) >= self.timeout_s:
                 self._start = now  # the whole camera was silent: its return is a new start
                 self._floor[self.expected] = now
+                self._waived_before[self.expected] = False
             self._heard = now
+        self._waived_before[datagram_slot] = False
         self.packets += np.bincount(datagram_slot, minlength=N_TM)
         self.records += np.bincount(slot, minlength=N_TM)
         self.last_seen[datagram_slot] = now
@@ -56,6 +60,15 @@ class ModulePresence:
     def waived(self, now: float) -> np.ndarray:
         """Slots a readout does not wait for: not expected, or not ``alive``."""
         return ~self.alive(now) | self.unexpected
+
+    def newly_waived(self, now: float) -> bool:
+        """Whether a slot became waived since the last call. Only then can an open readout that
+        no record reached meanwhile stop waiting for anything: a slot stops being waived only
+        when heard, and time alone only waives more."""
+        waived = self.waived(now)
+        grew = bool(np.count_nonzero(waived & ~self._waived_before))
+        self._waived_before = waived
+        return grew
 
     def absent_at(self) -> np.ndarray:
         """When each slot becomes absent unless it sends (monotonic s)."""

@@ -31,9 +31,23 @@ class OpenAnchors:
 
     def match(self, tack: np.ndarray, window: int) -> np.ndarray:
         """Id of the open readout nearest each TACK if within ``window``, else -1. Some
-        readout must be open."""
-        best, dist = nearest(self.anchors, tack)
-        return np.where(dist < window, self.ids[best], -1)
+        readout must be open.
+
+        Only TACKs within ``window`` of the open anchors' span are looked up: under load, the
+        records of a batch open new readouts past every open one (the partial readouts waiting
+        for a lost packet are older), and that costs two comparisons, not a search among them.
+        """
+        near = (tack - self.anchors[-1] < window) & (self.anchors[0] - tack < window)
+        k = np.count_nonzero(near)
+        if k == len(tack):
+            best, dist = nearest(self.anchors, tack)
+            return np.where(dist < window, self.ids[best], -1)
+        ro = np.full(len(tack), -1, np.intp)
+        if k:
+            some = near.nonzero()[0]
+            best, dist = nearest(self.anchors, tack[some])
+            ro[some] = np.where(dist < window, self.ids[best], -1)
+        return ro
 
     def open(self, anchors: np.ndarray) -> np.ndarray:
         """Ids for new readouts of these sorted anchors, at most ``n_free`` of them."""

@@ -57,3 +57,18 @@ def test_per_slot_packets_records_and_last_seen_are_kept():
     assert b.packets[3] == 2 and b.records[3] == 15 and b.packets[7] == 1 and b.records[7] == 1
     assert b.last_seen[3] == 0.25 and np.isnan(b.last_seen[0])
     assert b.packets.sum() == 3
+
+
+def test_a_module_back_and_silent_again_between_two_timers_is_no_longer_waited_for():
+    # expire() checks open readouts against the absent modules only when one became absent
+    # since it last looked: a module heard in between must count as present until then
+    b = builder(max_wait_s=10.0, module_timeout_s=1.0)
+    b.add(camera(range(10), range(31)), now=0.1, wall_ns=WALL)
+    b.add(camera(range(10, 20), range(31)), now=0.9, wall_ns=WALL)
+    assert len(b.expire(1.0)) == 20  # module 31 absent
+    assert len(b.add(camera(range(20, 30)), now=1.5, wall_ns=WALL)) == 10  # it is back
+    assert not len(b.add(camera(range(30, 40), range(31)), now=1.6, wall_ns=WALL))
+    assert b.next_deadline() == 2.5  # ... and waited for until silent for a second again
+    pub = b.expire(2.5)
+    assert len(pub) == 10 and (pub.n_modules == 31).all()
+    assert b.n_open == 0

@@ -132,3 +132,19 @@ def test_open_anchors_reuse_closed_ids_and_report_each_fed_id_once():
     assert index.open(ints(40)).tolist() == [ids[1]]
     index.close(index.ids)
     assert len(index) == 0 and index.n_free == 3
+
+
+def test_open_anchors_match_what_a_search_among_all_of_them_finds():
+    # match() looks up only the TACKs near the open anchors' span: the same answer as a search
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        index = OpenAnchors(64)
+        anchors = np.unique(rng.integers(0, 2_000, rng.integers(1, 20)))
+        ids = index.open(anchors)
+        tack = rng.integers(-100, 2_100, rng.integers(1, 50))
+        best, dist = nearest(anchors, tack)
+        assert index.match(tack, WINDOW).tolist() == np.where(dist < WINDOW, ids[best], -1).tolist()
+    index = OpenAnchors(4)
+    a = index.open(ints(100, 200))
+    edge = ints(100 - WINDOW, 100 - WINDOW + 1, 200 + WINDOW - 1, 200 + WINDOW, 10**15)
+    assert index.match(edge, WINDOW).tolist() == [-1, a[0], a[1], -1, -1]
