@@ -92,7 +92,8 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-Dispatch = Callable[[str, list[str]], Awaitable[Any]]
+#: a command name and its arguments -> the result, or an awaitable of it (a coroutine command)
+Dispatch = Callable[[str, list[str]], Any]
 
 
 def table(*handlers: object) -> dict[str, Callable[..., Any]]:
@@ -111,8 +112,9 @@ def _signature(func: Callable[..., Any]) -> inspect.Signature:
     return inspect.signature(func)
 
 
-async def dispatch(commands: dict[str, Callable[..., Any]], command: str, args: list[str]) -> Any:
-    """Call ``commands[command](*args)`` (awaiting a coroutine); refusals raise ``CommandError``."""
+def dispatch(commands: dict[str, Callable[..., Any]], command: str, args: list[str]) -> Any:
+    """Call ``commands[command](*args)``: its result, or the awaitable a coroutine command
+    returns; refusals raise ``CommandError``."""
     func = commands.get(command)
     if func is None:
         raise CommandError(f"unknown command {command!r}; `help` lists the commands")
@@ -121,18 +123,17 @@ async def dispatch(commands: dict[str, Callable[..., Any]], command: str, args: 
     except TypeError:
         params = " ".join(f"<{p}>" for p in _signature(func).parameters)
         raise CommandError(f"usage: {command} {params}".rstrip()) from None
-    result = func(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    return func(*args)
 
 
 class CommandServer:
     """Serves one IPC socket (mode 0660: the ssdaq group may send commands, nobody else).
 
-    A plain zmq socket read when its file descriptor wakes the loop, not a ``zmq.asyncio`` one:
-    ``status`` is asked once a second for as long as the receiver runs (the metrics service), and
-    the asyncio wrapper's per-message bookkeeping cost more than the answer itself."""
+    A plain zmq socket read when its file descriptor wakes the loop, not a ``zmq.asyncio`` one,
+    and a command that is not a coroutine answered right there: ``status`` is asked once a
+    second for as long as the receiver runs (the metrics service), and a task per request, or
+    the asyncio wrapper's bookkeeping, cost more than the answer itself. A coroutine command
+    (``reload``) is answered by a task of its own, so that it delays only its own reply."""
 
     def __init__(self, path: str, context: zmq.asyncio.Context, dispatch: Dispatch,
                  log: logging.Logger) -> None:
@@ -143,7 +144,6 @@ class CommandServer:
         self._sock: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._pending: set[asyncio.Task[None]] = set()
-        self._woken = asyncio.Event()
         try:
             self._sock.bind(f"ipc://{path}")
         except zmq.ZMQError as e:
@@ -162,47 +162,61 @@ class CommandServer:
         return cls(path, context, dispatch, log)
 
     async def serve(self) -> None:
-        """Receive requests forever; each one is answered by its own task."""
+        """Answer requests until cancelled (the receiver stopping)."""
         loop = asyncio.get_running_loop()
         fd: int = self._sock.FD
-        loop.add_reader(fd, self._woken.set)
+        loop.add_reader(fd, self._take_requests)
         try:
-            while True:
-                # zmq's descriptor signals edges: take every request queued before sleeping
-                while int(self._sock.EVENTS) & zmq.POLLIN:
-                    frames = self._sock.recv_multipart(zmq.NOBLOCK)
-                    task = loop.create_task(self._answer(frames))
-                    self._pending.add(task)
-                    task.add_done_callback(self._pending.discard)
-                await self._woken.wait()
-                self._woken.clear()
+            self._take_requests()  # what was queued before the reader was added
+            await loop.create_future()
         finally:
             loop.remove_reader(fd)
 
-    async def _answer(self, frames: list[bytes]) -> None:
-        *envelope, body = frames
-        try:
-            words = body.decode().split()
-        except UnicodeDecodeError:
-            words = []
-        if not words:
-            reply = reply_error("empty or undecodable request; send `command arg…` as text")
-        else:
+    def _take_requests(self) -> None:
+        """Answer every request queued: zmq's descriptor signals edges, so all of them now."""
+        while int(self._sock.EVENTS) & zmq.POLLIN:
+            *envelope, body = self._sock.recv_multipart(zmq.NOBLOCK)
+            words = body.decode(errors="replace").split()
+            if not words:
+                self._reply(envelope, reply_error("empty request; send `command arg…` as text"))
+                continue
             try:
-                reply = reply_ok(await self.dispatch(words[0], words[1:]))
-                self.handled += 1
-            except CommandError as e:
-                self.failed += 1
-                reply = reply_error(str(e))
+                result = self.dispatch(words[0], words[1:])
             except Exception as e:
-                self.failed += 1
-                self.log.exception("command %r failed", " ".join(words))
-                reply = reply_error(f"internal error in {words[0]!r}: {e}")
+                self._reply(envelope, self._failure(words, e))
+                continue
+            if not inspect.isawaitable(result):
+                self._reply(envelope, self._success(result))
+                continue
+            task = asyncio.get_running_loop().create_task(self._answer_later(envelope, words, result))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _answer_later(self, envelope: list[bytes], words: list[str],
+                            result: Awaitable[Any]) -> None:
+        try:
+            reply = self._success(await result)
+        except Exception as e:
+            reply = self._failure(words, e)
+        self._reply(envelope, reply)
+        self._take_requests()  # sending may have taken the edge of a request that came meanwhile
+
+    def _success(self, result: Any) -> bytes:
+        self.handled += 1
+        return reply_ok(result)
+
+    def _failure(self, words: list[str], e: Exception) -> bytes:
+        self.failed += 1
+        if isinstance(e, CommandError):
+            return reply_error(str(e))
+        self.log.exception("command %r failed", " ".join(words), exc_info=e)
+        return reply_error(f"internal error in {words[0]!r}: {e}")
+
+    def _reply(self, envelope: list[bytes], reply: bytes) -> None:
         try:
             self._sock.send_multipart([*envelope, reply], zmq.NOBLOCK)  # a ROUTER never blocks
         except zmq.ZMQError as e:
             self.log.warning("could not reply to a command: %s", e)
-        self._woken.set()  # sending may have taken the edge of a request that came meanwhile
 
     def close(self) -> None:
         """Close and remove the socket file (it is ours, not systemd's)."""

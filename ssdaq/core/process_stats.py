@@ -1,7 +1,7 @@
 """What this process costs, for ``status``: CPU seconds, resident memory, start time.
 
 Cheap enough for a poll every second: ``os.times()`` is one system call and ``/proc/self/statm``
-one small read; the start time is worked out once.
+one ``pread`` of a descriptor kept open; the start time is worked out once.
 """
 
 import functools
@@ -20,8 +20,14 @@ def cpu_s() -> float:
 
 def rss_bytes() -> int:
     """Resident set size now (not the peak that ``getrusage`` reports)."""
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * _PAGE_BYTES
+    return int(os.pread(_statm(), 128, 0).split()[1]) * _PAGE_BYTES
+
+
+@functools.cache
+def _statm() -> int:
+    """``/proc/self/statm`` opened once, one ``pread`` per poll (a forked child would read its
+    parent's: ssdaq's daemons never fork without exec, and exec closes it)."""
+    return os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
 
 
 @functools.cache

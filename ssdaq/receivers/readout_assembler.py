@@ -269,12 +269,12 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
         }
 
     def _alive_expected(self) -> list[int]:
-        alive = self.pipeline.builder.alive(time.monotonic())
-        return [s for s in self.pipeline.modules.expected if alive[s]]
+        b = self.pipeline.builder
+        return np.flatnonzero(b.alive(time.monotonic()) & b.modules.expected).tolist()
 
     def _absent_now(self) -> list[int]:
-        alive = set(self._alive_expected())
-        return [s for s in self.pipeline.modules.expected if s not in alive]
+        b = self.pipeline.builder
+        return np.flatnonzero(~b.alive(time.monotonic()) & b.modules.expected).tolist()
 
     async def ct_modules(self) -> None:
         """Log once when a module goes silent and when it comes back; keep the state file fresh."""

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 
 from ssdaq.core.commands import SYSTEM_RUNTIME_DIR, make_runtime_directory, request, runtime_directory
 from tests.conftest import child_env, ctl_argv, free_port, receiver_argv, stop
@@ -68,6 +69,21 @@ def test_unknown_command_and_bad_arguments_are_refused_not_fatal(worker) -> None
     assert code == 1 and "expected seconds, got 'soon'" in reply["error"]
     code, reply, _ = ctl("worker", "ping")
     assert code == 0, "the receiver must still answer after refusals"
+
+
+def test_empty_and_undecodable_requests_get_an_error_reply(worker, runtime_dir: Path) -> None:
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.connect(f"ipc://{runtime_dir / 'worker.ctl'}")
+    try:
+        for body, error in ((b"", "empty request"), (b"\xff\xfe status", "unknown command")):
+            sock.send(body)
+            assert sock.poll(5000), "no reply"
+            reply = json.loads(sock.recv())
+            assert reply["ok"] is False and error in reply["error"], reply
+        sock.send(b"ping")
+        assert sock.poll(5000) and json.loads(sock.recv()) == {"ok": True, "result": "pong"}
+    finally:
+        sock.close(linger=0)
 
 
 def test_a_slow_command_does_not_stall_others_or_the_data_path(worker, runtime_dir: Path) -> None:
