@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -235,6 +236,67 @@ class NoAnswer(Exception):
 
 def request(path: str, line: str, timeout_s: float = 2.0) -> dict[str, Any]:
     """Send one command line to the socket at ``path`` and return the decoded JSON reply."""
+    _check_path(path)
+    sock = _connect(path)
+    try:
+        return _ask(sock, path, line, timeout_s)
+    finally:
+        sock.close(linger=0)
+
+
+class Connections:
+    """Kept connections to command sockets, one per path, for a client that asks every second.
+
+    The metrics service polls each receiver's ``status`` once a second for as long as it runs;
+    on a new connection per request the receiver's I/O thread accepts, greets and tears down
+    each one, a third of what answering costs it. A connection whose request timed out is closed
+    (a REQ socket waits for that reply forever) and made again at the next request; one whose
+    socket file is gone is closed by :meth:`prune` (zmq would keep trying to reconnect).
+    Callable from any thread: a connection in use is taken out of the pool meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[str, zmq.Socket[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def request(self, path: str, line: str, timeout_s: float = 2.0) -> dict[str, Any]:
+        """:func:`request` on the kept connection to ``path``."""
+        _check_path(path)
+        with self._lock:
+            sock = self._kept.pop(path, None)
+        sock = sock or _connect(path)
+        try:
+            reply = _ask(sock, path, line, timeout_s)
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        with self._lock:
+            other = self._kept.pop(path, None)  # made by a concurrent request meanwhile
+            self._kept[path] = sock
+        if other is not None:
+            other.close(linger=0)
+        return reply
+
+    def __len__(self) -> int:
+        """How many connections are kept."""
+        return len(self._kept)
+
+    def prune(self) -> None:
+        """Close the connections to socket files that no longer exist (receivers stopped)."""
+        with self._lock:
+            gone = [p for p in self._kept if not os.path.exists(p)]
+            for path in gone:
+                self._kept.pop(path).close(linger=0)
+
+    def close(self) -> None:
+        with self._lock:
+            for sock in self._kept.values():
+                sock.close(linger=0)
+            self._kept.clear()
+
+
+def _check_path(path: str) -> None:
+    """Why ``path`` cannot be asked, as :class:`NoAnswer`, before a connection waits in vain."""
     directory = os.path.dirname(path) or "."
     if os.path.isdir(directory) and not os.access(directory, os.X_OK):
         raise NoAnswer(f"permission denied on {directory} (members of group ssdaq may send commands)")
@@ -242,15 +304,19 @@ def request(path: str, line: str, timeout_s: float = 2.0) -> dict[str, Any]:
         raise NoAnswer(f"no command socket at {path} (is the receiver running?)")
     if not os.access(path, os.W_OK):
         raise NoAnswer(f"permission denied on {path} (members of group ssdaq may send commands)")
+
+
+def _connect(path: str) -> "zmq.Socket[bytes]":
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(f"ipc://{path}")
-        sock.send_string(line)
-        if not sock.poll(int(timeout_s * 1000)):
-            raise NoAnswer(f"no answer from {path} within {timeout_s:g} s")
-        reply: dict[str, Any] = json.loads(sock.recv())
-        return reply
-    finally:
-        sock.close(linger=0)
+    sock.connect(f"ipc://{path}")
+    return sock
+
+
+def _ask(sock: "zmq.Socket[bytes]", path: str, line: str, timeout_s: float) -> dict[str, Any]:
+    sock.send_string(line)
+    if not sock.poll(int(timeout_s * 1000)):
+        raise NoAnswer(f"no answer from {path} within {timeout_s:g} s")
+    reply: dict[str, Any] = json.loads(sock.recv())
+    return reply

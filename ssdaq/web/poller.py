@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ssdaq import daemons
-from ssdaq.core.commands import request
+from ssdaq.core.commands import Connections, request
 from ssdaq.daemons import ReceiverState
 from ssdaq.web.config import PollSettings
 
@@ -35,13 +35,14 @@ class RefusedCommand(PermissionError):
     """ssdaq-web was asked to send a command outside :data:`ALLOWED_COMMANDS`."""
 
 
-def send(path: str, line: str, timeout_s: float) -> dict[str, Any]:
-    """:func:`ssdaq.core.commands.request`, for the commands in :data:`ALLOWED_COMMANDS` only."""
+def send(path: str, line: str, timeout_s: float, via: daemons.Send = request) -> dict[str, Any]:
+    """``via`` (:func:`ssdaq.core.commands.request`, or a kept connection's), for the commands in
+    :data:`ALLOWED_COMMANDS` only."""
     command = line.split(maxsplit=1)[0] if line.strip() else ""
     if command not in ALLOWED_COMMANDS:
         raise RefusedCommand(f"ssdaq-web sends only {', '.join(sorted(ALLOWED_COMMANDS))}, "
                              f"not {command!r}")
-    return request(path, line, timeout_s)
+    return via(path, line, timeout_s)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,11 @@ class StatusPoller:
         self._latest = Snapshot(0.0, 0.0, 0.0, self._systemd)
         self._no_answers: dict[str, int] = {}
         self._names: list[str] = []
+        # one kept connection per receiver: a new one every second costs each receiver more
+        self._connections = Connections()
+
+    def _send(self, path: str, line: str, timeout_s: float) -> dict[str, Any]:
+        return send(path, line, timeout_s, via=self._connections.request)
 
     def latest(self) -> Snapshot:
         return self._latest
@@ -100,7 +106,8 @@ class StatusPoller:
             if previous.polls % NAMES_EVERY == 0 or not self._names:
                 self._names = daemons.known_names(self._systemd)
             states = tuple(daemons.gather(self._names, timeout_s=self.settings.timeout_s,
-                                          use_systemd=self._systemd, send=send))
+                                          use_systemd=self._systemd, send=self._send))
+            self._connections.prune()
             error = None
             if self._systemd and not any(s.systemd for s in states):
                 # e.g. the system bus refused us: the unit states below are guesses
@@ -119,9 +126,16 @@ class StatusPoller:
                                 previous.failures + (error is not None), dict(self._no_answers))
         return self._latest
 
+    def close(self) -> None:
+        """Close the kept connections (the next poll would make them again)."""
+        self._connections.close()
+
     async def run(self) -> None:
         """Poll forever, one poll at a time, starting a new one ``interval_s`` after the last began."""
-        while True:
-            started = time.monotonic()
-            await asyncio.to_thread(self.poll_once)
-            await asyncio.sleep(max(0.0, self.settings.interval_s - (time.monotonic() - started)))
+        try:
+            while True:
+                started = time.monotonic()
+                await asyncio.to_thread(self.poll_once)
+                await asyncio.sleep(max(0.0, self.settings.interval_s - (time.monotonic() - started)))
+        finally:
+            self.close()

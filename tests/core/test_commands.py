@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 import zmq
 
-from ssdaq.core.commands import SYSTEM_RUNTIME_DIR, make_runtime_directory, request, runtime_directory
+from ssdaq.core.commands import (
+    SYSTEM_RUNTIME_DIR,
+    Connections,
+    NoAnswer,
+    make_runtime_directory,
+    request,
+    runtime_directory,
+)
 from tests.conftest import child_env, ctl_argv, free_port, receiver_argv, stop
 from tests.core.test_receiver_server import SAMPLES, relay_config, send_udp
 from tests.sdnotify import NotifyListener
@@ -218,3 +225,29 @@ def test_a_command_socket_that_cannot_be_bound_exits_69_and_never_says_exit_0(
     assert stop(proc) == 69
     assert f"cannot bind command socket {tmp_path}/absent/worker.ctl" in proc.err
     assert "exit 0" not in proc.err, proc.err
+
+
+def test_a_kept_connection_is_answered_again_after_the_receiver_restarts(
+        tmp_path: Path, runtime_dir: Path, notify: NotifyListener) -> None:
+    """What the metrics service sees across ``systemctl restart``: the kept connection is
+    answered by the new process, and one to a receiver that stopped for good is closed."""
+    cfg = relay_config(tmp_path, free_port(), free_port(socket.SOCK_STREAM))
+    path = str(runtime_dir / "worker.ctl")
+    argv = receiver_argv("tests.core.sample_receivers:Worker", "--config", str(cfg))
+    connections = Connections()
+    try:
+        pids = []
+        for _ in range(2):
+            proc = subprocess.Popen(argv, env=child_env(NOTIFY_SOCKET=notify.path),
+                                    stderr=subprocess.PIPE, text=True)
+            notify.wait_for("READY", "1")
+            pids += [connections.request(path, "status", 5.0)["result"]["pid"] for _ in range(2)]
+            assert len(connections) == 1
+            stop(proc)
+        assert pids[0] == pids[1] != pids[2] == pids[3]
+        with pytest.raises(NoAnswer, match="no command socket"):
+            connections.request(path, "status")
+        connections.prune()
+        assert len(connections) == 0
+    finally:
+        connections.close()

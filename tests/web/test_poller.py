@@ -28,6 +28,7 @@ class CommandSocket:
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.bind(f"ipc://{runtime / name}.ctl")
         self.answer, self.received = answer, []
+        self.peers: list[bytes] = []  # the ROUTER's identity of each request's connection
         self._running = True
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -38,6 +39,7 @@ class CommandSocket:
                 continue
             *envelope, body = self.sock.recv_multipart()
             self.received.append(body.decode())
+            self.peers.append(envelope[0])
             if self.answer:
                 reply = {"ok": True, "result": {"health": "ok", "counters": {"received": 7}}}
                 self.sock.send_multipart([*envelope, json.dumps(reply).encode()])
@@ -62,24 +64,55 @@ def command_socket(runtime_dir: Path) -> Iterator[Callable[..., CommandSocket]]:
         s.close()
 
 
-def test_only_status_is_ever_sent(runtime_dir: Path, command_socket: Callable[..., CommandSocket]) -> None:
+@pytest.fixture
+def new_poller() -> Iterator[Callable[[PollSettings], StatusPoller]]:
+    """StatusPollers that close their kept connections when the test ends."""
+    made: list[StatusPoller] = []
+
+    def make(settings: PollSettings = BY_HAND) -> StatusPoller:
+        made.append(StatusPoller(settings))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def test_only_status_is_ever_sent(runtime_dir: Path, command_socket: Callable[..., CommandSocket],
+                                  new_poller: Callable[[PollSettings], StatusPoller]) -> None:
     recorder = command_socket("site")
     for line in ("reset_ro_count", "pause", "reload", "status; reset", "", "  "):
         with pytest.raises(RefusedCommand):
             send(str(runtime_dir / "site.ctl"), line, 0.5)
-    poller = StatusPoller(BY_HAND)
+    poller = new_poller(BY_HAND)
     for _ in range(3):
         poller.poll_once()
     assert recorder.received == ["status"] * 3
     assert {s.name: s.reply for s in poller.latest().states}["site"]["counters"] == {"received": 7}
 
 
+def test_one_connection_per_receiver_is_kept_and_one_that_timed_out_is_made_again(
+        runtime_dir: Path, command_socket: Callable[..., CommandSocket],
+        new_poller: Callable[[PollSettings], StatusPoller]) -> None:
+    recorder = command_socket("site")
+    poller = new_poller(PollSettings(units="none", timeout_s=0.3))
+    for _ in range(3):
+        poller.poll_once()
+    assert len(recorder.peers) == 3 and len(set(recorder.peers)) == 1
+    recorder.answer = False
+    assert poller.poll_once().no_answers["site"] == 1
+    recorder.answer = True
+    snap = poller.poll_once()
+    assert {s.name: s.reply for s in snap.states}["site"] is not None
+    assert len(set(recorder.peers)) == 2, "the connection left waiting for a reply is replaced"
+
+
 def test_a_hung_receiver_is_down_in_bounded_time_and_a_scrape_does_not_wait(
         runtime_dir: Path, command_socket: Callable[..., CommandSocket],
-        start_web: Callable[..., Web]) -> None:
+        start_web: Callable[..., Web], new_poller: Callable[[PollSettings], StatusPoller]) -> None:
     command_socket("hung", answer=False)
     command_socket("fine")
-    poller = StatusPoller(BY_HAND)
+    poller = new_poller(BY_HAND)
     snap = poller.poll_once()
     assert snap.duration_s < BY_HAND.timeout_s + 0.3  # in parallel, each bounded
     states = {s.name: s for s in snap.states}
@@ -114,9 +147,10 @@ def test_many_scrapes_cost_each_receiver_at_most_one_poll_a_second(
 
 
 def test_a_stale_snapshot_exports_no_counter_as_fresh(
-        command_socket: Callable[..., CommandSocket]) -> None:
+        command_socket: Callable[..., CommandSocket],
+        new_poller: Callable[[PollSettings], StatusPoller]) -> None:
     command_socket("counted")
-    poller = StatusPoller(PollSettings(units="none", stale_after_s=2.0))
+    poller = new_poller(PollSettings(units="none", stale_after_s=2.0))
     poller.poll_once()
     metrics = Metrics(poller)
     fresh = metrics.render("")[0].decode()
