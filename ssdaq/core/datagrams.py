@@ -11,7 +11,11 @@ and each process's counters start at 0 (as Prometheus's ``increase()`` expects).
 With ``coalesce_s`` > 0 a wake-up that finds less than a full batch waits that long (a
 :class:`~ssdaq.core.timerfd.TimerFD`, not the socket) before reading again into the same batch,
 so that the datagrams of a burst go to the handler together: its cost is mostly per call. Each
-datagram then waits at most ``coalesce_s`` (plus the timer's slack, ~50 µs) longer.
+datagram then waits at most ``coalesce_s`` (plus the timer's slack, ~50 µs) longer. The socket
+and the timer sit in an epoll set of the reader's own, which the event loop watches as one
+descriptor: to wait, the reader masks the socket in that set (one ``epoll_ctl``) instead of
+taking it off the loop and putting it back (eight system calls a wait under uvloop, which
+makes a poll handle each time).
 
 With ``timestamps=True`` each datagram also carries the kernel's receive time (``SO_TIMESTAMPNS``):
 when it reached the socket, not when the reader got to it, so a receiver that falls behind in a
@@ -125,26 +129,29 @@ class DatagramReader:
         self._coalesce_ns = round(coalesce_s * 1e9)
         self._timer = TimerFD() if self._coalesce_ns else None
         self._waiting = False  # a partial batch is held while the timer runs
+        # what the loop watches: the socket itself, or the set of the socket and the timer
+        self._ready: select.epoll | None = None
+        self._wake_fd, self._on_wake = sock.fileno(), self._on_readable
+        if self._timer is not None:
+            self._ready = select.epoll()
+            self._ready.register(sock.fileno(), select.EPOLLIN)
+            self._ready.register(self._timer.fd, select.EPOLLIN)
+            self._wake_fd, self._on_wake = self._ready.fileno(), self._on_set_ready
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.paused = False
         self.last_service = time.monotonic()
-        loop.add_reader(self.sock.fileno(), self._on_readable)
-        if self._timer is not None:
-            loop.add_reader(self._timer.fd, self._on_timer)
+        loop.add_reader(self._wake_fd, self._on_wake)
 
     def pause(self) -> None:
         """Stop reading (what is queued stays in the kernel for whoever reads next). A batch held
         for coalescing goes to the handler first: what was read is never left unhandled."""
         if self._loop is not None and not self.paused:
-            if self._timer is not None:
-                self._loop.remove_reader(self._timer.fd)
+            self._loop.remove_reader(self._wake_fd)
             if self._waiting:
-                self._waiting = False
+                self._stop_waiting()
                 self._handle()
-            else:
-                self._loop.remove_reader(self.sock.fileno())
         self.paused = True
 
     def close(self) -> None:
@@ -152,6 +159,8 @@ class DatagramReader:
         self.sock.close()
         if self._timer is not None:
             self._timer.close()
+        if self._ready is not None:
+            self._ready.close()
 
     def stalled(self, limit_s: float) -> bool:
         """Data has waited in the socket for more than ``limit_s`` without being read."""
@@ -159,29 +168,42 @@ class DatagramReader:
             return False
         return bool(select.select([self.sock], [], [], 0)[0])
 
+    def _on_set_ready(self) -> None:
+        """The socket or the timer is ready: while a batch is held the socket is masked, so the
+        timer it is."""
+        if self._waiting:
+            self._on_timer()
+        else:
+            self._on_readable()
+
     def _on_readable(self) -> None:
         self.last_service = time.monotonic()
         n_max = len(self._iov)
         n = self._receive(0)
-        if 0 < n < n_max and self._timer is not None and self._loop is not None:
+        if 0 < n < n_max and self._ready is not None and self._loop is not None:
             # less than a batch: let the rest of the burst arrive before handling any of it
-            self._loop.remove_reader(self.sock.fileno())
+            assert self._timer is not None
+            self._ready.modify(self.sock.fileno(), 0)
             self._timer.arm(self._coalesce_ns)
             self._waiting = True
             return
         self._drain(n == n_max)
 
     def _on_timer(self) -> None:
-        assert self._timer is not None and self._loop is not None
-        self._timer.clear()
         if not self._waiting:
             return
-        self._waiting = False
+        self._stop_waiting()
         self.last_service = time.monotonic()
         start = self.batch.count
         n = self._receive(start)
-        self._loop.add_reader(self.sock.fileno(), self._on_readable)
         self._drain(start + n == len(self._iov))
+
+    def _stop_waiting(self) -> None:
+        """Disarm the timer and watch the socket again (the held batch is the caller's)."""
+        assert self._timer is not None and self._ready is not None
+        self._waiting = False
+        self._timer.disarm()
+        self._ready.modify(self.sock.fileno(), select.EPOLLIN)
 
     def _drain(self, full: bool) -> None:
         """Handle the batch read; while reads fill whole batches, read and handle more, up to

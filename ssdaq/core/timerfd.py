@@ -52,12 +52,13 @@ class TimerFD:
             err = ctypes.get_errno()
             raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
 
-    def clear(self) -> None:
-        """Take the expiry, so that the descriptor is no longer readable."""
-        try:
-            os.read(self.fd, 8)
-        except BlockingIOError:
-            pass
+    def disarm(self) -> None:
+        """Stop it, and take an expiry not yet read: the descriptor is not readable after this
+        (setting a timer resets its count of expiries)."""
+        self._spec.it_value.tv_sec = self._spec.it_value.tv_nsec = 0
+        if _settime(self.fd, 0, self._ref, None) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -238,6 +238,31 @@ def test_a_held_batch_goes_to_the_handler_when_the_timer_expires_or_at_pause() -
     loop.close()
 
 
+def test_a_wait_ends_by_the_timer_alone_and_leaves_nothing_ready_behind() -> None:
+    """Through a real loop: a burst held, handed over when the timer fires, and afterwards the
+    loop sleeps (a timer left readable, or a socket left masked, would spin it or stop reading)."""
+    sock = bound_udp()
+    got: list[int] = []
+    reader = DatagramReader(sock, lambda b: got.append(b.count), lambda e: None, coalesce_s=0.02)
+    loop = asyncio.new_event_loop()
+    reader.start(loop)
+    for burst in ([b"1", b"2"], [b"3", b"4", b"5"]):
+        _send(sock, burst)
+        _until_waiting(reader, loop)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert not reader._waiting
+    assert got == [2, 3]
+    reader.pause()
+    _send(sock, [b"6"])
+    reader.start(loop)  # after a pause the socket is watched again
+    cpu = time.thread_time()
+    loop.run_until_complete(asyncio.sleep(0.3))
+    assert got == [2, 3, 1]
+    assert time.thread_time() - cpu < 0.1, "the loop spun while idle"
+    reader.close()
+    loop.close()
+
+
 def test_stalled_only_when_data_waits_unread() -> None:
     sock = bound_udp()
     reader = DatagramReader(sock, lambda b: None, lambda e: None)
