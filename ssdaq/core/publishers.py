@@ -19,6 +19,8 @@ from ssdaq.core.errors import UnavailableError
 from ssdaq.core.settings import PublisherSettings
 
 MODES = ("local", "outbound", "remote")
+#: the send of the compiled socket class that ``zmq.Socket`` derives from (pyzmq 24 to 27)
+_COMPILED_SEND = zmq.backend.Socket.send
 
 
 class Publisher(Protocol):
@@ -28,6 +30,10 @@ class Publisher(Protocol):
     name: str
 
     def send(self, data: Any) -> bool: ...
+
+    def send_many(self, packets: Collection[Any]) -> int:
+        """``send`` each packet; how many were refused (each counted by the publisher)."""
+        return len(packets) - sum(map(self.send, packets))
 
     async def apublish(self, data: Any) -> None:
         """Coroutine form of ``send`` kept from the old API."""
@@ -103,6 +109,22 @@ class ZMQTCPPublisher(Publisher):
         self.sent += 1
         return True
 
+    def send_many(self, packets: Collection[Any]) -> int:
+        """``send`` for a batch, in one loop around the compiled send that pyzmq's
+        ``Socket.send`` wraps: the wrapper's checks cost more than the send itself (0.51 against
+        0.23 µs a packet with python3-zmq 24, nobody subscribed). It asks for a copy, as the
+        wrapper does below 64 KiB: a packet may be a view of a reader's batch, which the next
+        read overwrites."""
+        send, sock, refused = _COMPILED_SEND, self._sock, 0
+        for data in packets:
+            try:
+                send(sock, data, zmq.NOBLOCK, True)
+            except zmq.ZMQError:
+                refused += 1
+        self.errors += refused
+        self.sent += len(packets) - refused
+        return refused
+
     def tick(self) -> None:
         """Nothing to do periodically: zmq's I/O thread sends."""
 
@@ -177,7 +199,7 @@ def fan_out(publishers: Sequence[Publisher], packets: Collection[Any], counters:
     """
     for pub in publishers:
         try:
-            refused = len(packets) - sum(map(pub.send, packets))
+            refused = pub.send_many(packets)
         except Exception as e:
             counters.report("pub_errors", detail=f"{pub.name}: {e}")
             continue

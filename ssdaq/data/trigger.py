@@ -100,6 +100,32 @@ def validate(payload: bytes | bytearray | memoryview) -> None:
         )
 
 
+def split_valid(flat: memoryview, row_bytes: int,
+                lengths: list[int]) -> tuple[list[memoryview], list[tuple[int, FormatError]]]:
+    """A reader's batch sorted: datagram ``i`` is ``lengths[i]`` bytes at ``i * row_bytes`` of
+    ``flat``. Returns the trigger packets, as views in arrival order, and the index and
+    :func:`validate` error of each datagram that is not one. A V1 packet is recognised in the
+    loop itself (one struct call, no function call per packet): at 100 000 packets/s this loop
+    is, after zmq, the receiver's largest cost per packet."""
+    head, v1_heads = _HEAD.unpack_from, _V1_HEADS
+    valid: list[memoryview] = []
+    bad: list[tuple[int, FormatError]] = []
+    start = 0
+    for i, length in enumerate(lengths):
+        payload = flat[start:start + length]
+        start += row_bytes
+        if length == V1_SIZE and head(payload) in v1_heads:
+            valid.append(payload)
+            continue
+        try:
+            validate(payload)
+        except FormatError as e:
+            bad.append((i, e))
+            continue
+        valid.append(payload)
+    return valid, bad
+
+
 def unpack(payload: bytes | bytearray | memoryview) -> "TriggerPacket":
     """Decode any trigger packet; the type byte picks the class.
 

@@ -121,3 +121,22 @@ def test_fan_out_counts_a_failing_publisher_and_still_feeds_the_others(tmp_path:
     close_all([good, broken], logging.getLogger("ssdaq.test"))
     assert (tmp_path / "b.raw").read_bytes() == b"xy"
     assert counters["pub_errors"] == 1 and counters["published"] == 2
+
+
+def test_a_batch_of_views_arrives_whole_and_in_order_and_refusals_are_counted(ctx: zmq.Context) -> None:
+    """send_many, as the receivers publish a reader's batch: views into one buffer, each
+    delivered as its own message; what zmq refuses is counted packet by packet."""
+    port = free_port(TCP)
+    pub = ZMQTCPPublisher("127.0.0.1", port, context=ctx)
+    sub = sub_connected(ctx, f"tcp://127.0.0.1:{port}")
+    deliver(pub, sub, b"joined")
+    batch = memoryview(b"".join(bytes([i]) * 100 for i in range(64)))
+    assert pub.send_many([batch[i * 100:(i + 1) * 100] for i in range(64)]) == 0
+    sub.setsockopt(zmq.RCVTIMEO, 3000)
+    assert [sub.recv() for _ in range(64)] == [bytes([i]) * 100 for i in range(64)]
+    pub._sock.close(linger=0)  # from now on every send raises
+    counters = Counters(logging.getLogger("ssdaq.test"))
+    counters.declare(("published", "pub_errors"))
+    fan_out([pub], [b"a", b"b", b"c"], counters)
+    assert pub.stats()["errors"] == 3 and counters["pub_errors"] == 3
+    sub.close()

@@ -19,6 +19,7 @@ from ssdaq.data.trigger import (
     TriggerPacketV2,
     TriggerPacketV3,
     expected_size,
+    split_valid,
     unpack,
     validate,
 )
@@ -367,3 +368,25 @@ def test_decoded_arrays_are_read_only() -> None:
     packet = unpack(NominalTriggerPacketV1().pack())
     with pytest.raises(ValueError):
         packet.trigger_patterns[0, 0] = 1
+
+
+def test_a_batch_is_split_into_its_trigger_packets_and_the_reasons_of_the_rest() -> None:
+    """What split_valid keeps is what validate accepts, in order, as views of the batch."""
+    v1 = NominalTriggerPacketV1().pack()
+    v2 = TriggerPacketV2(phase=1, trigger_patterns=np.zeros((8, N_SP))).pack()
+    busy = BusyTriggerPacketV1().pack()
+    datagrams = [v1, b"\x00" * len(v1), v2, v1[:-1], busy, b"\xfe\xca\x07" + bytes(1112), b""]
+    row = max(map(len, datagrams))
+    flat = bytearray(row * len(datagrams))
+    for i, d in enumerate(datagrams):
+        flat[i * row:i * row + len(d)] = d
+    valid, bad = split_valid(memoryview(flat), row, [len(d) for d in datagrams])
+    assert [bytes(v) for v in valid] == [v1, v2, busy]
+    assert [(i, e.reason) for i, e in bad] == [(1, "bad_magic"), (3, "bad_size"), (5, "unknown_type"),
+                                               (6, "bad_size")]
+    for i, d in enumerate(datagrams):  # the same verdict as one packet at a time
+        try:
+            validate(d)
+            assert d in map(bytes, valid)
+        except FormatError as e:
+            assert (i, e.reason) in [(j, f.reason) for j, f in bad]
