@@ -9,7 +9,9 @@ same run, so the figures compare directly:
 * ``reader (recvmmsg)``: the framework's batched reader under asyncio, counting only;
 * ``TriggerPacketReceiver``: validation and zmq publishing included; "lost" is what the
   subscriber did not get (it also counts gaps in the readout counter), "k.drops" what the
-  kernel dropped on the socket. Then once more at 1.2 x the rate, to show the headroom.
+  kernel dropped on the socket. Then once more at 1.2 x the rate, to show the headroom;
+* in process: what queueing a batch on zmq costs per packet through pyzmq's ``Socket.send``
+  and through the publishers' ``send_many``.
 
 CPU is the receiving process's user+system time (all threads) over the send, as a share of its
 core and per packet. Bounded: at most about 50 s.
@@ -30,6 +32,7 @@ import zmq
 
 from ssdaq.core.commands import NoAnswer, request
 from ssdaq.core.datagrams import DatagramBatch, DatagramReader
+from ssdaq.core.publishers import ZMQTCPPublisher
 from ssdaq.data.trigger import V1_SIZE
 
 RATE = 100_000
@@ -313,7 +316,40 @@ def run() -> dict:
         f"{recv['received'] / recv['elapsed_s']:.0f}/s, lost {recv['lost']}); "
         f"load average now {os.getloadavg()[0]:.2f}"
     )
+    results["publish_us"] = cost = _publish_cost_us()
+    print("  queueing a batch of 64 on zmq, in process (CPU per packet): "
+          + ", ".join(f"{name} {us:.2f} µs" for name, us in cost.items()))
     return results
+
+
+def _publish_cost_us(batches: int = 300, size: int = 64) -> dict[str, float]:
+    """Thread CPU µs per packet to queue a batch of V1 packets (views of one buffer, as a
+    reader's batch) on a PUB socket with a subscriber connected: pyzmq's ``Socket.send`` per
+    packet, beside ``ZMQTCPPublisher.send_many``; the subscriber is drained between batches."""
+    port = _free_port(socket.SOCK_STREAM)
+    pub = ZMQTCPPublisher("127.0.0.1", port, "bench")
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    time.sleep(0.3)  # connected and subscribed
+    buf = memoryview(bytes(V1_SIZE * size))
+    packets = [buf[i * V1_SIZE:(i + 1) * V1_SIZE] for i in range(size)]
+    def per_packet() -> None:
+        for p in packets:
+            pub._sock.send(p, zmq.NOBLOCK)
+
+    ways = {"Socket.send per packet": per_packet, "send_many": lambda: pub.send_many(packets)}
+    spent = dict.fromkeys(ways, 0)
+    for _ in range(batches):
+        for name, way in ways.items():  # interleaved: both see the same machine
+            t = time.thread_time_ns()
+            way()
+            spent[name] += time.thread_time_ns() - t
+            while sub.poll(0):
+                sub.recv()
+    sub.close(linger=0)
+    pub.close()
+    return {name: ns / batches / size / 1e3 for name, ns in spent.items()}
 
 
 def _child(args: list[str]) -> None:

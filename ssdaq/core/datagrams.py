@@ -190,8 +190,7 @@ class DatagramReader:
         self._drain(n == n_max)
 
     def _on_timer(self) -> None:
-        if not self._waiting:
-            return
+        """The wait is over: read what came meanwhile into the held batch and hand it over."""
         self._stop_waiting()
         self.last_service = time.monotonic()
         start = self.batch.count
