@@ -2,7 +2,8 @@
 
 Journal fields: ``SYSLOG_IDENTIFIER=ssdaq-<name>``, ``SSDAQ_RECEIVER=<name>``, ``PRIORITY``,
 ``CODE_*``, and every ``extra=`` key that starts with ``SSDAQ_`` (``SSDAQ_COUNTER``, ``SSDAQ_PEER``,
-``SSDAQ_CONFIG_FILE``, ``SSDAQ_CONFIG_KEY``, …). The stderr fallback prints the same message text.
+``SSDAQ_CONFIG_FILE``, ``SSDAQ_CONFIG_KEY``, …; a list value repeats the field, as ``SSDAQ_MODULE``
+does for every module a record is about). The stderr fallback prints the same message text.
 """
 
 import logging
@@ -31,18 +32,20 @@ class JournalFieldHandler(logging.Handler):
             message = record.getMessage()
             if record.exc_info:
                 message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-            extras = {k: str(v) for k, v in vars(record).items() if k.startswith(FIELD_PREFIX)}
-            journal.send(
-                message,
-                PRIORITY=str(_PRIORITY.get(record.levelno, 6)),
-                LOGGER=record.name,
-                CODE_FILE=record.pathname,
-                CODE_LINE=record.lineno,
-                CODE_FUNC=record.funcName,
-                **{**self.fields, **extras},
-            )
+            fields = {**self.fields, "PRIORITY": _PRIORITY.get(record.levelno, 6), "LOGGER": record.name,
+                      "CODE_FILE": record.pathname, "CODE_LINE": record.lineno,
+                      "CODE_FUNC": record.funcName,
+                      **{k: v for k, v in vars(record).items() if k.startswith(FIELD_PREFIX)}}
+            journal.sendv(f"MESSAGE={message}", *_lines(fields))
         except Exception:
             self.handleError(record)
+
+
+def _lines(fields: dict[str, object]) -> list[str]:
+    """``KEY=value`` lines; a list or tuple gives its key once per item, which journald keeps as
+    one field with several values (``journalctl SSDAQ_MODULE=5`` finds a record about 0-31)."""
+    return [f"{k}={item}" for k, v in fields.items()
+            for item in (v if isinstance(v, (list, tuple)) else (v,))]
 
 
 def setup(name: str, level: str = "info") -> logging.Logger:

@@ -15,6 +15,19 @@ from ssdaq.data.readout import N_TM
 ALL_SLOTS = tuple(range(N_TM))
 
 
+def describe_slots(slots: list[int]) -> str:
+    """``[5]`` as ``"module 5"``, ``[0, 1, 2, 5, 7, 8]`` as ``"modules 0-2, 5, 7-8"``: a camera
+    switched off is one short journal line, not 32."""
+    runs: list[list[int]] = []
+    for slot in sorted(slots):
+        if runs and slot == runs[-1][1] + 1:
+            runs[-1][1] = slot
+        else:
+            runs.append([slot, slot])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    return f"module {text}" if len(slots) == 1 else f"modules {text}"
+
+
 class ModulePresence:
     """Per slot ``packets``, ``records`` and ``last_seen`` (monotonic s, NaN = never), for
     ``status``; ``expected`` and ``unexpected`` slots as masks."""

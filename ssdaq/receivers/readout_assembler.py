@@ -47,6 +47,7 @@ from ssdaq.core.settings import (
 from ssdaq.data import slowsignal
 from ssdaq.data.assembler_settings import AssemblerSettings
 from ssdaq.data.event_builder import Records
+from ssdaq.data.module_presence import describe_slots
 from ssdaq.data.readout import N_TM
 from ssdaq.data.readout_pipeline import BUILT, COUNTERS, Output, ReadoutPipeline
 from ssdaq.receivers import readout_handover as handover
@@ -277,16 +278,17 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
         return np.flatnonzero(~b.alive(time.monotonic()) & b.modules.expected).tolist()
 
     async def ct_modules(self) -> None:
-        """Log once when a module goes silent and when it comes back; keep the state file fresh."""
+        """Log once when modules go silent and when they come back (one record for all that changed
+        together, each slot a ``SSDAQ_MODULE`` value); keep the state file fresh."""
         while True:
             await asyncio.sleep(1.0)
             absent = set(self._absent_now())
-            for slot in sorted(absent - self._absent):
-                self.log.warning("module %d absent: silent for %.1f s; readouts no longer wait for it",
-                                 slot, self.pipeline.settings.module_timeout_s,
-                                 extra={"SSDAQ_MODULE": slot})
-            for slot in sorted(self._absent - absent):
-                self.log.info("module %d is sending again", slot, extra={"SSDAQ_MODULE": slot})
+            if gone := sorted(absent - self._absent):
+                self.log.warning("%s absent (silent for %.1f s): readouts no longer wait for absent modules",
+                                 describe_slots(gone), self.pipeline.settings.module_timeout_s,
+                                 extra={"SSDAQ_MODULE": gone})
+            if back := sorted(self._absent - absent):
+                self.log.info("%s sending again", describe_slots(back), extra={"SSDAQ_MODULE": back})
             self._absent = absent
             self.numbers.checkpoint()
 

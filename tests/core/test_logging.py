@@ -22,6 +22,7 @@ EMIT = textwrap.dedent("""
     logging.getLogger("ssdaq.x").warning("late: %d records", 3,
                                          extra={"SSDAQ_COUNTER": "late", "SSDAQ_PEER": "127.0.0.107"})
     logging.getLogger("ssdaq.x").debug("not shown at info")
+    logging.getLogger("ssdaq.x").warning("modules 3-4 absent", extra={"SSDAQ_MODULE": [3, 4]})
 """)
 
 
@@ -57,13 +58,18 @@ def test_records_reach_journald_with_structured_fields(tmp_path) -> None:
         FAKE_JOURNAL_STREAM=1 PYTHONPATH={ROOT} {sys.executable} -c '{EMIT.replace("'", '"')}' >/dev/null
         journalctl --sync 2>/dev/null || sleep 0.5
         journalctl --no-pager -o json SYSLOG_IDENTIFIER=ssdaq-unit-test
+        echo "module 4: $(journalctl --no-pager -o cat SSDAQ_MODULE=4)"
         kill $JPID; wait $JPID || true
     """))
     done = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", str(script)],
                           capture_output=True, text=True, timeout=60)
     entries = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert entries, done.stderr
-    e = entries[-1]
+    e = entries[0]
     assert e["MESSAGE"] == "late: 3 records" and e["PRIORITY"] == "4"
     assert e["SSDAQ_RECEIVER"] == "unit-test" and e["SSDAQ_COUNTER"] == "late"
     assert e["SSDAQ_PEER"] == "127.0.0.107" and e["LOGGER"] == "ssdaq.x"
+    # a list value: one field with a value per item, so each module's records can be selected
+    assert [x["MESSAGE"] for x in entries] == ["late: 3 records", "modules 3-4 absent"]
+    assert entries[1]["SSDAQ_MODULE"] == ["3", "4"]
+    assert "module 4: modules 3-4 absent" in done.stdout

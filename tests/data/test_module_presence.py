@@ -3,6 +3,7 @@ that asks: an absent module is not waited for, a returning camera is waited for 
 
 import numpy as np
 
+from ssdaq.data.module_presence import describe_slots
 from tests.data.test_event_builder import (
     WALL,
     assert_pattern,
@@ -72,3 +73,10 @@ def test_a_module_back_and_silent_again_between_two_timers_is_no_longer_waited_f
     pub = b.expire(2.5)
     assert len(pub) == 10 and (pub.n_modules == 31).all()
     assert b.n_open == 0
+
+
+def test_the_slots_a_journal_record_names_are_runs():
+    assert describe_slots([5]) == "module 5"
+    assert describe_slots(list(range(32))) == "modules 0-31"
+    assert describe_slots([8, 0, 2, 1, 5, 7]) == "modules 0-2, 5, 7-8"
+    assert describe_slots([3, 9]) == "modules 3, 9"

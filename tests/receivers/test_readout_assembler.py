@@ -185,7 +185,11 @@ def test_a_silent_module_is_marked_absent_and_not_waited_for(start_receiver, zmq
     assert status["absent_modules"] == [31]
     assert "31/32 TMs" in status["status_line"]
     sender.join()
-    assert "module 31 absent" in rx.stop()
+    log = rx.stop()
+    # one record per change, naming every module it is about (the journal repeats SSDAQ_MODULE)
+    assert log.count(" absent (silent for 0.5 s)") == 1, log
+    assert "modules 0-31 absent" in log and log.count("sending again") == 1
+    assert "modules 0-30 sending again" in log
     sub.close()
 
 
