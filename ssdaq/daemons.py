@@ -1,7 +1,7 @@
 """Every receiver's and writer's state in one place, for ``ssdaqctl status`` and ``ssdaq-dash``.
 
 Two sources, merged per name: the unit's state from systemd (``systemctl show``) when systemd runs
-this host, and the receiver's own ``status`` reply on its command socket (rates, counters,
+this host with ssdaq's units installed, and the receiver's own ``status`` reply on its command socket (rates, counters,
 health, absent modules). Without systemd only the second exists; a receiver that does not answer
 is then "not running". The known names are the packaged receivers and writers of the stream
 registry, the site receivers systemd has loaded, and every command socket found in the runtime
@@ -37,6 +37,19 @@ def systemd_running() -> bool:
     return os.path.isdir("/run/systemd/system") and shutil.which("systemctl") is not None
 
 
+def units_installed() -> bool:
+    """True when ssdaq's units are installed (``ssdaq.target`` in one of systemd's unit directories)."""
+    return any(os.path.exists(os.path.join(d, TARGET)) for d in (*UNIT_PATHS, "/lib/systemd/system"))
+
+
+def managed_by_systemd() -> bool:
+    """Whether unit states mean anything here: systemd is PID 1 and ssdaq's units are installed.
+
+    A workstation that runs the demo or the tests from a checkout has systemd but no ssdaq units:
+    its receivers were started by hand, and systemd would call every one of them "not found"."""
+    return systemd_running() and units_installed()
+
+
 def socket_of(name: str) -> str | None:
     """The .socket unit that starts ``name``'s service, if it can have one (writers cannot)."""
     return None if name.startswith(WRITER_PREFIX) else unit_of(name).replace(".service", ".socket")
@@ -60,7 +73,7 @@ UNIT_PATHS = ("/etc/systemd/system.control", "/run/systemd/system.control", "/ru
 def dropins(name: str) -> str:
     """The systemd drop-ins of ``name``'s service and socket units, each headed by its path
     (``""`` when systemd does not run here): what ``systemctl cat`` adds to the unit files."""
-    if not systemd_running():
+    if not managed_by_systemd():
         return ""
     service = unit_of(name)
     texts = []
@@ -247,11 +260,11 @@ def gather(names: list[str] | None = None, timeout_s: float = 1.0,
            use_systemd: bool | None = None, send: Send = request) -> list[ReceiverState]:
     """The state of ``names`` (default: every known name), querying them in parallel.
 
-    ``use_systemd`` None: ask systemd when it runs the host (False for receivers started by hand,
-    as in the demo, whose units mean nothing). ``send`` carries the ``status`` command (ssdaq-web
-    passes one that refuses every other command).
+    ``use_systemd`` None: ask systemd when it manages ssdaq here (:func:`managed_by_systemd`;
+    False for receivers started by hand, as in the demo, whose units mean nothing). ``send``
+    carries the ``status`` command (ssdaq-web passes one that refuses every other command).
     """
-    with_systemd = systemd_running() if use_systemd is None else use_systemd
+    with_systemd = managed_by_systemd() if use_systemd is None else use_systemd
     names = names or known_names(with_systemd)
     units = {name: unit_of(name) for name in names}
     sockets = {name: socket_of(name) for name in names}

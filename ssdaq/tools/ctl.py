@@ -7,9 +7,9 @@ The verbs that act on the DAQ as a whole are declared in :mod:`ssdaq.verbs`; eac
   reply. Exit status: 0 the receiver answered ok, 1 it refused the command, 2 nothing answered
   within the timeout (the message names the socket tried), 64 usage error.
 * ``ssdaqctl status [--json]``: one table of every receiver and writer: unit state (from systemd
-  when it runs this host), health, rates, last data, absent modules, status line. Exit status 0
+  when it manages ssdaq here), health, rates, last data, absent modules, status line. Exit status 0
   when everything running is healthy, 1 otherwise.
-* ``ssdaqctl start|stop|restart NAME|all`` wraps systemctl (exit 69 where systemd is absent).
+* ``ssdaqctl start|stop|restart NAME|all`` wraps systemctl (exit 69 where systemd does not manage ssdaq).
 * ``ssdaqctl list``: the registered receiver names, as JSON.
 * ``ssdaqctl run start|stop|status``: observations (:mod:`ssdaq.tools.run`).
 """
@@ -44,7 +44,7 @@ def parser() -> Parser:
         usage=f"ssdaqctl NAME COMMAND [ARGS...] | {verb_usage}",
         epilog=f"Verbs: {verb_help}. "
         "Exit status: 0 ok, 1 refused by the receiver (status: something unhealthy; "
-        "start/stop: systemctl failed), 2 no answer, 64 usage error, 69 no systemd. "
+        "start/stop: systemctl failed), 2 no answer, 64 usage error, 69 no ssdaq units under systemd here. "
         "The socket is NAME.ctl in $RUNTIME_DIRECTORY, else in /run/ssdaq if it exists, "
         "else in $XDG_RUNTIME_DIR/ssdaq.",
     )
@@ -108,7 +108,7 @@ verb_run = run.main
 def status(as_json: bool, timeout_s: float) -> int:
     states = daemons.gather(timeout_s=min(timeout_s, 2.0))
     if as_json:
-        print(json.dumps(daemons.as_json(states, daemons.systemd_running()), indent=2))
+        print(json.dumps(daemons.as_json(states, daemons.managed_by_systemd()), indent=2))
     else:
         print(table(states))
     trouble = [s for s in states if (s.running or s.health == "failed") and not s.healthy]
@@ -142,8 +142,8 @@ def table(states: list[ReceiverState]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
              for r in rows]
-    if not daemons.systemd_running():
-        lines.append("(systemd is not running here: states come from the command sockets only)")
+    if not daemons.managed_by_systemd():
+        lines.append("(systemd does not manage ssdaq here: states come from the command sockets only)")
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -174,10 +174,11 @@ def known(name: str) -> bool:
 
 
 def unit_action(action: str, name: str) -> int:
-    if not daemons.systemd_running():
-        print(f"ssdaqctl: systemd is not running on this host, so there is no unit to {action}; "
-              f"run a receiver in the foreground with `ssdaq-receiver {name}`, or try `make demo`",
-              file=sys.stderr)
+    if not daemons.managed_by_systemd():
+        why = ("ssdaq's units are not installed (no ssdaq.target)" if daemons.systemd_running()
+               else "systemd is not running on this host")
+        print(f"ssdaqctl: {why}, so there is no unit to {action}; run a receiver in the "
+              f"foreground with `ssdaq-receiver {name}`, or try `make demo`", file=sys.stderr)
         return EX_UNAVAILABLE
     if not known(name):
         print(f"ssdaqctl: unknown receiver {name!r}; known: all, {', '.join(streams.daemon_names())}, "

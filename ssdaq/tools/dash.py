@@ -103,10 +103,10 @@ class Dashboard:
         from rich.text import Text
 
         wide = width >= WIDE
-        systemd = self.use_systemd is not False and daemons.systemd_running()
+        systemd = self.use_systemd is not False and daemons.managed_by_systemd()
         table = Table(title=f"ssdaq  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
                       caption=None if systemd else
-                      "systemd is not running here: state from command sockets and MonitorData",
+                      "systemd does not manage ssdaq here: state from command sockets and MonitorData",
                       expand=wide)
         columns = ["receiver", "state", "health", "in/s", "out/s", "received", "published",
                    "last data", "monitor", "status"]

@@ -40,7 +40,7 @@ obs_id.__name__ = "obs id (0..999999)"  # what argparse names in "invalid ... va
 
 def writer_names() -> list[str]:
     """Every writer known here: packaged ones, loaded units and command sockets."""
-    names = daemons.known_names(daemons.systemd_running())
+    names = daemons.known_names(daemons.managed_by_systemd())
     return [n for n in names if n.startswith(daemons.WRITER_PREFIX)]
 
 
@@ -49,7 +49,7 @@ def sync_writers(timeout_s: float) -> dict[str, dict[str, Any]]:
     its error. A writer whose unit is starting has no socket yet: it reads the state when up."""
     names = writer_names()
     units = (daemons.systemd_show([daemons.unit_of(n) for n in names])
-             if daemons.systemd_running() else {})
+             if daemons.managed_by_systemd() else {})
     out: dict[str, dict[str, Any]] = {}
     asked = []
     for name in names:

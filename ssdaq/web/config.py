@@ -43,8 +43,9 @@ class PollSettings:
         0.5, help="Seconds a receiver has to answer; one that does not counts as down for that\n"
         "poll (ssdaq_up 0) and its counters are not exported", min=0.05, max=1.0)
     units: str = setting(
-        "auto", help="Where unit states come from: auto (systemd when it runs this host), systemd,\n"
-        "or none (receivers started by hand, as in the demo: their unit files mean nothing)",
+        "auto", help="Where unit states come from: auto (systemd, when it runs this host and ssdaq's\n"
+        "units are installed), systemd, or none (receivers started by hand, as in the demo:\n"
+        "their unit files mean nothing)",
         choices=("auto", "systemd", "none"))
     stale_after_s: float = setting(
         5.0, help="A snapshot older than this (the poll itself is stuck) is not exported as\n"

@@ -80,7 +80,7 @@ class StatusPoller:
 
     def __init__(self, settings: PollSettings) -> None:
         self.settings = settings
-        self._systemd = (daemons.systemd_running() if settings.units == "auto"
+        self._systemd = (daemons.managed_by_systemd() if settings.units == "auto"
                          else settings.units == "systemd")
         self._latest = Snapshot(0.0, 0.0, 0.0, self._systemd)
         self._no_answers: dict[str, int] = {}

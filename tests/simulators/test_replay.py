@@ -16,8 +16,9 @@ from ssdaq.simulators.replay import replay_order
 from tests.conftest import child_env, free_port
 from tests.tools.test_ctl import readout_config
 
-pytestmark = pytest.mark.skipif(daemons.systemd_running(),
-                                reason="these tests expect a host without systemd as PID 1")
+pytestmark = pytest.mark.skipif(daemons.managed_by_systemd(),
+                                reason="ssdaq's units are installed under this host's systemd: "
+                                       "ssdaqctl would act on them")
 
 
 def sim(*args: str) -> dict:

@@ -15,8 +15,9 @@ from ssdaq.tools import ctl
 from tests.conftest import child_env, ctl_argv, free_port, receiver_argv
 from tests.livepub import readout
 
-pytestmark = pytest.mark.skipif(daemons.systemd_running(),
-                                reason="these tests expect a host without systemd as PID 1")
+pytestmark = pytest.mark.skipif(daemons.managed_by_systemd(),
+                                reason="ssdaq's units are installed under this host's systemd: "
+                                       "ssdaqctl would act on them")
 
 
 BUILTINS = ["readout", "trigger", "timestamp", "log", "monitor", "teldata"]
@@ -41,7 +42,7 @@ def test_status_without_systemd_lists_the_builtins_as_not_running(runtime_dir: P
                                 "ABSENT", "STATUS"]
     assert [line.split()[0] for line in lines[1:7]] == BUILTINS
     assert all("not running" in line for line in lines[1:7])
-    assert "systemd is not running here" in lines[-1]
+    assert "systemd does not manage ssdaq here" in lines[-1]
 
 
 def test_status_shows_rates_last_data_and_absent_modules_of_live_receivers(
@@ -90,11 +91,22 @@ def test_a_receiver_that_does_not_answer_makes_status_fail(runtime_dir: Path) ->
     assert "no answer" in line and "within 0.5 s" in line
 
 
+def test_start_where_systemd_runs_without_ssdaq_units_says_so(monkeypatch, capsys) -> None:
+    """A workstation running receivers from a checkout (systemd as PID 1 patched in: CI has none)."""
+    monkeypatch.setattr(daemons, "systemd_running", lambda: True)
+    monkeypatch.setattr(daemons, "units_installed", lambda: False)
+    assert ctl.unit_action("start", "readout") == 69
+    assert ("ssdaq's units are not installed (no ssdaq.target), so there is no unit to start"
+            in capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("action", ["start", "stop", "restart"])
 def test_start_stop_restart_say_clearly_that_systemd_is_absent(action: str) -> None:
     done = run_ctl(action, "readout")
     assert done.returncode == 69
-    assert f"systemd is not running on this host, so there is no unit to {action}" in done.stderr
+    why = ("ssdaq's units are not installed (no ssdaq.target)" if daemons.systemd_running()
+           else "systemd is not running on this host")
+    assert f"{why}, so there is no unit to {action}" in done.stderr
     assert "ssdaq-receiver readout" in done.stderr
 
 

@@ -1,6 +1,5 @@
 """ssdaq-dash --once against a live receiver, a live writer and a MonitorData stream."""
 
-import os
 import socket
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import time
 import pytest
 import zmq
 
+from ssdaq import daemons
 from ssdaq.data import messages
 from ssdaq.simulators.tm import TMSimConfig, simulate
 from tests.conftest import child_env, free_port
@@ -73,8 +73,8 @@ def test_one_frame_shows_receivers_writers_and_monitor_only_senders(
     assert " ok " in row(out, "monitor")
     assert "not running" in row(out, "trigger")
     assert "monitor only" in row(out, "RemoteCamera") and "pid 4242" in row(out, "RemoteCamera")
-    if not os.path.isdir("/run/systemd/system"):
-        assert "systemd is not running here" in out
+    if not daemons.managed_by_systemd():
+        assert "systemd does not manage ssdaq here" in out
 
 
 def test_names_limit_the_frame_and_no_monitor_is_fine(runtime_dir) -> None:
