@@ -184,7 +184,11 @@ def render(obj: Any, header: str = "", *, commented: bool = False) -> str:
     return "\n".join(lines).strip("\n") + "\n"
 
 
-def _comment(f: dataclasses.Field[Any]) -> list[str]:
+#: how long a help line may get before its (range; …) note goes on a line of its own
+COMMENT_WIDTH = 96
+
+
+def _comment(f: dataclasses.Field[Any], restart: bool = False) -> list[str]:
     meta = f.metadata
     text = meta.get("help", "")
     extra = []
@@ -193,34 +197,43 @@ def _comment(f: dataclasses.Field[Any]) -> list[str]:
     if meta.get("min") is not None or meta.get("max") is not None:
         lo, hi = meta.get("min"), meta.get("max")
         extra.append(f"range: {'' if lo is None else lo}..{'' if hi is None else hi}")
+    if restart:
+        extra.append("restart to apply")
     if extra:
-        text = f"{text} ({'; '.join(extra)})"
-    return [f"# {line}".rstrip() for line in text.splitlines()]
+        note = f"({'; '.join(extra)})"
+        last = text.splitlines()[-1] if text else ""
+        text = f"{text}\n{note}" if text and len(last) + len(note) > COMMENT_WIDTH else f"{text} {note}"
+    return [f"# {line}".rstrip() for line in text.strip().splitlines()]
 
 
-def _render_table(obj: Any, path: str) -> list[str]:
+def _render_table(obj: Any, path: str, restart_tables: bool = False) -> list[str]:
+    """``obj``'s lines; a setting in its class's ``restart_only`` (a reload does not apply it)
+    says "restart to apply", and so do the headers of the tables inside a table that is."""
     hints = _hints(type(obj))
+    restart_only = getattr(type(obj), "restart_only", ())
     scalars: list[str] = []
     subs: list[str] = []
     for f in dataclasses.fields(obj):
         tp, value = hints[f.name], getattr(obj, f.name)
         key = f"{path}{_key(f.name)}"
         origin = typing.get_origin(tp)
+        restart = f.name in restart_only
+        header = _comment(f, restart or restart_tables)
         if _is_settings(tp):
-            inner = _render_table(value, key + ".")
+            inner = _render_table(value, key + ".", restart)
             # a table holding only tables needs no header of its own
-            subs += inner if inner and inner[0] == "" else ["", *_comment(f), f"[{key}]", *inner]
+            subs += inner if inner and inner[0] == "" else ["", *header, f"[{key}]", *inner]
         elif origin is dict:
-            subs += ["", *_comment(f), f"[{key}]"]
+            subs += ["", *header, f"[{key}]"]
             subs += [f"{_key(k)} = {_value(v)}" for k, v in value.items()]
         elif origin is tuple and _is_settings(typing.get_args(tp)[0]):
             if not value:
-                scalars += [*_comment(f), f"{_key(f.name)} = []"]
+                scalars += [*_comment(f, restart), f"{_key(f.name)} = []"]
             for i, entry in enumerate(value):
-                subs += ["", *(_comment(f) if i == 0 else []), f"[[{key}]]"]
+                subs += ["", *(header if i == 0 else []), f"[[{key}]]"]
                 subs += _render_table(entry, key + ".")
         else:
-            scalars += [*_comment(f), f"{_key(f.name)} = {_value(value)}"]
+            scalars += [*_comment(f, restart), f"{_key(f.name)} = {_value(value)}"]
     return scalars + subs
 
 

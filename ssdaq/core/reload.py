@@ -3,8 +3,8 @@
 The whole new file is loaded and validated (declared settings, then the receiver's ``on_reload``,
 which raises ``ConfigError`` before it changes anything) before anything is swapped; a rejected
 file leaves the old configuration in force and says why in the journal, the reply and ``STATUS=``.
-Settings in :data:`RESTART_ONLY` (and in the configuration class's ``restart_only``) are taken
-into the configuration but act only after a restart, and the reply and ``STATUS=`` say so.
+Settings in the configuration class's ``restart_only`` are taken into the configuration but act
+only after a restart, and the reply and ``STATUS=`` say so.
 """
 
 import logging
@@ -21,15 +21,9 @@ from ssdaq.core.mon_sender import Monitoring
 from ssdaq.core.settings import ReceiverConfig
 
 C = TypeVar("C", bound=ReceiverConfig)
-#: settings that only take effect after a restart (sockets are bound, publishers connected)
-RESTART_ONLY = ("publishers", "sockets", "control")
-
-
 def restart_only_changes(old: ReceiverConfig, new: ReceiverConfig) -> list[str]:
-    """The :data:`RESTART_ONLY` tables (and ``restart_only`` keys) that differ between ``old`` and
-    ``new``."""
-    keys = RESTART_ONLY + type(new).restart_only
-    return [k for k in keys if getattr(old, k, None) != getattr(new, k, None)]
+    """The settings of ``type(new).restart_only`` that differ between ``old`` and ``new``."""
+    return [k for k in type(new).restart_only if getattr(old, k, None) != getattr(new, k, None)]
 
 
 async def load_new(old: C, path: str, validate: Callable[[C, C], Awaitable[None]]) -> C:

@@ -5,7 +5,7 @@ overrides the defaults that differ (its port, its publishers).
 """
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ssdaq import streams
 from ssdaq.core.config import setting, table, tables
@@ -113,6 +113,16 @@ class PublisherSettings:
     path: str = setting("", help="raw: file to append every published message to")
 
 
+def coalesce_setting(default_us: int) -> Any:
+    """The ``coalesce_us`` setting of a receiver that reads datagrams in batches
+    (:class:`~ssdaq.core.datagrams.DatagramReader`'s ``coalesce_s``)."""
+    return setting(
+        default_us, help="A wake-up that finds less than a full batch of datagrams waits this long for\n"
+        "more, so that one pass takes a whole burst or more (its cost is mostly per pass and per\n"
+        "wake-up): the latency it may add to a datagram, in µs; 0: handle what each wake-up finds",
+        min=0, max=10_000)
+
+
 def zmq_publisher(port: int, ip: str = streams.PUB_IP, mode: str = "local",
                   sndhwm: int = 10000) -> PublisherSettings:
     """Default for a receiver's ``[[publishers]]``: a zmq PUB on the old SSDAQ port."""
@@ -136,8 +146,10 @@ class ReceiverConfig:
     publishers: tuple[PublisherSettings, ...] = tables(
         help="Publishers: every published message goes to each of them"
     )
-    #: a class's own top-level settings that act only after a restart (beside reload.RESTART_ONLY)
-    restart_only: ClassVar[tuple[str, ...]] = ()
+    #: the top-level settings and tables a reload takes in but that act only at the next start
+    #: (sockets are bound, publishers connected, readers made once); a subclass adds its own.
+    #: The reload reply and STATUS= name those that changed, the config file's comments mark them
+    restart_only: ClassVar[tuple[str, ...]] = ("publishers", "sockets", "control")
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class LogConfig(ReceiverConfig):
     journal: bool = setting(True, help="Write every record into the journal too")
     sockets: StreamSocket = table(StreamSocket, data=StreamListenSettings(port=STREAM.listen_port))
     #: the alias acts when the listener is set up, as the rest of [sockets] does
-    restart_only: ClassVar[tuple[str, ...]] = ("max_connections",)
+    restart_only: ClassVar[tuple[str, ...]] = (*ReceiverConfig.restart_only, "max_connections")
 
     @property
     def connection_limits(self) -> StreamListenSettings:

@@ -28,7 +28,7 @@ import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from ssdaq.core.settings import (
     ListenSettings,
     PublisherSettings,
     ReceiverConfig,
+    coalesce_setting,
     zmq_publisher,
 )
 from ssdaq.data import slowsignal
@@ -70,12 +71,7 @@ class ReadoutConfig(ReceiverConfig):
     state_file: str = setting(
         "", help="Where the next readout number is kept across restarts; empty:\n"
         "$STATE_DIRECTORY/readout-number (systemd's StateDirectory=), else not kept")
-    coalesce_us: int = setting(
-        1000, help="A wake-up that finds less than a full batch of datagrams waits this long for\n"
-        "more, so that one pass of the pipeline takes a whole burst or more (its cost is mostly\n"
-        "per pass and per wake-up): the latency it may add to a readout, in µs; 0: handle what\n"
-        "each wake-up finds. At 10 000 readouts/s 1000 costs a third less CPU than 0",
-        min=0, max=10_000)
+    coalesce_us: int = coalesce_setting(1000)
     latency_readouts: int = setting(
         10_000, help="How many of the latest complete readouts the latency figures of status cover",
         min=1, max=1_000_000)
@@ -91,6 +87,9 @@ class ReadoutConfig(ReceiverConfig):
         # further behind loses readouts, and sees the gap in their numbers, instead of growing RSS
         zmq_publisher(STREAM.pub_port, sndhwm=1000),
         help="Publishers: every readout (SSReadout, 16 416 bytes) goes to each")
+    #: the reader is made once, at start
+    restart_only: ClassVar[tuple[str, ...]] = (*ReceiverConfig.restart_only, "max_datagram_bytes",
+                                               "coalesce_us")
 
 
 class ReadoutAssembler(ReceiverServer[ReadoutConfig]):

@@ -1,9 +1,11 @@
 """ssdaq.core.config: declared settings load strictly, render as TOML, and shipped files match."""
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -34,6 +36,13 @@ class Outer:
     inner: Inner = config.table(Inner)
     pubs: tuple[PublisherSettings, ...] = config.tables(PublisherSettings(port=9), help="pubs")
     modules: dict[str, int] = config.setting(default_factory=dict, help="map", min=0, max=31)
+
+
+@dataclass(frozen=True)
+class Restarting(Outer):
+    """Settings a reload takes in but applies only at the next start."""
+
+    restart_only: ClassVar[tuple[str, ...]] = ("rate_s", "inner", "pubs")
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -114,6 +123,21 @@ def test_commented_render_lists_every_setting_inactive(tmp_path: Path) -> None:
     assert config.load(Outer, write(tmp_path, uncommented(text))) == Outer(rate_s=2.0)
 
 
+def test_settings_a_reload_does_not_apply_say_restart_to_apply() -> None:
+    text = config.render(Restarting())
+    assert "# a rate (range: 0.0..10.0; restart to apply)\nrate_s = 1.5\n" in text
+    assert "# a flag\nflag = false\n" in text
+    assert "# An inner table. (restart to apply)\n[inner]\n" in text
+    assert "# a window (range: 1..)\nwindow_ns = 10\n" in text  # the table's header says it
+    assert "# pubs (restart to apply)\n[[pubs]]\n" in text
+
+
+def test_a_long_help_line_puts_its_note_on_a_line_of_its_own() -> None:
+    long = "x" * (config.COMMENT_WIDTH - 5)
+    field = dataclasses.field(metadata={"help": f"first\n{long}", "min": 0})
+    assert config._comment(field) == ["# first", f"# {long}", "# (range: 0..)"]
+
+
 SHIPPED = [
     *((f"{name}.toml", import_class(spec).config_class) for name, spec in sorted(registered().items())),
     *((f"writer-{stream}.toml", cls) for stream, cls in sorted(WRITER_CONFIGS.items())),
@@ -130,6 +154,13 @@ def test_shipped_override_file_is_the_code_defaults_commented_out(name: str, cls
         f"{path} drifted from the code: run `make configs`")
     assert config.load(cls, path) == cls()
     assert config.build(cls, tomllib.loads(uncommented(text)), f"{path} uncommented") == cls()
+
+
+@pytest.mark.parametrize(("name", "cls"), SHIPPED, ids=[name for name, _ in SHIPPED])
+def test_restart_only_names_settings_that_exist(name: str, cls: type) -> None:
+    """A misspelt entry would let a reload report "reloaded" for a change it never applies."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    assert set(getattr(cls, "restart_only", ())) <= fields | {"sockets"}, name
 
 
 def test_every_shipped_file_is_a_declared_one() -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from ssdaq.core.errors import CommandError, ConfigError
 from ssdaq.core.health import Health
 from ssdaq.core.mon_sender import Monitoring
 from ssdaq.core.reload import Reloader
+from ssdaq.receivers.readout_assembler import ReadoutConfig
 from ssdaq.receivers.relay import RelayConfig
+from ssdaq.receivers.trigger_receiver import TriggerConfig
 from tests.sdnotify import NotifyListener
 
 LOG = logging.getLogger("ssdaq.test")
@@ -45,6 +48,17 @@ def test_restart_only_changes_name_the_tables_that_need_a_restart(tmp_path: Path
     path.write_text("max_datagram_bytes = 1500\n[[publishers]]\nport = 9999\n")
     new = asyncio.run(reload.load_new(RelayConfig(), str(path), accept))
     assert reload.restart_only_changes(RelayConfig(), new) == ["publishers"]
+
+
+def test_a_reader_made_at_start_names_its_settings_as_needing_a_restart() -> None:
+    """The trigger and readout readers are made once: a reload must not say it applied them."""
+    old = TriggerConfig()
+    assert reload.restart_only_changes(old, replace(old, batch=32, coalesce_us=0)) == \
+        ["batch", "coalesce_us"]
+    assert reload.restart_only_changes(old, replace(old, batch_scheduling=False)) == []
+    ro = ReadoutConfig()
+    assert reload.restart_only_changes(ro, replace(ro, coalesce_us=0, max_datagram_bytes=1500)) == \
+        ["max_datagram_bytes", "coalesce_us"]
 
 
 def test_reloader_swaps_or_keeps_the_old_and_says_so(
