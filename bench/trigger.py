@@ -291,7 +291,8 @@ def run() -> dict:
     print(
         f"trigger relay: V1 packets ({V1_SIZE} B), {RATE} packets/s offered for {SECONDS:g} s; "
         f"receiving process on CPU {cores[0]}, sender and subscriber on CPU {cores[1]}; "
-        f"reads coalesced for up to {COALESCE_US} µs (the latency it may add);\n  load average {os.getloadavg()[0]:.2f} (other work on the machine skews the figures)"
+        f"reads coalesced for up to {COALESCE_US} µs (the latency it may add);\n"
+        f"  load average {os.getloadavg()[0]:.2f} (other work on the machine skews the figures)"
     )
     print(
         f"  {'stage':<24} {'sent':>8} {'received':>9} {'lost':>6} {'k.drops':>7}"
