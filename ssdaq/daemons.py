@@ -1,11 +1,11 @@
 """Every receiver's and writer's state in one place, for ``ssdaqctl status`` and ``ssdaq-dash``.
 
 Two sources, merged per name: the unit's state from systemd (``systemctl show``) when systemd runs
-this host with ssdaq's units installed, and the receiver's own ``status`` reply on its command socket (rates, counters,
-health, absent modules). Without systemd only the second exists; a receiver that does not answer
-is then "not running". The known names are the packaged receivers and writers of the stream
-registry, the site receivers systemd has loaded, and every command socket found in the runtime
-directory.
+this host with ssdaq's units installed, and the receiver's own ``status`` reply on its command
+socket (rates, counters, health, absent modules). Without them only the second exists; a receiver
+that does not answer is then "not running". The known names are the packaged receivers and
+writers of the stream registry, the site receivers systemd has loaded, and every command socket
+found in the runtime directory.
 """
 
 import os

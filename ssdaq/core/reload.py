@@ -21,6 +21,8 @@ from ssdaq.core.mon_sender import Monitoring
 from ssdaq.core.settings import ReceiverConfig
 
 C = TypeVar("C", bound=ReceiverConfig)
+
+
 def restart_only_changes(old: ReceiverConfig, new: ReceiverConfig) -> list[str]:
     """The settings of ``type(new).restart_only`` that differ between ``old`` and ``new``."""
     return [k for k in type(new).restart_only if getattr(old, k, None) != getattr(new, k, None)]

@@ -1,4 +1,4 @@
-"""Reload: the whole file validated before the swap, RESTART_ONLY named, notifications around it."""
+"""Reload: the whole file validated before the swap, restart-only settings named, notifications around it."""
 
 import asyncio
 import logging
