@@ -8,10 +8,14 @@ buffer space arrives with every datagram (``SO_RXQ_OVFL``); :attr:`kernel_drops`
 since the reader was made, because a socket-activated socket outlives the receiver's restarts
 and each process's counters start at 0 (as Prometheus's ``increase()`` expects).
 
-With ``coalesce_s`` > 0 a wake-up that finds less than a full batch waits that long (a
-:class:`~ssdaq.core.timerfd.TimerFD`, not the socket) before reading again into the same batch,
-so that the datagrams of a burst go to the handler together: its cost is mostly per call. Each
-datagram then waits at most ``coalesce_s`` (plus the timer's slack, ~50 µs) longer. The socket
+With ``coalesce_s`` > 0 a wake-up that finds less than a full batch of a burst under way waits
+that long (a :class:`~ssdaq.core.timerfd.TimerFD`, not the socket) before reading again into the
+same batch, so that the datagrams of a burst go to the handler together: its cost is mostly per
+call. Each datagram then waits at most ``coalesce_s`` (plus the timer's slack, ~50 µs) longer. A
+burst is under way when the wake-up found more than one datagram, or came less than
+``coalesce_s`` after the previous one; a lone datagram after a quiet spell is handled at once,
+since waiting would catch nothing and cost a second wake-up (trigger packets at a camera's few
+hundred per second arrive that way). The socket
 and the timer sit in an epoll set of the reader's own, which the event loop watches as one
 descriptor: to wait, the reader masks the socket in that set (one ``epoll_ctl``) instead of
 taking it off the loop and putting it back (eight system calls a wait under uvloop, which
@@ -126,7 +130,7 @@ class DatagramReader:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.paused = False
         self.last_service = time.monotonic()
-        self._coalesce_ns = round(coalesce_s * 1e9)
+        self._coalesce_s, self._coalesce_ns = coalesce_s, round(coalesce_s * 1e9)
         self._timer = TimerFD() if self._coalesce_ns else None
         self._waiting = False  # a partial batch is held while the timer runs
         # what the loop watches: the socket itself, or the set of the socket and the timer
@@ -177,11 +181,14 @@ class DatagramReader:
             self._on_readable()
 
     def _on_readable(self) -> None:
-        self.last_service = time.monotonic()
+        now = time.monotonic()
+        # datagrams come faster than the wait: the previous wake-up was less than a wait ago
+        streaming = now - self.last_service < self._coalesce_s
+        self.last_service = now
         n_max = len(self._iov)
         n = self._receive(0)
-        if 0 < n < n_max and self._ready is not None and self._loop is not None:
-            # less than a batch: let the rest of the burst arrive before handling any of it
+        if 0 < n < n_max and self._ready is not None and self._loop is not None and (n > 1 or streaming):
+            # less than a batch of a burst under way: let the rest arrive before handling any of it
             assert self._timer is not None
             self._ready.modify(self.sock.fileno(), 0)
             self._timer.arm(self._coalesce_ns)

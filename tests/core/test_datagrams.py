@@ -219,6 +219,28 @@ def test_coalescing_hands_a_burst_over_in_one_batch() -> None:
     loop.close()
 
 
+def test_a_lone_datagram_after_a_quiet_spell_is_handled_at_once() -> None:
+    """Waiting for a burst that is not coming would cost a second wake-up and delay the datagram;
+    one that follows the previous wake-up within the wait is part of a stream, and is held."""
+    sock = bound_udp()
+    got: list[int] = []
+    reader = DatagramReader(sock, lambda b: got.append(b.count), lambda e: None, coalesce_s=60.0)
+    loop = asyncio.new_event_loop()
+    reader.start(loop)
+    reader.last_service = time.monotonic() - 61  # nothing for longer than the wait
+    _send(sock, [b"1"])
+    for _ in range(100):
+        loop.run_until_complete(asyncio.sleep(0.01))
+        if got:
+            break
+    assert got == [1] and not reader._waiting
+    _send(sock, [b"2"])  # within 60 s of the previous wake-up: a stream, held for the rest
+    _until_waiting(reader, loop)
+    assert got == [1]
+    reader.close()
+    loop.close()
+
+
 def test_a_held_batch_goes_to_the_handler_when_the_timer_expires_or_at_pause() -> None:
     sock = bound_udp()
     got: list[int] = []
