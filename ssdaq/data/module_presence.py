@@ -8,6 +8,8 @@ camera coming back must not publish its first module's records alone, as if the 
 absent. Pure: ``now`` (monotonic seconds) is passed in.
 """
 
+import math
+
 import numpy as np
 
 from ssdaq.data.readout import N_TM
@@ -48,6 +50,8 @@ class ModulePresence:
         self._floor = np.where(self.expected, now, -np.inf)
         # the slots waived at the last ``newly_waived`` and not heard from since
         self._waived_before = self.unexpected.copy()
+        self._absent: list[int] | None = None  # what ``absent_expected`` found, while it holds
+        self._absent_span = (math.inf, -math.inf)  # the times it holds for
 
     def heard(self, datagram_slot: np.ndarray, slot: np.ndarray, now: float) -> None:
         """Datagrams from ``datagram_slot`` (one per datagram) holding records of ``slot``
@@ -64,11 +68,26 @@ class ModulePresence:
         self.packets += np.bincount(datagram_slot, minlength=N_TM)
         self.records += np.bincount(slot, minlength=N_TM)
         self.last_seen[datagram_slot] = now
+        if self._absent:  # one of them may be back (hearing a live slot only keeps it alive longer)
+            self._absent = None
 
     def alive(self, now: float) -> np.ndarray:
         """Slots heard within ``module_timeout_s`` (see the module docstring)."""
         heard: np.ndarray = np.fmax(self.last_seen, self._floor)
         return now - heard < self.timeout_s
+
+    def absent_expected(self, now: float) -> list[int]:
+        """The expected slots not ``alive``, worked out again only when that can have changed: a
+        live slot's timeout came, or a slot was heard while some were absent. ``status`` and the
+        once-a-second module check ask for it at any data rate, and each numpy call made once a
+        second costs tens of µs, out of the CPU's caches."""
+        if self._absent is None or not self._absent_span[0] <= now < self._absent_span[1]:
+            alive = self.alive(now)
+            self._absent = np.flatnonzero(self.expected & ~alive).tolist()
+            dies = self.absent_at()[self.expected & alive]
+            # a µs early, so that the float sum cannot call a slot alive a last ulp too long
+            self._absent_span = (now, float(dies.min()) - 1e-6 if len(dies) else math.inf)
+        return list(self._absent)  # the caller's to keep
 
     def waived(self, now: float) -> np.ndarray:
         """Slots a readout does not wait for: not expected, or not ``alive``."""

@@ -243,9 +243,9 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
     # ------------------------------------------------------------------ status
 
     def status_line(self) -> str:
-        c, alive = self.counters, self._alive_expected()
+        c, expected = self.counters, len(self.pipeline.modules.expected)
         line = (f"{c.rates.get('complete', 0.0) + c.rates.get('incomplete', 0.0):.1f} ro/s, "
-                f"{len(alive)}/{len(self.pipeline.modules.expected)} TMs, {c['late']} late, "
+                f"{expected - len(self._absent_now())}/{expected} TMs, {c['late']} late, "
                 f"{c['duplicate']} dup, {c['evicted']} evicted, "
                 f"{c['bad_size'] + c['empty'] + c['unknown_source']} bad, "
                 f"{c['incomplete']} incomplete, {c['kernel_drops']} kernel drops")
@@ -268,13 +268,8 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
                         for s in b.expected_slots},
         }
 
-    def _alive_expected(self) -> list[int]:
-        b = self.pipeline.builder
-        return np.flatnonzero(b.alive(time.monotonic()) & b.modules.expected).tolist()
-
     def _absent_now(self) -> list[int]:
-        b = self.pipeline.builder
-        return np.flatnonzero(~b.alive(time.monotonic()) & b.modules.expected).tolist()
+        return self.pipeline.builder.modules.absent_expected(time.monotonic())
 
     async def ct_modules(self) -> None:
         """Log once when modules go silent and when they come back (one record for all that changed

@@ -2,8 +2,10 @@
 that asks: an absent module is not waited for, a returning camera is waited for whole."""
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ssdaq.data.module_presence import describe_slots
+from ssdaq.data.module_presence import ModulePresence, describe_slots
 from tests.data.test_event_builder import (
     WALL,
     assert_pattern,
@@ -80,3 +82,28 @@ def test_the_slots_a_journal_record_names_are_runs():
     assert describe_slots(list(range(32))) == "modules 0-31"
     assert describe_slots([8, 0, 2, 1, 5, 7]) == "modules 0-2, 5, 7-8"
     assert describe_slots([3, 9]) == "modules 3, 9"
+
+
+# a step: (seconds later, slots heard then; empty: only asked)
+STEPS = st.lists(st.tuples(st.floats(0.0, 3.0), st.lists(st.integers(0, 31), max_size=5)),
+                 max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sets(st.integers(0, 31), min_size=1), st.floats(0.1, 2.0), STEPS)
+def test_absent_expected_is_always_what_alive_says(expected, timeout, steps) -> None:
+    """The absent list is kept between calls, and never differs from working it out afresh:
+    whatever is heard when, at and around every timeout, a camera going silent and coming back."""
+    now = 1000.0
+    presence = ModulePresence(tuple(sorted(expected)), timeout, now)
+    for later, slots in steps:
+        now += later
+        if slots:
+            heard = np.array(slots, np.intp)
+            presence.heard(heard, heard, now)
+        # now, then the moments a slot times out (and a hair before), in time order
+        deaths = presence.absent_at()[presence.expected]
+        for t in [now, *sorted({*deaths[deaths >= now], *np.nextafter(deaths[deaths > now], 0)})]:
+            fresh = np.flatnonzero(presence.expected & ~presence.alive(t)).tolist()
+            assert presence.absent_expected(t) == fresh, t
+        presence.absent_expected(now)  # back to now for the next step
