@@ -271,20 +271,18 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
     def _absent_now(self) -> list[int]:
         return self.pipeline.builder.modules.absent_expected(time.monotonic())
 
-    async def ct_modules(self) -> None:
+    def on_tick(self) -> None:
         """Log once when modules go silent and when they come back (one record for all that changed
         together, each slot a ``SSDAQ_MODULE`` value); keep the state file fresh."""
-        while True:
-            await asyncio.sleep(1.0)
-            absent = set(self._absent_now())
-            if gone := sorted(absent - self._absent):
-                self.log.warning("%s absent (silent for %.1f s): readouts no longer wait for absent modules",
-                                 describe_slots(gone), self.pipeline.settings.module_timeout_s,
-                                 extra={"SSDAQ_MODULE": gone})
-            if back := sorted(self._absent - absent):
-                self.log.info("%s sending again", describe_slots(back), extra={"SSDAQ_MODULE": back})
-            self._absent = absent
-            self.numbers.checkpoint()
+        absent = set(self._absent_now())
+        if gone := sorted(absent - self._absent):
+            self.log.warning("%s absent (silent for %.1f s): readouts no longer wait for absent modules",
+                             describe_slots(gone), self.pipeline.settings.module_timeout_s,
+                             extra={"SSDAQ_MODULE": gone})
+        if back := sorted(self._absent - absent):
+            self.log.info("%s sending again", describe_slots(back), extra={"SSDAQ_MODULE": back})
+        self._absent = absent
+        self.numbers.checkpoint()
 
     # ------------------------------------------------------------------ commands
 

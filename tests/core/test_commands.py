@@ -18,10 +18,12 @@ from ssdaq.core.commands import (
     SYSTEM_RUNTIME_DIR,
     Connections,
     NoAnswer,
+    dispatch,
     make_runtime_directory,
     request,
     runtime_directory,
 )
+from ssdaq.core.errors import CommandError
 from tests.conftest import child_env, ctl_argv, free_port, receiver_argv, stop
 from tests.core.test_receiver_server import SAMPLES, relay_config, send_udp
 from tests.sdnotify import NotifyListener
@@ -251,3 +253,39 @@ def test_a_kept_connection_is_answered_again_after_the_receiver_restarts(
         assert len(connections) == 0
     finally:
         connections.close()
+
+
+def _commands() -> dict:
+    def none() -> str:
+        return "none"
+
+    def one(a: str) -> str:
+        return a
+
+    def optional(a: str, b: str = "b") -> str:
+        return a + b
+
+    def many(a: str, *rest: str) -> str:
+        return a + "".join(rest)
+
+    def keyword(a: str, *, flag: str) -> str:
+        return a + flag
+
+    return {"none": none, "one": one, "optional": optional, "many": many, "keyword": keyword}
+
+
+@pytest.mark.parametrize("command, words, result", [
+    ("none", [], "none"), ("one", ["x"], "x"), ("optional", ["x"], "xb"),
+    ("optional", ["x", "y"], "xy"), ("many", ["x"], "x"), ("many", ["x", "y", "z"], "xyz")])
+def test_dispatch_calls_with_every_word_count_the_command_takes(command, words, result) -> None:
+    assert dispatch(_commands(), command, words) == result
+
+
+@pytest.mark.parametrize("command, words, usage", [
+    ("none", ["x"], "usage: none"), ("one", [], "usage: one <a>"),
+    ("one", ["x", "y"], "usage: one <a>"), ("optional", ["x", "y", "z"], "usage: optional <a> <b>"),
+    ("many", [], "usage: many <a> <rest>"), ("keyword", ["x"], "usage: keyword <a> <flag>")])
+def test_dispatch_refuses_a_wrong_word_count_with_the_usage(command, words, usage) -> None:
+    with pytest.raises(CommandError) as refused:
+        dispatch(_commands(), command, words)
+    assert str(refused.value) == usage
