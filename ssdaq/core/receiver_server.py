@@ -137,13 +137,14 @@ class ReceiverServer(Generic[C]):
     def setup_datagrams(self, handler: Callable[[DatagramBatch], None], name: str = "data",
                         ip: str | None = None, port: int | None = None, *, max_bytes: int = 9000,
                         batch: int = 64, timestamps: bool = False,
-                        coalesce_s: float = 0.0) -> DatagramReader:
+                        coalesce_s: float = 0.0, burst_start_waits: bool = False) -> DatagramReader:
         """Open UDP socket ``name`` read in batches: ``handler(batch)`` runs once per batch.
         ``timestamps``: ``batch.arrival_ns`` holds the kernel's receive time of each datagram.
-        ``coalesce_s``: how long a partial batch may wait for more (see ``DatagramReader``)."""
+        ``coalesce_s``: how long a partial batch may wait for more; ``burst_start_waits``: the
+        first datagram after a quiet spell waits too (see ``DatagramReader``)."""
         self._setup = True
         return self.__inputs.datagrams(handler, name, ip, port, max_bytes, batch, timestamps,
-                                       coalesce_s)
+                                       coalesce_s, burst_start_waits)
 
     # -------------------------------------------------------------------------- output
 
