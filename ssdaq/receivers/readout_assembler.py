@@ -64,6 +64,12 @@ STREAM = streams.get("readout")
 DRAIN_LIMIT_S = 1.0
 
 
+# Datagrams read and built in one pass at most. The builder's cost is mostly per pass, so a
+# wake-up's whole backlog should go in one: at 1 record per datagram (160 000/s) a wake-up finds
+# some 400, and 1024 cost 20 % less CPU per datagram than 256 did (make bench); the buffer is
+# 1024 x max_datagram_bytes of address space, of which only what datagrams filled is resident.
+READ_BATCH = 1024
+
 @dataclass(frozen=True)
 class ReadoutConfig(ReceiverConfig):
     """Settings of the slow-signal readout assembler."""
@@ -128,10 +134,9 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
         self._timer_when = float("inf")
         self._absent: set[int] = set()
         self.latency = LatencyWindow(cfg.latency_readouts)
-        # big batches under load: the builder's cost per batch is mostly fixed
         # kernel receive times: a readout's CPU time must not grow with the backlog in a burst
         # the burst's start waits too: a readout is never complete from its first datagram
-        self.reader = self.setup_datagrams(self._on_batch, max_bytes=cfg.max_datagram_bytes, batch=256,
+        self.reader = self.setup_datagrams(self._on_batch, max_bytes=cfg.max_datagram_bytes, batch=READ_BATCH,
                                            timestamps=True, coalesce_s=cfg.coalesce_us / 1e6,
                                            burst_start_waits=True)
 
