@@ -16,7 +16,7 @@ from typing import Any
 
 from ssdaq import streams, verbs
 from ssdaq.core import config as configlib
-from ssdaq.core import lifecycle, systemd
+from ssdaq.core import heap, lifecycle, systemd
 from ssdaq.core import logging as sslogging
 from ssdaq.core.cli import Parser
 from ssdaq.core.errors import EX_OK, EX_SOFTWARE, EX_USAGE, ConfigError, SsdaqError
@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         sslogging.pin_level(args.log_level)
         if config_file is None:
             log.info("%s not found: using the built-in defaults", path)
+        heap.keep_freed_memory()  # the process is a receiver's from here on
         return lifecycle.run_receiver(cls, config, service, config_file)
     except SsdaqError as e:
         return startup_failed("ssdaq-receiver", e, log, to_stderr=args.check_config or args.print_config)
