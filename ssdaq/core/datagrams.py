@@ -15,10 +15,12 @@ call. Each datagram then waits at most ``coalesce_s`` (plus the timer's slack, ~
 burst is under way when the wake-up found more than one datagram, or came less than
 ``coalesce_s`` after the previous one; a lone datagram after a quiet spell is handled at once,
 since waiting would catch nothing and cost a second wake-up (trigger packets at a camera's few
-hundred per second arrive that way). With ``burst_start_waits`` the wake-up after a quiet spell
-reads nothing and waits at once: for input whose datagrams never come alone (a readout's 32
-modules send together), so that a burst is read and handled in one pass, not two (each pass
-out of the CPU's caches costs some 200 µs at a camera's 10 readouts/s). The socket
+hundred per second arrive that way). With ``wait_first`` every wake-up reads nothing and
+waits at once, and the whole wait's datagrams are read in one ``recvmmsg`` when it ends: for
+input whose datagrams never come alone (a readout's 32 modules send together). A burst is then
+read and handled in one pass, not two (each pass out of the CPU's caches costs some 200 µs at a
+camera's 10 readouts/s), and a stream in one read a pass, not two (5 % less CPU at 160 000
+datagrams/s). A datagram still waits at most ``coalesce_s``. The socket
 and the timer sit in an epoll set of the reader's own, which the event loop watches as one
 descriptor: to wait, the reader masks the socket in that set (one ``epoll_ctl``) instead of
 taking it off the loop and putting it back (eight system calls a wait under uvloop, which
@@ -107,7 +109,7 @@ class DatagramReader:
         max_batches_per_event: int = 32,
         timestamps: bool = False,
         coalesce_s: float = 0.0,
-        burst_start_waits: bool = False,
+        wait_first: bool = False,
     ) -> None:
         self.sock, self.handler, self.on_error = sock, handler, on_error
         self.max_bytes, self.max_batches = max_bytes, max_batches_per_event
@@ -136,7 +138,7 @@ class DatagramReader:
         self.paused = False
         self.last_service = time.monotonic()
         self._coalesce_s, self._coalesce_ns = coalesce_s, round(coalesce_s * 1e9)
-        self._burst_start_waits = burst_start_waits
+        self._wait_first = wait_first
         self._timer = TimerFD() if self._coalesce_ns else None
         self._waiting = False  # a partial batch is held while the timer runs
         # what the loop watches: the socket itself, or the set of the socket and the timer
@@ -192,8 +194,8 @@ class DatagramReader:
         streaming = now - self.last_service < self._coalesce_s
         self.last_service = now
         can_wait = self._ready is not None and self._loop is not None  # started, with a timer
-        if can_wait and self._burst_start_waits and not streaming:
-            self.batch.count = 0  # a burst begins: all of it is read when the wait is over
+        if can_wait and self._wait_first:
+            self.batch.count = 0  # all of it is read when the wait is over
             self._wait()
             return
         n_max = len(self._iov)

@@ -68,10 +68,10 @@ class Inputs:
 
     def datagrams(self, handler: Callable[[DatagramBatch], None], name: str, ip: str | None,
                   port: int | None, max_bytes: int, batch: int, timestamps: bool,
-                  coalesce_s: float, burst_start_waits: bool) -> DatagramReader:
+                  coalesce_s: float, wait_first: bool) -> DatagramReader:
         reader = DatagramReader(self._udp_socket(name, ip, port), handler, self._handler_error,
                                 max_bytes=max_bytes, batch=batch, timestamps=timestamps,
-                                coalesce_s=coalesce_s, burst_start_waits=burst_start_waits)
+                                coalesce_s=coalesce_s, wait_first=wait_first)
         self.readers.append(reader)
         return reader
 

@@ -137,14 +137,14 @@ class ReceiverServer(Generic[C]):
     def setup_datagrams(self, handler: Callable[[DatagramBatch], None], name: str = "data",
                         ip: str | None = None, port: int | None = None, *, max_bytes: int = 9000,
                         batch: int = 64, timestamps: bool = False,
-                        coalesce_s: float = 0.0, burst_start_waits: bool = False) -> DatagramReader:
+                        coalesce_s: float = 0.0, wait_first: bool = False) -> DatagramReader:
         """Open UDP socket ``name`` read in batches: ``handler(batch)`` runs once per batch.
         ``timestamps``: ``batch.arrival_ns`` holds the kernel's receive time of each datagram.
-        ``coalesce_s``: how long a partial batch may wait for more; ``burst_start_waits``: the
-        first datagram after a quiet spell waits too (see ``DatagramReader``)."""
+        ``coalesce_s``: how long a partial batch may wait for more; ``wait_first``: every
+        wake-up waits before it reads (see ``DatagramReader``)."""
         self._setup = True
         return self.__inputs.datagrams(handler, name, ip, port, max_bytes, batch, timestamps,
-                                       coalesce_s, burst_start_waits)
+                                       coalesce_s, wait_first)
 
     # -------------------------------------------------------------------------- output
 

@@ -1,9 +1,9 @@
 """ReadoutAssembler (``ssdaq-receiver readout``): slow-signal datagrams of 32 modules -> SSReadouts.
 
-Datagrams are read in batches (``recvmmsg``), each burst whole: the wake-up that finds the
-first datagram after a quiet spell reads nothing and waits ``coalesce_us`` (1 ms, the latency
-this spends) for the rest of its readout, which no module's datagram completes alone. They are
-handed to the pure
+Datagrams are read in batches (``recvmmsg``), each burst whole: a wake-up reads nothing and
+waits ``coalesce_us`` (1 ms, the latency this spends) for the rest of the readouts it announces,
+which no module's datagram completes alone, then reads all that came. They are handed to the
+pure
 :class:`~ssdaq.data.readout_pipeline.ReadoutPipeline` (decode, TACK matching, rows), whose
 output goes to the publishers and whose counts go to the counters as they are. A readout is
 published as soon as every live expected module has contributed, or when its ``max_wait_s``
@@ -135,10 +135,10 @@ class ReadoutAssembler(ReceiverServer[ReadoutConfig]):
         self._absent: set[int] = set()
         self.latency = LatencyWindow(cfg.latency_readouts)
         # kernel receive times: a readout's CPU time must not grow with the backlog in a burst
-        # the burst's start waits too: a readout is never complete from its first datagram
+        # every wake-up waits first: a readout is never complete from its first datagram
         self.reader = self.setup_datagrams(self._on_batch, max_bytes=cfg.max_datagram_bytes, batch=READ_BATCH,
                                            timestamps=True, coalesce_s=cfg.coalesce_us / 1e6,
-                                           burst_start_waits=True)
+                                           wait_first=True)
 
     @classmethod
     def from_config(cls, config: ReceiverConfig) -> "ReadoutAssembler":

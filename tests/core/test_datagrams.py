@@ -35,13 +35,13 @@ def _send(sock: socket.socket, payloads: list[bytes]) -> None:
             s.sendto(p, sock.getsockname())
 
 
-# (coalesce_s, burst_start_waits): no waiting, waiting within a burst, and from its start too
+# (coalesce_s, wait_first): no waiting, waiting within a burst, and at every wake-up
 READ_MODES = [(0.0, False), (0.001, False), (0.001, True)]
 
 
-@pytest.mark.parametrize("coalesce_s, burst_start_waits", READ_MODES)
+@pytest.mark.parametrize("coalesce_s, wait_first", READ_MODES)
 def test_every_datagram_arrives_once_with_length_and_sender(coalesce_s: float,
-                                                           burst_start_waits: bool) -> None:
+                                                           wait_first: bool) -> None:
     sock = bound_udp()
     got: list[tuple[bytes, str, int]] = []
 
@@ -52,7 +52,7 @@ def test_every_datagram_arrives_once_with_length_and_sender(coalesce_s: float,
                                               for i in range(len(got) - b.count, len(got))]
 
     reader = DatagramReader(sock, handler, lambda e: (_ for _ in ()).throw(e), batch=16,
-                            max_bytes=2000, coalesce_s=coalesce_s, burst_start_waits=burst_start_waits)
+                            max_bytes=2000, coalesce_s=coalesce_s, wait_first=wait_first)
     senders = []
     for k in range(3):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -70,28 +70,28 @@ def test_every_datagram_arrives_once_with_length_and_sender(coalesce_s: float,
     reader.close()
 
 
-@pytest.mark.parametrize("coalesce_s, burst_start_waits", READ_MODES)
-def test_a_backlog_of_many_batches_is_handled_whole(coalesce_s: float, burst_start_waits: bool) -> None:
+@pytest.mark.parametrize("coalesce_s, wait_first", READ_MODES)
+def test_a_backlog_of_many_batches_is_handled_whole(coalesce_s: float, wait_first: bool) -> None:
     """More full batches queued than one wake-up reads: each read batch is handled, and the
     rest at the next wake-ups."""
     sock = bound_udp()
     got: list[int] = []
     reader = DatagramReader(sock, lambda b: got.extend(b.data[: b.count, 0].tolist()), lambda e: None,
                             batch=4, max_batches_per_event=3, coalesce_s=coalesce_s,
-                            burst_start_waits=burst_start_waits)
+                            wait_first=wait_first)
     _send(sock, [bytes([i]) for i in range(50)])
     receive_all(reader, rounds=10)
     assert got == list(range(50)) and reader.received == 50
     reader.close()
 
 
-@pytest.mark.parametrize("coalesce_s, burst_start_waits", READ_MODES)
-def test_oversize_datagrams_are_dropped_and_counted(coalesce_s: float, burst_start_waits: bool) -> None:
+@pytest.mark.parametrize("coalesce_s, wait_first", READ_MODES)
+def test_oversize_datagrams_are_dropped_and_counted(coalesce_s: float, wait_first: bool) -> None:
     sock = bound_udp()
     lengths: list[int] = []
     reader = DatagramReader(sock, lambda b: lengths.extend(b.lengths[: b.count].tolist()),
                             lambda e: None, max_bytes=100, coalesce_s=coalesce_s,
-                            burst_start_waits=burst_start_waits)
+                            wait_first=wait_first)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for n in (10, 500, 100, 101, 5):
             s.sendto(b"x" * n, sock.getsockname())
@@ -248,13 +248,14 @@ def test_a_lone_datagram_after_a_quiet_spell_is_handled_at_once() -> None:
     loop.close()
 
 
-def test_with_burst_start_waits_a_burst_is_read_whole_at_the_end_of_the_wait() -> None:
-    """The wake-up after a quiet spell reads nothing: the burst stays queued in the kernel until
-    the timer, and goes to the handler in one call; a pause meanwhile leaves it queued there."""
+def test_with_wait_first_a_burst_is_read_whole_at_the_end_of_the_wait() -> None:
+    """A wake-up reads nothing, after a quiet spell or in a stream: the datagrams stay queued in
+    the kernel until the timer, and go to the handler in one call; a pause meanwhile leaves them
+    queued there."""
     sock = bound_udp()
     got: list[list[bytes]] = []
     reader = DatagramReader(sock, lambda b: got.append([bytes(b.payload(i)) for i in range(b.count)]),
-                            lambda e: None, coalesce_s=60.0, burst_start_waits=True)
+                            lambda e: None, coalesce_s=60.0, wait_first=True)
     loop = asyncio.new_event_loop()
     reader.start(loop)
     reader.last_service = time.monotonic() - 61  # nothing for longer than the wait
@@ -265,9 +266,9 @@ def test_with_burst_start_waits_a_burst_is_read_whole_at_the_end_of_the_wait() -
     time.sleep(0.05)
     reader._on_timer()  # what the timer does when it expires (60 s: never in this test)
     assert got == [[b"1", b"2", b"3"]] and reader.received == 3 and not reader._waiting
-    reader.last_service = time.monotonic() - 61
-    _send(sock, [b"4"])
+    _send(sock, [b"4"])  # at once: a stream, which without wait_first is read at the wake-up
     _until_waiting(reader, loop)
+    assert reader.received == 3
     reader.pause()  # a stop: nothing was read, so nothing is handled; "4" waits in the kernel
     assert got == [[b"1", b"2", b"3"]] and not reader._waiting
     assert sock.recv(10) == b"4"
