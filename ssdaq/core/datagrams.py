@@ -8,23 +8,22 @@ buffer space arrives with every datagram (``SO_RXQ_OVFL``); :attr:`kernel_drops`
 since the reader was made, because a socket-activated socket outlives the receiver's restarts
 and each process's counters start at 0 (as Prometheus's ``increase()`` expects).
 
-With ``coalesce_s`` > 0 a wake-up that finds less than a full batch of a burst under way waits
-that long (a :class:`~ssdaq.core.timerfd.TimerFD`, not the socket) before reading again into the
-same batch, so that the datagrams of a burst go to the handler together: its cost is mostly per
-call. Each datagram then waits at most ``coalesce_s`` (plus the timer's slack, ~50 µs) longer. A
-burst is under way when the wake-up found more than one datagram, or came less than
-``coalesce_s`` after the previous one; a lone datagram after a quiet spell is handled at once,
-since waiting would catch nothing and cost a second wake-up (trigger packets at a camera's few
-hundred per second arrive that way). With ``wait_first`` every wake-up reads nothing and
-waits at once, and the whole wait's datagrams are read in one ``recvmmsg`` when it ends: for
-input whose datagrams never come alone (a readout's 32 modules send together). A burst is then
-read and handled in one pass, not two (each pass out of the CPU's caches costs some 200 µs at a
-camera's 10 readouts/s), and a stream in one read a pass, not two (5 % less CPU at 160 000
-datagrams/s). A datagram still waits at most ``coalesce_s``. The socket
-and the timer sit in an epoll set of the reader's own, which the event loop watches as one
-descriptor: to wait, the reader masks the socket in that set (one ``epoll_ctl``) instead of
-taking it off the loop and putting it back (eight system calls a wait under uvloop, which
-makes a poll handle each time).
+With ``coalesce_s`` > 0 the datagrams of a burst go to the handler together, since its cost is
+mostly per call: a wake-up that finds a burst under way waits that long (a
+:class:`~ssdaq.core.timerfd.TimerFD`, not the socket), and one ``recvmmsg`` at the wait's end
+reads all that came. Each datagram then waits at most ``coalesce_s`` (plus the timer's slack,
+~50 µs) longer. In a stream (the wake-up came less than ``coalesce_s`` after the previous one)
+the wake-up reads nothing before it waits: one read a pass, not two (5 % less CPU at 100 000
+datagrams/s). After a quiet spell the wake-up reads what is there, and waits only if it found
+more than one datagram; a lone datagram is handled at once, since waiting would catch nothing
+and cost a second wake-up (trigger packets at a camera's few hundred per second arrive that
+way). With ``wait_first`` every wake-up reads nothing and waits: for input whose datagrams never
+come alone (a readout's 32 modules send together), so that a burst is read and handled in one
+pass, not two (each pass out of the CPU's caches costs some 200 µs at a camera's 10
+readouts/s). The socket and the timer sit in an epoll set of the reader's own, which the event
+loop watches as one descriptor: to wait, the reader masks the socket in that set (one
+``epoll_ctl``) instead of taking it off the loop and putting it back (eight system calls a wait
+under uvloop, which makes a poll handle each time).
 
 With ``timestamps=True`` each datagram also carries the kernel's receive time (``SO_TIMESTAMPNS``):
 when it reached the socket, not when the reader got to it, so a receiver that falls behind in a
@@ -194,13 +193,13 @@ class DatagramReader:
         streaming = now - self.last_service < self._coalesce_s
         self.last_service = now
         can_wait = self._ready is not None and self._loop is not None  # started, with a timer
-        if can_wait and self._wait_first:
+        if can_wait and (self._wait_first or streaming):
             self.batch.count = 0  # all of it is read when the wait is over
             self._wait()
             return
         n_max = len(self._iov)
         n = self._receive(0)
-        if can_wait and 0 < n < n_max and (n > 1 or streaming):
+        if can_wait and 0 < n < n_max and n > 1:
             self._wait()  # less than a batch of a burst under way: let the rest arrive first
             return
         self._drain(n == n_max)

@@ -12,10 +12,10 @@ with one struct call (~0.3 µs) and checks anything else with
 rejected: its fixed cost (~10 µs a batch) exceeds the per-packet check below ~40 packets a
 batch, and batches are small at all but the highest rates.
 
-Reads are coalesced (``coalesce_us``, 1 ms): a wake-up that finds less than a batch of a burst
-under way waits for the rest, so a packet may reach subscribers up to 1 ms later, and at high
-rates a pass costs one wake-up per millisecond instead of one per few packets; a lone packet
-after a quiet spell is relayed at once. ``make bench`` (trigger) prints what it
+Reads are coalesced (``coalesce_us``, 1 ms): a wake-up that finds a burst under way waits for
+the rest, so a packet may reach subscribers up to 1 ms later, and at high rates a pass costs one
+wake-up and one read per millisecond instead of one per few packets; a lone packet after a quiet
+spell is relayed at once. ``make bench`` (trigger) prints what it
 saves at 100 000 packets/s against the raw loop of the same run.
 
 The process runs under ``SCHED_BATCH`` (``batch_scheduling``): otherwise each message handed to
