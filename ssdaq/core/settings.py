@@ -117,9 +117,10 @@ def coalesce_setting(default_us: int) -> Any:
     """The ``coalesce_us`` setting of a receiver that reads datagrams in batches
     (:class:`~ssdaq.core.datagrams.DatagramReader`'s ``coalesce_s``)."""
     return setting(
-        default_us, help="A wake-up that finds less than a full batch of datagrams waits this long for\n"
-        "more, so that one pass takes a whole burst or more (its cost is mostly per pass and per\n"
-        "wake-up): the latency it may add to a datagram, in µs; 0: handle what each wake-up finds",
+        default_us, help="A wake-up that finds a burst of datagrams under way waits this long for the\n"
+        "rest and then reads them all, so that one pass takes a whole burst or more (its cost is\n"
+        "mostly per pass and per wake-up): the latency it may add to a datagram, in µs;\n"
+        "0: handle what each wake-up finds",
         min=0, max=10_000)
 
 
