@@ -11,7 +11,6 @@ heap settles within seconds at the largest pass's size and stays there.
 """
 
 import ctypes
-import ctypes.util
 
 # mallopt(3) parameters
 M_TRIM_THRESHOLD = -1
@@ -23,8 +22,8 @@ MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts; setting it also stops it
 def keep_freed_memory() -> bool:
     """Apply the policy to this process; False where the C library has no ``mallopt`` (not
     glibc), which then keeps its own."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    try:  # the C library the interpreter is linked with (no ldconfig run to find it)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
