@@ -199,7 +199,7 @@ class DatagramReader:
             return
         n_max = len(self._iov)
         n = self._receive(0)
-        if can_wait and 0 < n < n_max and n > 1:
+        if can_wait and 1 < n < n_max:
             self._wait()  # less than a batch of a burst under way: let the rest arrive first
             return
         self._drain(n == n_max)
