@@ -135,6 +135,12 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+def page_faults(pid: int) -> int:
+    """Minor page faults of ``pid`` so far (all threads): memory the process touched for the
+    first time, or again after giving it back to the kernel."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[7])  # field 10
+
+
 def wake_ups(pid: int) -> int:
     """Voluntary context switches of every thread of ``pid`` so far: how often it slept and
     was woken (each costs tens of µs of CPU on a shared virtual machine)."""
@@ -191,8 +197,8 @@ class Sampler(threading.Thread):
         self.pid, self.poll, self.rss, self.cpu = pid, poll, [], 0.0
         self._done = threading.Event()
         self._ns, self._t0, self._woken = cpu_ns(pid), time.monotonic(), wake_ups(pid)
-        self._busy = cpu_busy_s(RECEIVER_CPU)
-        self.wake_ups_s = self.others = 0.0
+        self._faults, self._busy = page_faults(pid), cpu_busy_s(RECEIVER_CPU)
+        self.wake_ups_s = self.faults_s = self.others = 0.0
 
     def run(self) -> None:
         while not self._done.wait(1.0):
@@ -204,6 +210,7 @@ class Sampler(threading.Thread):
         elapsed = time.monotonic() - self._t0
         self.cpu = (cpu_ns(self.pid) - self._ns) / 1e9 / elapsed
         self.wake_ups_s = (wake_ups(self.pid) - self._woken) / elapsed
+        self.faults_s = (page_faults(self.pid) - self._faults) / elapsed
         # what else ran on the receiver's CPU meanwhile (other users of a shared machine)
         self.others = max(0.0, (cpu_busy_s(RECEIVER_CPU) - self._busy) / elapsed - self.cpu)
         self._done.set()
@@ -276,6 +283,7 @@ class Phase:
     kernel_drops: int = 0
     cpu: float = 0.0
     wake_ups_s: float = 0.0
+    faults_s: float = 0.0  # minor page faults per second
     others: float = 0.0  # share of the receiver's CPU other processes took meanwhile
     rss_spread: float = float("nan")
     latency_ms: np.ndarray = field(default_factory=lambda: np.array([np.nan]))
@@ -370,7 +378,7 @@ def receiver_phase(tmp: Path, proc: subprocess.Popen, port: int, pub_port: int, 
     phase = Phase(rate, records, sent["readouts"], sent["packets"],
                   sent["readouts"] / sent["elapsed_s"], delta["complete"] + delta["incomplete"],
                   delta["complete"], kernel_drops=delta["kernel_drops"], cpu=sampler.cpu,
-                  wake_ups_s=sampler.wake_ups_s, others=sampler.others,
+                  wake_ups_s=sampler.wake_ups_s, faults_s=sampler.faults_s, others=sampler.others,
                   rss_spread=sampler.rss_spread(), build_latency=after["latency_ms"], counters=delta)
     if sub is not None:
         sub.stop.set()
@@ -423,7 +431,8 @@ def raw_phase(rate: float, duration: float, mode: str = "plain", records: int = 
         sub.join()
     return Phase(rate, records, sent["readouts"], sent["packets"],
                  sent["readouts"] / sent["elapsed_s"], received, received, kernel_drops=drops,
-                 cpu=sampler.cpu, wake_ups_s=sampler.wake_ups_s, others=sampler.others,
+                 cpu=sampler.cpu, wake_ups_s=sampler.wake_ups_s, faults_s=sampler.faults_s,
+                 others=sampler.others,
                  rss_spread=sampler.rss_spread(),
                  latency_ms=np.array(lat) / 1e6 if lat else np.array([np.nan]))
 
@@ -457,6 +466,7 @@ def wake_penalty_us(wakes: int = 5) -> tuple[float, float]:
     hot, cold = (float(v) for v in out.stdout.split())
     return hot, cold
 
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b and np.isfinite(a / b) else "-"
 
@@ -489,6 +499,7 @@ def capacity_rows(cp: Phase) -> None:
     row("kernel drops (counted)", f"{cp.kernel_drops}")
     row("CPU of a core", f"{cp.cpu:.1%}")
     row(f"  other work on CPU {RECEIVER_CPU}", f"{cp.others:.1%}")
+    row("page faults per second", f"{cp.faults_s:.0f}")
 
 
 def run() -> None:
@@ -538,6 +549,7 @@ def run() -> None:
         ratio(s.us_per_datagram(), raw.us_per_datagram()), verdict(rel <= 2.5, "<= 2.5x"))
     row("wake-ups per second (all threads)", f"{s.wake_ups_s:.0f}", f"{raw.wake_ups_s:.0f}",
         ratio(s.wake_ups_s, raw.wake_ups_s))
+    row("page faults per second", f"{s.faults_s:.0f}", f"{raw.faults_s:.0f}")
     row("  raw loop + zmq PUB of each readout", "", f"{raw_pub.us_per_datagram():.2f} us",
         ratio(raw_pub.us_per_datagram(), raw.us_per_datagram()), "(what zmq alone costs)")
     build = s.build_latency
@@ -599,6 +611,7 @@ def run() -> None:
     row("incomplete readouts (counted)", f"{o.counters.get('incomplete', 0)}", "-")
     row(f"RSS spread over {OVERLOAD_S - 2} s", f"{o.rss_spread:.1f} MB", f"{raw_over.rss_spread:.1f} MB",
         "", verdict(o.rss_spread <= 5, "<= 5 MB"))
+    row("page faults per second", f"{o.faults_s:.0f}", f"{raw_over.faults_s:.0f}")
     row("CPU of a core", f"{o.cpu:.1%}", f"{raw_over.cpu:.1%}", ratio(o.cpu, raw_over.cpu))
     print(f"  load average now {os.getloadavg()[0]:.2f} (other work on the machine skews figures)")
 

@@ -4,10 +4,10 @@ A pass of the readout pipeline allocates its arrays afresh, several MB under loa
 datagrams a pass: the records, their gathered words, the mV rows). glibc by default serves
 blocks that large with ``mmap`` until one is freed, then from the heap, and gives the top of
 the heap back to the kernel whenever more than twice that is free. Each give-back is faulted
-in again on the next pass: measured at 30 000 readouts/s, 1 600 page faults a second against
-300-500 with the memory kept, 2-4 % more CPU, and an RSS that saws by up to 10 MB under overload,
-which hides whether memory grows (``make bench`` holds its spread to 5 MB). Kept instead, the
-heap settles within seconds at the largest pass's size and stays there.
+in again on the next pass. ``make bench`` (readout) prints the page faults a second; given back,
+they were 1 580 at 30 000 readouts/s and 3 460 under overload, where the RSS sawed by 6.6 MB
+(the bench holds the spread to 5 MB, to tell a saw from growth); kept, 190 and 36, and 3.2 MB.
+The heap settles within seconds at the largest pass's size and stays there.
 """
 
 import ctypes

@@ -140,8 +140,8 @@ class ReceiverServer(Generic[C]):
                         coalesce_s: float = 0.0, wait_first: bool = False) -> DatagramReader:
         """Open UDP socket ``name`` read in batches: ``handler(batch)`` runs once per batch.
         ``timestamps``: ``batch.arrival_ns`` holds the kernel's receive time of each datagram.
-        ``coalesce_s``: how long a partial batch may wait for more; ``wait_first``: every
-        wake-up waits before it reads (see ``DatagramReader``)."""
+        ``coalesce_s``: how long a wake-up that finds a burst waits for the rest before it reads;
+        ``wait_first``: every wake-up waits (see ``DatagramReader``)."""
         self._setup = True
         return self.__inputs.datagrams(handler, name, ip, port, max_bytes, batch, timestamps,
                                        coalesce_s, wait_first)

@@ -70,6 +70,7 @@ DRAIN_LIMIT_S = 1.0
 # 1024 x max_datagram_bytes of address space, of which only what datagrams filled is resident.
 READ_BATCH = 1024
 
+
 @dataclass(frozen=True)
 class ReadoutConfig(ReceiverConfig):
     """Settings of the slow-signal readout assembler."""
