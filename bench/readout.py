@@ -584,8 +584,10 @@ def run() -> None:
     print(f"nominal: {NOMINAL}/s for {NOMINAL_S} s, status asked once a second")
     row("published / sent", f"{n.received}/{n.sent_readouts}",
         f"{raw_nominal.received}/{raw_nominal.sent_datagrams}")
+    # a host on which the raw loop alone reaches the budget cannot show the goal either way
+    host = f" (the raw loop alone takes {raw_nominal.cpu:.2%} here)" if raw_nominal.cpu >= 0.002 else ""
     row("CPU of a core", f"{n.cpu:.2%}", f"{raw_nominal.cpu:.2%}", ratio(n.cpu, raw_nominal.cpu),
-        verdict(n.cpu <= 0.002, "<= 0.2 %"))
+        verdict(n.cpu <= 0.002, "<= 0.2 %") + host)
     row("  idle (no data, no status): CPU per second", f"{idle_us_s:.0f} us", "-")
     row(f"  CPU per status, kept connection (idle, {STATUS_ASKS} asked)", f"{kept_status_us:.0f} us", "-")
     row("  CPU per status, new connection (as ssdaqctl)", f"{new_status_us:.0f} us", "-")
