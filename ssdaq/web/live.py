@@ -127,12 +127,14 @@ class LiveHub:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     self.counters.add("client_messages")
         finally:
-            self.clients -= 1
             sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            if _unanswered_ping(ws):
-                self.counters.report("closed_no_pong", detail="no answer to a ping",
-                                     peer=request.remote or "")
+            try:
+                await asyncio.gather(sender, return_exceptions=True)
+                if _unanswered_ping(ws):
+                    self.counters.report("closed_no_pong", detail="no answer to a ping",
+                                         peer=request.remote or "")
+            finally:  # last, even if cancelled meanwhile: a freed slot has its close counted
+                self.clients -= 1
         return ws
 
     async def serve(self, ws: web.WebSocketResponse, request: web.Request) -> None:
