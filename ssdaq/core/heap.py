@@ -27,4 +27,6 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    trim = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    mmap = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # tried even if the first was refused
+    return bool(trim and mmap)

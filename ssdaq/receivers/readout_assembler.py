@@ -3,8 +3,7 @@
 Datagrams are read in batches (``recvmmsg``), each burst whole: a wake-up reads nothing and
 waits ``coalesce_us`` (1 ms, the latency this spends) for the rest of the readouts it announces,
 which no module's datagram completes alone, then reads all that came. They are handed to the
-pure
-:class:`~ssdaq.data.readout_pipeline.ReadoutPipeline` (decode, TACK matching, rows), whose
+pure :class:`~ssdaq.data.readout_pipeline.ReadoutPipeline` (decode, TACK matching, rows), whose
 output goes to the publishers and whose counts go to the counters as they are. A readout is
 published as soon as every live expected module has contributed, or when its ``max_wait_s``
 deadline passes (a timer, not the next packet). Readout numbers rise by exactly 1 per
